@@ -1,0 +1,287 @@
+//! A crate that uses zmig, as the xtask sees it: its `diesel.toml`, the `schema.rs` Diesel
+//! printed, its migrations folder and every `#[derive(Zmig)]` model in its sources, parsed with
+//! the same code as the derive.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::migrations::{self, PlannedFolder, OWNER_SNAPSHOT};
+use crate::plan::{resolve_extract, Extract, SourceRef};
+use crate::schema::{parse_schema, Schema};
+use crate::spec::{parse_model_attrs, MigrationSpec, ModelSpec};
+
+/// An error in one of the crate's files, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Located {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+    }
+}
+
+/// All the errors found in a crate; nothing is written when there is one.
+#[derive(Debug)]
+pub struct ProjectErrors(pub Vec<Located>);
+
+impl std::fmt::Display for ProjectErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProjectErrors {}
+
+fn located(file: &Path, line: usize, column: usize, message: impl Into<String>) -> Located {
+    Located { file: file.to_owned(), line, column, message: message.into() }
+}
+
+/// Every error of a `syn::Error`, placed in `file`.
+fn from_syn(file: &Path, error: syn::Error) -> Vec<Located> {
+    error
+        .into_iter()
+        .map(|e| {
+            let start = e.span().start();
+            located(file, start.line, start.column + 1, e.to_string())
+        })
+        .collect()
+}
+
+/// A crate that uses zmig, loaded and resolved.
+#[derive(Debug)]
+pub struct Project {
+    pub root: PathBuf,
+    pub schema_file: PathBuf,
+    pub migrations_dir: PathBuf,
+    pub extracts: Vec<ResolvedModel>,
+}
+
+#[derive(Debug)]
+pub struct ResolvedModel {
+    pub extract: Extract,
+    /// The owner table as recorded for this migration (see [`OWNER_SNAPSHOT`]).
+    pub owner_snapshot: String,
+}
+
+impl ResolvedModel {
+    pub fn folders(&self) -> Vec<PlannedFolder> {
+        migrations::planned_folders(&self.extract, &self.owner_snapshot)
+    }
+}
+
+/// What `diesel.toml` says about where things are.
+struct DieselToml {
+    schema_file: PathBuf,
+    migrations_dir: PathBuf,
+}
+
+fn read_diesel_toml(root: &Path) -> Result<DieselToml, Located> {
+    let path = root.join("diesel.toml");
+    let mut config = DieselToml { schema_file: root.join("src/schema.rs"), migrations_dir: root.join("migrations") };
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(config),
+        Err(error) => return Err(located(&path, 1, 1, format!("cannot read: {error}"))),
+    };
+    let value: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+        let (line, column) = error.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
+        located(&path, line, column, error.message().to_owned())
+    })?;
+    if let Some(file) = value.get("print_schema").and_then(|p| p.get("file")).and_then(|f| f.as_str()) {
+        config.schema_file = root.join(file);
+    }
+    if let Some(dir) = value.get("migrations_directory").and_then(|m| m.get("dir")).and_then(|d| d.as_str()) {
+        config.migrations_dir = root.join(dir);
+    }
+    Ok(config)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// A model found in the sources, before resolution.
+struct FoundModel {
+    /// Relative to the crate root.
+    file: PathBuf,
+    line: usize,
+    spec: ModelSpec,
+}
+
+/// Loads the crate at `root`: reads everything, resolves every model, reports every error.
+pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
+    let mut errors = Vec::new();
+    let config = read_diesel_toml(root).map_err(|e| ProjectErrors(vec![e]))?;
+    let models = find_models(root, &mut errors);
+    if models.is_empty() && errors.is_empty() {
+        return Ok(Project { root: root.to_owned(), schema_file: config.schema_file, migrations_dir: config.migrations_dir, extracts: Vec::new() });
+    }
+    let schema = match fs::read_to_string(&config.schema_file) {
+        Ok(text) => match parse_schema(&relative(root, &config.schema_file), &text) {
+            Ok(schema) => Some(schema),
+            Err(error) => {
+                errors.push(located(&error.file, error.line, error.column, error.message));
+                None
+            }
+        },
+        Err(error) => {
+            errors.push(located(
+                &config.schema_file,
+                1,
+                1,
+                format!("cannot read the schema Diesel printed ({error}); run `diesel print-schema` or set `[print_schema] file` in diesel.toml"),
+            ));
+            None
+        }
+    };
+    let mut extracts = Vec::new();
+    if let Some(schema) = schema {
+        let mut names = std::collections::HashMap::new();
+        for model in models {
+            let MigrationSpec::Extract(extract_spec) = &model.spec.migration;
+            let abs_file = root.join(&model.file);
+            let snapshot = match owner_schema(&config.migrations_dir, &model, &schema) {
+                Ok(snapshot) => snapshot,
+                Err(error) => {
+                    errors.push(error);
+                    continue;
+                }
+            };
+            let source = SourceRef { file: model.file.clone(), line: model.line, model: model.spec.struct_name.value.clone() };
+            match resolve_extract(&model.spec, extract_spec, &snapshot, source, extract_spec.to_attribute()) {
+                Ok(extract) => {
+                    if let Some(previous) = names.insert(extract.name.clone(), model.file.clone()) {
+                        errors.push(located(
+                            &abs_file,
+                            model.line,
+                            1,
+                            format!("two models declare migration `{}` (the other is in {}); give one `name = ...`", extract.name, previous.display()),
+                        ));
+                    }
+                    let owner_snapshot = serde_json::to_string_pretty(&snapshot).expect("a schema serializes") + "\n";
+                    extracts.push(ResolvedModel { extract, owner_snapshot });
+                }
+                Err(error) => errors.extend(from_syn(&model.file, error)),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ProjectErrors(errors));
+    }
+    extracts.sort_by(|a, b| a.extract.name.cmp(&b.extract.name));
+    Ok(Project { root: root.to_owned(), schema_file: config.schema_file, migrations_dir: config.migrations_dir, extracts })
+}
+
+/// The schema that describes the owner table for this model: the snapshot written with the
+/// migration's expand folder when there is one, else the owner table from `schema.rs`.
+///
+/// Why a snapshot: `schema.rs` follows the database. After write_new the old columns print as
+/// `Nullable`, after contract they are gone; resolving later phases against that would rewrite
+/// the meaning of phases already shipped. The snapshot keeps them as they were when planned.
+fn owner_schema(migrations_dir: &Path, model: &FoundModel, schema: &Schema) -> Result<Schema, Located> {
+    let MigrationSpec::Extract(extract) = &model.spec.migration;
+    let name = extract.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| crate::spec::default_migration_name(model.spec.table(), &extract.into.value));
+    let probe = PlannedFolder { stage: crate::spec::Stage::Expand, suffix: format!("{name}_expand"), files: Vec::new() };
+    let existing = migrations::existing_folder(migrations_dir, &probe)
+        .map_err(|e| located(migrations_dir, 1, 1, format!("cannot read the migrations folder: {e}")))?;
+    if let Some(folder) = existing {
+        let path = folder.join(OWNER_SNAPSHOT);
+        if let Ok(text) = fs::read_to_string(&path) {
+            return serde_json::from_str(&text).map_err(|e| {
+                located(&path, e.line(), e.column(), format!("zmig's record of the owner table is damaged ({e}); restore it from version control"))
+            });
+        }
+    }
+    let mut snapshot = Schema { file: schema.file.clone(), tables: Vec::new(), custom_types: schema.custom_types.clone(), joinables: Vec::new() };
+    if let Some(owner) = schema.table(model.spec.table()) {
+        snapshot.tables.push(owner.clone());
+    } else {
+        snapshot.tables = schema.tables.clone();
+    }
+    Ok(snapshot)
+}
+
+fn relative(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root).map(Path::to_owned).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Every struct deriving `Zmig` under `src/`, parsed with the derive's own parser.
+fn find_models(root: &Path, errors: &mut Vec<Located>) -> Vec<FoundModel> {
+    let mut files = Vec::new();
+    collect_rust_files(&root.join("src"), &mut files);
+    files.sort();
+    let mut models = Vec::new();
+    for path in files {
+        let Ok(text) = fs::read_to_string(&path) else { continue };
+        // Most files have no model: skip them without paying for a parse.
+        if !text.contains("Zmig") {
+            continue;
+        }
+        let rel = relative(root, &path);
+        let file = match syn::parse_file(&text) {
+            Ok(file) => file,
+            Err(error) => {
+                errors.extend(from_syn(&rel, error));
+                continue;
+            }
+        };
+        visit_items(&file.items, &rel, &mut models, errors);
+    }
+    models
+}
+
+fn visit_items(items: &[syn::Item], file: &Path, models: &mut Vec<FoundModel>, errors: &mut Vec<Located>) {
+    for item in items {
+        match item {
+            syn::Item::Struct(item) if derives_zmig(&item.attrs) => match parse_model_attrs(&item.ident, &item.attrs) {
+                Ok(spec) => models.push(FoundModel { file: file.to_owned(), line: item.ident.span().start().line, spec }),
+                Err(error) => errors.extend(from_syn(file, error)),
+            },
+            syn::Item::Mod(module) => {
+                if let Some((_, items)) = &module.content {
+                    visit_items(items, file, models, errors);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn derives_zmig(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().filter(|a| a.path().is_ident("derive")).any(|a| {
+        let mut found = false;
+        let _ = a.parse_nested_meta(|meta| {
+            if meta.path.segments.last().is_some_and(|s| s.ident == "Zmig") {
+                found = true;
+            }
+            Ok(())
+        });
+        found
+    })
+}
+
+fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}

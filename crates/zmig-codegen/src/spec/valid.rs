@@ -1,0 +1,151 @@
+//! Every check that can be made on the attribute alone, without `schema.rs`: the derive runs
+//! these at compile time, the xtask runs them before resolving the attribute against the schema.
+
+use std::collections::HashMap;
+
+use super::{Ctxt, MigrationSpec, ModelSpec, Spanned};
+use crate::sql::filter;
+
+/// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1), silently.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// Diesel SQL types a moved column may be widened to (all are built-in PostgreSQL types).
+pub const WIDEN_TARGETS: &[&str] =
+    &["Int4", "Integer", "Int8", "BigInt", "Bigint", "Numeric", "Decimal", "Float8", "Double", "Text"];
+
+pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
+    let MigrationSpec::Extract(extract) = &spec.migration;
+    let owner = spec.table();
+
+    check_identifier(cx, &extract.into, "the new table");
+    if extract.into.value == owner {
+        cx.error_at(extract.into.span, "the new table must differ from the owner table");
+    }
+    if let Some(key) = &extract.key {
+        check_identifier(cx, key, "the owner key column");
+    }
+    if let Some(pk) = &extract.primary_key {
+        check_identifier(cx, pk, "the primary key column");
+    }
+    if let Some(name) = &extract.name {
+        check_migration_name(cx, name);
+    }
+
+    // Each owner column moves once, and each lands under a name of its own.
+    let mut sources: HashMap<&str, &Spanned<String>> = HashMap::new();
+    let mut targets: HashMap<&str, proc_macro2::Span> = HashMap::new();
+    for column in &extract.columns {
+        if sources.insert(column.source.value.as_str(), &column.source).is_some() {
+            cx.error_at(column.source.span, format!("column `{}` is listed twice in `columns(...)`", column.source.value));
+        }
+        if let Some(rename) = &column.rename {
+            check_identifier(cx, rename, "the column's new name");
+        }
+        let target_span = column.rename.as_ref().unwrap_or(&column.source).span;
+        if targets.insert(column.target(), target_span).is_some() {
+            cx.error_at(target_span, format!("two moved columns would both be named `{}` in the new table", column.target()));
+        }
+        if spec.primary_key.iter().any(|pk| pk.value == column.source.value) {
+            cx.error_at(
+                column.source.span,
+                format!(
+                    "`{}` is the primary key of `{owner}`; it cannot move out of its table\nhelp: the new table gets its own key and a `{}` column pointing at the owner",
+                    column.source.value,
+                    default_key_column(owner),
+                ),
+            );
+        }
+        if let Some(widen) = &column.widen {
+            if !WIDEN_TARGETS.contains(&widen.value.as_str()) {
+                cx.error_at(
+                    widen.span,
+                    format!(
+                        "zmig widens moved columns only to {}\nhelp: write `{}: Int8` to widen an integer column",
+                        WIDEN_TARGETS.join(", "),
+                        column.source.value
+                    ),
+                );
+            }
+        }
+    }
+
+    let key = extract.key.as_ref().map(|k| k.value.clone()).unwrap_or_else(|| default_key_column(owner));
+    if let Some(span) = targets.get(key.as_str()) {
+        cx.error_at(
+            *span,
+            format!("a moved column is named `{key}`, the owner key column of the new table\nhelp: rename it (`{key} as other_name`) or choose another key with `key = ...`"),
+        );
+    }
+
+    if let Some(filter) = &extract.filter {
+        if let Err(error) = filter::tokenize(&filter.value) {
+            cx.error_at(filter.span, format!("invalid filter: {error}\nhelp: the correct format looks like `filter = \"street1 IS NOT NULL\"`"));
+        }
+    }
+}
+
+fn check_identifier(cx: &mut Ctxt, name: &Spanned<String>, what: &str) {
+    if name.value.is_empty() {
+        cx.error_at(name.span, format!("{what} needs a name"));
+    } else if name.value.len() > MAX_IDENTIFIER_BYTES {
+        cx.error_at(
+            name.span,
+            format!("`{}` is {} bytes; PostgreSQL would silently cut {what}'s name to {MAX_IDENTIFIER_BYTES}", name.value, name.value.len()),
+        );
+    } else if name.value.contains('\0') {
+        cx.error_at(name.span, format!("{what}'s name cannot contain a NUL byte"));
+    }
+}
+
+/// Migration names end up in folder names and on the command line: keep them boring.
+fn check_migration_name(cx: &mut Ctxt, name: &Spanned<String>) {
+    let ok = !name.value.is_empty()
+        && name.value.len() <= 40
+        && name.value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name.value.as_bytes()[0].is_ascii_lowercase();
+    if !ok {
+        cx.error_at(
+            name.span,
+            "a migration name is 1 to 40 characters of a-z, 0-9 and _, starting with a letter\nhelp: the correct format looks like `name = caterers_addresses`",
+        );
+    }
+}
+
+/// `caterers` → `caterer_id`: the owner key's default name.
+pub fn default_key_column(owner_table: &str) -> String {
+    format!("{}_id", singular(owner_table))
+}
+
+/// English singular of a table name, good enough for the names tables usually have.
+pub fn singular(word: &str) -> String {
+    let lower = word.to_ascii_lowercase();
+    let cut = |n: usize| word[..word.len() - n].to_owned();
+    if lower.ends_with("ies") && word.len() > 3 {
+        format!("{}y", cut(3))
+    } else if ["sses", "shes", "ches", "xes", "zes"].iter().any(|s| lower.ends_with(s)) {
+        cut(2)
+    } else if lower.ends_with('s') && !lower.ends_with("ss") && !lower.ends_with("us") && word.len() > 1 {
+        cut(1)
+    } else {
+        word.to_owned()
+    }
+}
+
+/// `<owner>_<new>`, lowercased, anything else turned into `_`: the default migration name.
+pub fn default_migration_name(owner_table: &str, new_table: &str) -> String {
+    let raw = format!("{owner_table}_{new_table}").to_ascii_lowercase();
+    let words: Vec<&str> = raw.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    words.join("_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn singularizes_common_table_names() {
+        for (plural, single) in [("caterers", "caterer"), ("companies", "company"), ("addresses", "address"), ("boxes", "box"), ("status", "status"), ("staff", "staff")] {
+            assert_eq!(singular(plural), single, "{plural}");
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! zmig-runtime: what a service links to use zmig. For now it carries the description of each
+//! model's migration that `#[derive(Zmig)]` generates; the backfill runner and the generated
+//! readers and writers build on it.
+//!
+//! ```ignore
+//! #[derive(Queryable, Selectable, Zmig)]
+//! #[diesel(table_name = caterers)]
+//! #[zmig(extract(into = addresses, columns(street1, street2, city, state, zip)), stage = "dual_write")]
+//! pub struct Caterer { /* … */ }
+//! ```
+
+#[cfg(feature = "derive")]
+pub use zmig_derive::Zmig;
+
+/// The phases of an extract, in the order they ship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    Expand,
+    DualWrite,
+    Backfill,
+    ReadNew,
+    WriteNew,
+    Contract,
+}
+
+/// An extract as the attribute declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractInfo {
+    /// The migration's name (folder names, `cargo xtask zmig backfill <name>`).
+    pub name: &'static str,
+    /// The Diesel `table!` name of the owner table.
+    pub owner_table: &'static str,
+    /// The new table's name in the database.
+    pub new_table: &'static str,
+    /// `(owner column, new column)` Rust / SQL names of the moved columns.
+    pub columns: &'static [(&'static str, &'static str)],
+    /// The stage the code is at.
+    pub stage: Stage,
+}
+
+/// The migration a `#[derive(Zmig)]` model takes part in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    Extract(ExtractInfo),
+}
+
+/// Implemented by `#[derive(Zmig)]`.
+pub trait ZmigModel {
+    const MIGRATION: Migration;
+}

@@ -1,0 +1,196 @@
+//! Helpers shared by the integration tests: a PostgreSQL database of their own for each test,
+//! and throwaway Diesel crates that zmig generates migrations for.
+
+pub mod fixtures;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+use zmig_codegen::cli::generate;
+use zmig_codegen::project;
+
+/// The server the tests use: `DATABASE_URL`, or the local PostgreSQL.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A database created for one test and dropped when it ends, so tests run in parallel and leave
+/// nothing behind.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new(label: &str) -> TestDb {
+        let name = format!("zmig_{label}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let mut admin = PgConnection::establish(&server_url())
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {} ({e}); see DEVELOPERS.md", server_url()));
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).unwrap();
+        diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).unwrap();
+        let url = with_database(&server_url(), &name);
+        TestDb { name, url }
+    }
+
+    pub fn conn(&self) -> PgConnection {
+        PgConnection::establish(&self.url).unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&server_url()) {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)).execute(&mut admin);
+        }
+    }
+}
+
+/// A throwaway Diesel crate: `diesel.toml`, `src/schema.rs`, `src/models.rs` and a first
+/// migration creating the tables, in a temporary folder removed on drop.
+pub struct FixtureCrate {
+    pub root: PathBuf,
+}
+
+/// The fixed version stamp tests generate with, so snapshots are stable.
+pub const TIMESTAMP: &str = "2026-11-21-120000";
+
+impl FixtureCrate {
+    /// `schema` is `schema.rs`, `models` the model source, `create_sql` the first migration.
+    pub fn new(label: &str, schema: &str, models: &str, create_sql: &str, drop_sql: &str) -> FixtureCrate {
+        let root = std::env::temp_dir()
+            .join(format!("zmig-fixture-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("src")).unwrap();
+        let create = root.join("migrations/2020-01-01-000000-0000_create_tables");
+        fs::create_dir_all(&create).unwrap();
+        fs::write(root.join("diesel.toml"), "[print_schema]\nfile = \"src/schema.rs\"\n\n[migrations_directory]\ndir = \"migrations\"\n").unwrap();
+        fs::write(root.join("src/schema.rs"), schema).unwrap();
+        fs::write(root.join("src/models.rs"), models).unwrap();
+        fs::write(create.join("up.sql"), create_sql).unwrap();
+        fs::write(create.join("down.sql"), drop_sql).unwrap();
+        FixtureCrate { root }
+    }
+
+    /// The caterers example's schema and first migration, with `attribute` on its model.
+    pub fn caterers(label: &str, attribute: &str) -> FixtureCrate {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/caterers");
+        let schema = fs::read_to_string(example.join("src/schema.rs")).unwrap();
+        let create = fs::read_to_string(example.join("migrations/2026-11-01-000000-0000_create_caterers/up.sql")).unwrap();
+        let drop = fs::read_to_string(example.join("migrations/2026-11-01-000000-0000_create_caterers/down.sql")).unwrap();
+        FixtureCrate::new(label, &schema, &model_source("caterers", "Caterer", attribute), &create, &drop)
+    }
+
+    pub fn migrations_dir(&self) -> PathBuf {
+        self.root.join("migrations")
+    }
+
+    /// Replaces the model source (to advance `stage`, say).
+    pub fn set_models(&self, models: &str) {
+        fs::write(self.root.join("src/models.rs"), models).unwrap();
+    }
+
+    /// Runs `generate` (or `generate --check`) on the crate; returns the outcome and its report.
+    pub fn generate(&self, check: bool) -> Result<(generate_outcome::Outcome, String), String> {
+        let project = project::load(&self.root).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let outcome = generate(&[project], check, TIMESTAMP, &mut out).map_err(|e| format!("{e:#}"))?;
+        Ok((outcome, String::from_utf8(out).unwrap()))
+    }
+
+    /// Every generated file, `folder/file` → contents, sorted.
+    pub fn generated_files(&self) -> Vec<(String, String)> {
+        let mut files = Vec::new();
+        for folder in fs::read_dir(self.migrations_dir()).unwrap().flatten() {
+            let folder_name = folder.file_name().to_string_lossy().into_owned();
+            if folder_name.starts_with("2020-") {
+                continue;
+            }
+            for file in fs::read_dir(folder.path()).unwrap().flatten() {
+                let name = format!("{folder_name}/{}", file.file_name().to_string_lossy());
+                files.push((name, fs::read_to_string(file.path()).unwrap()));
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// Copies the generated folders to `target/zmig-lint/<name>/` where CI runs squawk and
+    /// diesel-guard over them.
+    pub fn export_for_lint(&self, name: &str) {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/zmig-lint").join(name);
+        let _ = fs::remove_dir_all(&target);
+        for (file, contents) in self.generated_files() {
+            let path = target.join(&file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, contents).unwrap();
+        }
+    }
+
+    pub fn migrations(&self) -> FileBasedMigrations {
+        FileBasedMigrations::from_path(self.migrations_dir()).unwrap()
+    }
+}
+
+impl Drop for FixtureCrate {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Re-exported so tests can name the outcome type.
+pub mod generate_outcome {
+    pub use zmig_codegen::cli::Outcome;
+}
+
+/// A model struct for `table` with every column of the caterers table and `attribute`.
+pub fn model_source(table: &str, model: &str, attribute: &str) -> String {
+    format!(
+        "use zmig_runtime::Zmig;\n\n#[derive(Zmig)]\n#[diesel(table_name = {table})]\n{attribute}\npub struct {model} {{\n    pub id: i32,\n}}\n"
+    )
+}
+
+/// Applies every pending migration.
+pub fn run_pending(conn: &mut PgConnection, fixture: &FixtureCrate) {
+    conn.run_pending_migrations(fixture.migrations()).unwrap_or_else(|e| panic!("migration failed: {e}"));
+}
+
+/// Applies pending migrations one at a time, checking after each that reverting it and running
+/// it again works (`diesel migration redo`).
+pub fn run_each_with_redo(conn: &mut PgConnection, fixture: &FixtureCrate) -> Vec<String> {
+    let mut applied = Vec::new();
+    loop {
+        let pending = conn.pending_migrations(fixture.migrations()).unwrap();
+        let Some(next) = pending.into_iter().next() else { break };
+        let name = next.name().to_string();
+        conn.run_migration(&*next).unwrap_or_else(|e| panic!("{name}: up failed: {e}"));
+        conn.revert_migration(&*next).unwrap_or_else(|e| panic!("{name}: down failed: {e}"));
+        conn.run_migration(&*next).unwrap_or_else(|e| panic!("{name}: up after down failed: {e}"));
+        applied.push(name);
+    }
+    applied
+}
+
+/// Reverts the last applied migration.
+pub fn revert_last(conn: &mut PgConnection, fixture: &FixtureCrate) -> String {
+    conn.revert_last_migration(fixture.migrations()).unwrap_or_else(|e| panic!("revert failed: {e}")).to_string()
+}

@@ -1,0 +1,33 @@
+//! `name = ...` ends up in folder names and commands: only a-z, 0-9 and _.
+
+use diesel::prelude::*;
+use zmig_runtime::Zmig;
+
+diesel::table! {
+    caterers (id) {
+        id -> Int4,
+        name -> Varchar,
+        street1 -> Varchar,
+        street2 -> Nullable<Varchar>,
+        city -> Varchar,
+        zip -> Varchar,
+        state -> Varchar,
+        gh_login -> Varchar,
+        visits -> Int4,
+    }
+}
+
+#[derive(Queryable, Selectable, Zmig)]
+#[diesel(table_name = caterers)]
+#[zmig(
+    extract(into = addresses, columns(street1, city), name = "Caterers-Addresses"),
+    stage = "expand"
+)]
+struct Caterer {
+    id: i32,
+    name: String,
+    street1: String,
+    city: String,
+}
+
+fn main() {}

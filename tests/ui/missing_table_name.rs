@@ -1,0 +1,29 @@
+//! zmig needs `#[diesel(table_name = ...)]`, even where Diesel would infer the table from the struct name.
+
+use diesel::prelude::*;
+use zmig_runtime::Zmig;
+
+diesel::table! {
+    caterers (id) {
+        id -> Int4,
+        name -> Varchar,
+        street1 -> Varchar,
+        street2 -> Nullable<Varchar>,
+        city -> Varchar,
+        zip -> Varchar,
+        state -> Varchar,
+        gh_login -> Varchar,
+        visits -> Int4,
+    }
+}
+
+#[derive(Queryable, Selectable, Zmig)]
+#[zmig(extract(into = addresses, columns(street1, city)), stage = "expand")]
+struct Caterer {
+    id: i32,
+    name: String,
+    street1: String,
+    city: String,
+}
+
+fn main() {}

@@ -1,0 +1,33 @@
+//! Two moved columns renamed to the same name are refused on the second name.
+
+use diesel::prelude::*;
+use zmig_runtime::Zmig;
+
+diesel::table! {
+    caterers (id) {
+        id -> Int4,
+        name -> Varchar,
+        street1 -> Varchar,
+        street2 -> Nullable<Varchar>,
+        city -> Varchar,
+        zip -> Varchar,
+        state -> Varchar,
+        gh_login -> Varchar,
+        visits -> Int4,
+    }
+}
+
+#[derive(Queryable, Selectable, Zmig)]
+#[diesel(table_name = caterers)]
+#[zmig(
+    extract(into = addresses, columns(street1 as line, street2 as line, city)),
+    stage = "expand"
+)]
+struct Caterer {
+    id: i32,
+    name: String,
+    street1: String,
+    city: String,
+}
+
+fn main() {}
