@@ -23,12 +23,18 @@ fn caterers_every_phase() {
 
 #[test]
 fn filter_and_owner_key_as_primary_key() {
-    insta::assert_snapshot!(snapshot_of(&fixtures::caterers_filtered("sql_filtered"), "caterers_filtered"));
+    insta::assert_snapshot!(snapshot_of(
+        &fixtures::caterers_filtered("sql_filtered"),
+        "caterers_filtered"
+    ));
 }
 
 #[test]
 fn renames_widening_and_moved_primary_key() {
-    insta::assert_snapshot!(snapshot_of(&fixtures::users_github("sql_users"), "users_github"));
+    insta::assert_snapshot!(snapshot_of(
+        &fixtures::users_github("sql_users"),
+        "users_github"
+    ));
 }
 
 #[test]

@@ -47,7 +47,13 @@ pub const USERS_GITHUB: &str = "#[zmig(extract(into = github_accounts, \
      stage = \"contract\")]";
 
 pub fn users_github(label: &str) -> FixtureCrate {
-    FixtureCrate::new(label, USERS_SCHEMA, &model_source("users", "User", USERS_GITHUB), USERS_CREATE, "DROP TABLE users;\n")
+    FixtureCrate::new(
+        label,
+        USERS_SCHEMA,
+        &model_source("users", "User", USERS_GITHUB),
+        USERS_CREATE,
+        "DROP TABLE users;\n",
+    )
 }
 
 const WEIRD_SCHEMA: &str = r#"// @generated automatically by Diesel CLI.
@@ -75,5 +81,11 @@ pub const WEIRD: &str = "#[zmig(extract(into = \"Item \\\"Details\\\"\", key = \
      filter = \"\\\"SKU \\\"\\\"Code\\\"\\\"\\\" <> '' AND type IS NOT NULL\"), stage = \"contract\")]";
 
 pub fn weird(label: &str) -> FixtureCrate {
-    FixtureCrate::new(label, WEIRD_SCHEMA, &model_source("order_items", "OrderItem", WEIRD), WEIRD_CREATE, "DROP TABLE \"Order Items\";\n")
+    FixtureCrate::new(
+        label,
+        WEIRD_SCHEMA,
+        &model_source("order_items", "OrderItem", WEIRD),
+        WEIRD_CREATE,
+        "DROP TABLE \"Order Items\";\n",
+    )
 }

@@ -15,7 +15,8 @@ use zmig_codegen::project;
 
 /// The server the tests use: `DATABASE_URL`, or the local PostgreSQL.
 pub fn server_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// `url` with its database name replaced by `database`.
@@ -43,11 +44,23 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new(label: &str) -> TestDb {
-        let name = format!("zmig_{label}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let mut admin = PgConnection::establish(&server_url())
-            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {} ({e}); see DEVELOPERS.md", server_url()));
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).unwrap();
-        diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).unwrap();
+        let name = format!(
+            "zmig_{label}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin = PgConnection::establish(&server_url()).unwrap_or_else(|e| {
+            panic!(
+                "cannot reach PostgreSQL at {} ({e}); see DEVELOPERS.md",
+                server_url()
+            )
+        });
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .unwrap();
+        diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .unwrap();
         let url = with_database(&server_url(), &name);
         TestDb { name, url }
     }
@@ -60,7 +73,11 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Ok(mut admin) = PgConnection::establish(&server_url()) {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)).execute(&mut admin);
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin);
         }
     }
 }
@@ -76,9 +93,18 @@ pub const TIMESTAMP: &str = "2026-11-21-120000";
 
 impl FixtureCrate {
     /// `schema` is `schema.rs`, `models` the model source, `create_sql` the first migration.
-    pub fn new(label: &str, schema: &str, models: &str, create_sql: &str, drop_sql: &str) -> FixtureCrate {
-        let root = std::env::temp_dir()
-            .join(format!("zmig-fixture-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+    pub fn new(
+        label: &str,
+        schema: &str,
+        models: &str,
+        create_sql: &str,
+        drop_sql: &str,
+    ) -> FixtureCrate {
+        let root = std::env::temp_dir().join(format!(
+            "zmig-fixture-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("src")).unwrap();
         let create = root.join("migrations/2020-01-01-000000-0000_create_tables");
@@ -95,9 +121,21 @@ impl FixtureCrate {
     pub fn caterers(label: &str, attribute: &str) -> FixtureCrate {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/caterers");
         let schema = fs::read_to_string(example.join("src/schema.rs")).unwrap();
-        let create = fs::read_to_string(example.join("migrations/2026-11-01-000000-0000_create_caterers/up.sql")).unwrap();
-        let drop = fs::read_to_string(example.join("migrations/2026-11-01-000000-0000_create_caterers/down.sql")).unwrap();
-        FixtureCrate::new(label, &schema, &model_source("caterers", "Caterer", attribute), &create, &drop)
+        let create = fs::read_to_string(
+            example.join("migrations/2026-11-01-000000-0000_create_caterers/up.sql"),
+        )
+        .unwrap();
+        let drop = fs::read_to_string(
+            example.join("migrations/2026-11-01-000000-0000_create_caterers/down.sql"),
+        )
+        .unwrap();
+        FixtureCrate::new(
+            label,
+            &schema,
+            &model_source("caterers", "Caterer", attribute),
+            &create,
+            &drop,
+        )
     }
 
     pub fn migrations_dir(&self) -> PathBuf {
@@ -113,7 +151,8 @@ impl FixtureCrate {
     pub fn generate(&self, check: bool) -> Result<(generate_outcome::Outcome, String), String> {
         let project = project::load(&self.root).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        let outcome = generate(&[project], check, TIMESTAMP, &mut out).map_err(|e| format!("{e:#}"))?;
+        let outcome =
+            generate(&[project], check, TIMESTAMP, &mut out).map_err(|e| format!("{e:#}"))?;
         Ok((outcome, String::from_utf8(out).unwrap()))
     }
 
@@ -137,7 +176,9 @@ impl FixtureCrate {
     /// Copies the generated folders to `target/zmig-lint/<name>/` where CI runs squawk and
     /// diesel-guard over them.
     pub fn export_for_lint(&self, name: &str) {
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/zmig-lint").join(name);
+        let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/zmig-lint")
+            .join(name);
         let _ = fs::remove_dir_all(&target);
         for (file, contents) in self.generated_files() {
             let path = target.join(&file);
@@ -171,7 +212,8 @@ pub fn model_source(table: &str, model: &str, attribute: &str) -> String {
 
 /// Applies every pending migration.
 pub fn run_pending(conn: &mut PgConnection, fixture: &FixtureCrate) {
-    conn.run_pending_migrations(fixture.migrations()).unwrap_or_else(|e| panic!("migration failed: {e}"));
+    conn.run_pending_migrations(fixture.migrations())
+        .unwrap_or_else(|e| panic!("migration failed: {e}"));
 }
 
 /// Applies pending migrations one at a time, checking after each that reverting it and running
@@ -180,11 +222,16 @@ pub fn run_each_with_redo(conn: &mut PgConnection, fixture: &FixtureCrate) -> Ve
     let mut applied = Vec::new();
     loop {
         let pending = conn.pending_migrations(fixture.migrations()).unwrap();
-        let Some(next) = pending.into_iter().next() else { break };
+        let Some(next) = pending.into_iter().next() else {
+            break;
+        };
         let name = next.name().to_string();
-        conn.run_migration(&*next).unwrap_or_else(|e| panic!("{name}: up failed: {e}"));
-        conn.revert_migration(&*next).unwrap_or_else(|e| panic!("{name}: down failed: {e}"));
-        conn.run_migration(&*next).unwrap_or_else(|e| panic!("{name}: up after down failed: {e}"));
+        conn.run_migration(&*next)
+            .unwrap_or_else(|e| panic!("{name}: up failed: {e}"));
+        conn.revert_migration(&*next)
+            .unwrap_or_else(|e| panic!("{name}: down failed: {e}"));
+        conn.run_migration(&*next)
+            .unwrap_or_else(|e| panic!("{name}: up after down failed: {e}"));
         applied.push(name);
     }
     applied
@@ -192,5 +239,7 @@ pub fn run_each_with_redo(conn: &mut PgConnection, fixture: &FixtureCrate) -> Ve
 
 /// Reverts the last applied migration.
 pub fn revert_last(conn: &mut PgConnection, fixture: &FixtureCrate) -> String {
-    conn.revert_last_migration(fixture.migrations()).unwrap_or_else(|e| panic!("revert failed: {e}")).to_string()
+    conn.revert_last_migration(fixture.migrations())
+        .unwrap_or_else(|e| panic!("revert failed: {e}"))
+        .to_string()
 }

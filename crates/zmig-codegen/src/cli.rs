@@ -90,7 +90,11 @@ pub fn run(command: ZmigCommand, out: &mut dyn Write) -> Result<ExitCode> {
             let projects = load_all(&target)?;
             let timestamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S").to_string();
             let outcome = generate(&projects, check, &timestamp, out)?;
-            Ok(if outcome.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if outcome.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -107,7 +111,11 @@ fn load_all(target: &Target) -> Result<Vec<Project>> {
                 if e.file.is_relative() {
                     e.file = root.join(&e.file);
                 }
-                e.file = e.file.strip_prefix(&cwd).map(Path::to_owned).unwrap_or(e.file);
+                e.file = e
+                    .file
+                    .strip_prefix(&cwd)
+                    .map(Path::to_owned)
+                    .unwrap_or(e.file);
                 e
             })),
         }
@@ -132,9 +140,13 @@ fn zmig_crates(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
     }
     let output = command.output().context("running `cargo metadata`")?;
     if !output.status.success() {
-        bail!("`cargo metadata` failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "`cargo metadata` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).context("reading `cargo metadata` output")?;
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("reading `cargo metadata` output")?;
     let wanted = manifest_path.map(|p| p.canonicalize()).transpose()?;
     let mut roots = Vec::new();
     for package in metadata["packages"].as_array().into_iter().flatten() {
@@ -143,7 +155,10 @@ fn zmig_crates(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
             .as_array()
             .into_iter()
             .flatten()
-            .any(|d| matches!(d["name"].as_str(), Some("zmig-runtime" | "zmig-derive")) && d["kind"].is_null());
+            .any(|d| {
+                matches!(d["name"].as_str(), Some("zmig-runtime" | "zmig-derive"))
+                    && d["kind"].is_null()
+            });
         let chosen = match &wanted {
             Some(wanted) => manifest.canonicalize().ok().as_ref() == Some(wanted),
             None => uses_zmig,
@@ -156,9 +171,18 @@ fn zmig_crates(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
         // A virtual workspace manifest: every member that uses zmig.
         let _ = path;
         for package in metadata["packages"].as_array().into_iter().flatten() {
-            let uses_zmig = package["dependencies"].as_array().into_iter().flatten().any(|d| matches!(d["name"].as_str(), Some("zmig-runtime" | "zmig-derive")));
+            let uses_zmig = package["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| matches!(d["name"].as_str(), Some("zmig-runtime" | "zmig-derive")));
             if uses_zmig {
-                roots.push(PathBuf::from(package["manifest_path"].as_str().unwrap_or_default()).parent().map(Path::to_owned).unwrap_or_default());
+                roots.push(
+                    PathBuf::from(package["manifest_path"].as_str().unwrap_or_default())
+                        .parent()
+                        .map(Path::to_owned)
+                        .unwrap_or_default(),
+                );
             }
         }
     }
@@ -203,7 +227,9 @@ fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<(
                 let status = match phase.stage.cmp(&x.stage) {
                     std::cmp::Ordering::Less => "shipped",
                     std::cmp::Ordering::Equal => "current",
-                    std::cmp::Ordering::Greater if phase.stage.number() == x.stage.number() + 1 => "next",
+                    std::cmp::Ordering::Greater if phase.stage.number() == x.stage.number() + 1 => {
+                        "next"
+                    }
                     std::cmp::Ordering::Greater => "later",
                 };
                 let ships = match phase.ships {
@@ -212,7 +238,12 @@ fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<(
                     Ships::MigrationAndCode => "migration, then code deploy",
                     Ships::RuntimeTask => "runtime task",
                 };
-                writeln!(out, "  {}. {:<10} [{status}] ships: {ships}", phase.stage.number(), phase.stage.as_str())?;
+                writeln!(
+                    out,
+                    "  {}. {:<10} [{status}] ships: {ships}",
+                    phase.stage.number(),
+                    phase.stage.as_str()
+                )?;
                 writeln!(out, "     {}", phase.summary)?;
                 writeln!(out, "     before moving on: {}", phase.gate)?;
             }
@@ -242,7 +273,12 @@ impl Outcome {
 
 /// Compares every planned folder with the disk; writes the missing ones unless `check` or any
 /// folder is stale or edited (then it writes nothing).
-pub fn generate(projects: &[Project], check: bool, timestamp: &str, out: &mut dyn Write) -> Result<Outcome> {
+pub fn generate(
+    projects: &[Project],
+    check: bool,
+    timestamp: &str,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
     let mut outcome = Outcome::default();
     let mut to_write = Vec::new();
     for project in projects {
@@ -292,7 +328,10 @@ pub fn generate(projects: &[Project], check: bool, timestamp: &str, out: &mut dy
     }
     if check {
         for missing in &outcome.missing {
-            writeln!(out, "error: missing migration folder `*_{missing}`: run `cargo xtask zmig generate`")?;
+            writeln!(
+                out,
+                "error: missing migration folder `*_{missing}`: run `cargo xtask zmig generate`"
+            )?;
         }
         if outcome.ok() {
             writeln!(out, "{} migration folders up to date", outcome.up_to_date)?;
@@ -306,13 +345,18 @@ pub fn generate(projects: &[Project], check: bool, timestamp: &str, out: &mut dy
     // Folders are written in phase order; each is complete before the next starts.
     to_write.sort_by_key(|(_, planned)| planned.stage);
     for (dir, planned) in &to_write {
-        let path = migrations::write_folder(dir, planned, timestamp).with_context(|| format!("writing into {}", dir.display()))?;
+        let path = migrations::write_folder(dir, planned, timestamp)
+            .with_context(|| format!("writing into {}", dir.display()))?;
         writeln!(out, "wrote {}", path.display())?;
         outcome.written.push(path);
     }
     outcome.missing.clear();
     if outcome.written.is_empty() {
-        writeln!(out, "{} migration folders up to date; nothing to write", outcome.up_to_date)?;
+        writeln!(
+            out,
+            "{} migration folders up to date; nothing to write",
+            outcome.up_to_date
+        )?;
     }
     Ok(outcome)
 }

@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 
-use crate::spec::{self, default_migration_name, MigrationSpec, ModelSpec, Stage};
+use crate::spec::{self, MigrationSpec, ModelSpec, Stage};
 
 /// `#[derive(Zmig)]` on `input`: the generated items, or every error as `compile_error!`.
 pub fn derive_zmig(input: TokenStream) -> TokenStream {
@@ -22,11 +22,7 @@ fn expand(input: &syn::DeriveInput, model: &ModelSpec) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let MigrationSpec::Extract(extract) = &model.migration;
-    let name = extract
-        .name
-        .as_ref()
-        .map(|n| n.value.clone())
-        .unwrap_or_else(|| default_migration_name(model.table(), &extract.into.value));
+    let name = model.migration_name();
     let owner = model.table();
     let new_table = &extract.into.value;
     let stage = stage_tokens(model.stage.value);
@@ -38,10 +34,15 @@ fn expand(input: &syn::DeriveInput, model: &ModelSpec) -> TokenStream {
 
     // Each moved column must exist in the Diesel table: referencing it makes rustc say so, at the
     // column the user wrote, exactly as a typo in a Diesel query would.
-    let table_path: syn::Path = syn::parse_str(&model.table_path.value.join("::")).unwrap_or_else(|_| syn::parse_quote!(self));
+    let table_path: syn::Path = syn::parse_str(&model.table_path.value.join("::"))
+        .unwrap_or_else(|_| syn::parse_quote!(self));
     let column_checks = extract.columns.iter().map(|c| {
         let column = format_ident!("{}", c.source.value, span = c.source.span);
-        let column = if syn::parse_str::<syn::Ident>(&c.source.value).is_ok() { column } else { format_ident!("r#{}", c.source.value, span = c.source.span) };
+        let column = if syn::parse_str::<syn::Ident>(&c.source.value).is_ok() {
+            column
+        } else {
+            format_ident!("r#{}", c.source.value, span = c.source.span)
+        };
         let table_path = respan(&table_path, c.source.span);
         quote_spanned!(c.source.span=> let _ = #table_path::#column;)
     });

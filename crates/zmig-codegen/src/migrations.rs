@@ -8,8 +8,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::plan::Extract;
-use crate::sql::{self, fnv1a, PhaseSql};
 use crate::spec::Stage;
+use crate::sql::{self, fnv1a, PhaseSql};
 
 /// One migration folder as zmig would write it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +44,14 @@ pub fn planned_folders(extract: &Extract, owner_snapshot: &str) -> Vec<PlannedFo
 
 fn folder(extract: &Extract, phase: PhaseSql, owner_snapshot: &str) -> PlannedFolder {
     let mut files = vec![
-        ("up.sql".to_owned(), with_header(extract, phase.stage, "up.sql", &phase.up)),
-        ("down.sql".to_owned(), with_header(extract, phase.stage, "down.sql", &phase.down)),
+        (
+            "up.sql".to_owned(),
+            with_header(extract, phase.stage, "up.sql", &phase.up),
+        ),
+        (
+            "down.sql".to_owned(),
+            with_header(extract, phase.stage, "down.sql", &phase.down),
+        ),
     ];
     if !phase.run_in_transaction {
         files.push((
@@ -59,7 +65,11 @@ fn folder(extract: &Extract, phase: PhaseSql, owner_snapshot: &str) -> PlannedFo
     if phase.stage == Stage::Expand {
         files.push((OWNER_SNAPSHOT.to_owned(), owner_snapshot.to_owned()));
     }
-    PlannedFolder { stage: phase.stage, suffix: format!("{}_{}", extract.name, phase.stage), files }
+    PlannedFolder {
+        stage: phase.stage,
+        suffix: format!("{}_{}", extract.name, phase.stage),
+        files,
+    }
 }
 
 const CHECKSUM_PREFIX: &str = "-- zmig-checksum: ";
@@ -104,7 +114,10 @@ pub enum FolderState {
 }
 
 /// Finds the existing folder for `planned` in `migrations_dir` (any version, same suffix).
-pub fn existing_folder(migrations_dir: &Path, planned: &PlannedFolder) -> io::Result<Option<PathBuf>> {
+pub fn existing_folder(
+    migrations_dir: &Path,
+    planned: &PlannedFolder,
+) -> io::Result<Option<PathBuf>> {
     if !migrations_dir.exists() {
         return Ok(None);
     }
@@ -113,7 +126,10 @@ pub fn existing_folder(migrations_dir: &Path, planned: &PlannedFolder) -> io::Re
     for entry in fs::read_dir(migrations_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type()?.is_dir() && name.ends_with(&wanted) && is_version(&name[..name.len() - wanted.len()]) {
+        if entry.file_type()?.is_dir()
+            && name.ends_with(&wanted)
+            && is_version(&name[..name.len() - wanted.len()])
+        {
             found = Some(entry.path());
         }
     }
@@ -139,7 +155,9 @@ pub fn folder_state(migrations_dir: &Path, planned: &PlannedFolder) -> io::Resul
         };
         match actual {
             Some(actual) if &actual == expected => {}
-            Some(actual) if name.ends_with(".sql") && edited_by_hand(&actual) => edited.push(name.clone()),
+            Some(actual) if name.ends_with(".sql") && edited_by_hand(&actual) => {
+                edited.push(name.clone())
+            }
             // The owner snapshot is a record of the past, not an output: it is never stale.
             Some(_) if name == OWNER_SNAPSHOT => {}
             _ => stale.push(name.clone()),
@@ -156,7 +174,11 @@ pub fn folder_state(migrations_dir: &Path, planned: &PlannedFolder) -> io::Resul
 
 /// Writes `planned` as `migrations_dir/<folder_name>` all at once: into a hidden folder first,
 /// renamed into place when every file is written, so Diesel never sees half a migration.
-pub fn write_folder(migrations_dir: &Path, planned: &PlannedFolder, timestamp: &str) -> io::Result<PathBuf> {
+pub fn write_folder(
+    migrations_dir: &Path,
+    planned: &PlannedFolder,
+    timestamp: &str,
+) -> io::Result<PathBuf> {
     fs::create_dir_all(migrations_dir)?;
     let name = planned.folder_name(timestamp);
     let staging = migrations_dir.join(format!(".zmig-staging-{name}"));

@@ -21,7 +21,14 @@ pub struct Located {
 
 impl std::fmt::Display for Located {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
 
@@ -44,7 +51,12 @@ impl std::fmt::Display for ProjectErrors {
 impl std::error::Error for ProjectErrors {}
 
 fn located(file: &Path, line: usize, column: usize, message: impl Into<String>) -> Located {
-    Located { file: file.to_owned(), line, column, message: message.into() }
+    Located {
+        file: file.to_owned(),
+        line,
+        column,
+        message: message.into(),
+    }
 }
 
 /// Every error of a `syn::Error`, placed in `file`.
@@ -88,20 +100,34 @@ struct DieselToml {
 
 fn read_diesel_toml(root: &Path) -> Result<DieselToml, Located> {
     let path = root.join("diesel.toml");
-    let mut config = DieselToml { schema_file: root.join("src/schema.rs"), migrations_dir: root.join("migrations") };
+    let mut config = DieselToml {
+        schema_file: root.join("src/schema.rs"),
+        migrations_dir: root.join("migrations"),
+    };
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(config),
         Err(error) => return Err(located(&path, 1, 1, format!("cannot read: {error}"))),
     };
     let value: toml::Table = text.parse().map_err(|error: toml::de::Error| {
-        let (line, column) = error.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
+        let (line, column) = error
+            .span()
+            .map(|s| line_col(&text, s.start))
+            .unwrap_or((1, 1));
         located(&path, line, column, error.message().to_owned())
     })?;
-    if let Some(file) = value.get("print_schema").and_then(|p| p.get("file")).and_then(|f| f.as_str()) {
+    if let Some(file) = value
+        .get("print_schema")
+        .and_then(|p| p.get("file"))
+        .and_then(|f| f.as_str())
+    {
         config.schema_file = root.join(file);
     }
-    if let Some(dir) = value.get("migrations_directory").and_then(|m| m.get("dir")).and_then(|d| d.as_str()) {
+    if let Some(dir) = value
+        .get("migrations_directory")
+        .and_then(|m| m.get("dir"))
+        .and_then(|d| d.as_str())
+    {
         config.migrations_dir = root.join(dir);
     }
     Ok(config)
@@ -128,13 +154,23 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
     let config = read_diesel_toml(root).map_err(|e| ProjectErrors(vec![e]))?;
     let models = find_models(root, &mut errors);
     if models.is_empty() && errors.is_empty() {
-        return Ok(Project { root: root.to_owned(), schema_file: config.schema_file, migrations_dir: config.migrations_dir, extracts: Vec::new() });
+        return Ok(Project {
+            root: root.to_owned(),
+            schema_file: config.schema_file,
+            migrations_dir: config.migrations_dir,
+            extracts: Vec::new(),
+        });
     }
     let schema = match fs::read_to_string(&config.schema_file) {
         Ok(text) => match parse_schema(&relative(root, &config.schema_file), &text) {
             Ok(schema) => Some(schema),
             Err(error) => {
-                errors.push(located(&error.file, error.line, error.column, error.message));
+                errors.push(located(
+                    &error.file,
+                    error.line,
+                    error.column,
+                    error.message,
+                ));
                 None
             }
         },
@@ -161,8 +197,18 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
                     continue;
                 }
             };
-            let source = SourceRef { file: model.file.clone(), line: model.line, model: model.spec.struct_name.value.clone() };
-            match resolve_extract(&model.spec, extract_spec, &snapshot, source, extract_spec.to_attribute()) {
+            let source = SourceRef {
+                file: model.file.clone(),
+                line: model.line,
+                model: model.spec.struct_name.value.clone(),
+            };
+            match resolve_extract(
+                &model.spec,
+                extract_spec,
+                &snapshot,
+                source,
+                extract_spec.to_attribute(),
+            ) {
                 Ok(extract) => {
                     if let Some(previous) = names.insert(extract.name.clone(), model.file.clone()) {
                         errors.push(located(
@@ -172,8 +218,13 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
                             format!("two models declare migration `{}` (the other is in {}); give one `name = ...`", extract.name, previous.display()),
                         ));
                     }
-                    let owner_snapshot = serde_json::to_string_pretty(&snapshot).expect("a schema serializes") + "\n";
-                    extracts.push(ResolvedModel { extract, owner_snapshot });
+                    let owner_snapshot = serde_json::to_string_pretty(&snapshot)
+                        .expect("a schema serializes")
+                        + "\n";
+                    extracts.push(ResolvedModel {
+                        extract,
+                        owner_snapshot,
+                    });
                 }
                 Err(error) => errors.extend(from_syn(&model.file, error)),
             }
@@ -183,7 +234,12 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
         return Err(ProjectErrors(errors));
     }
     extracts.sort_by(|a, b| a.extract.name.cmp(&b.extract.name));
-    Ok(Project { root: root.to_owned(), schema_file: config.schema_file, migrations_dir: config.migrations_dir, extracts })
+    Ok(Project {
+        root: root.to_owned(),
+        schema_file: config.schema_file,
+        migrations_dir: config.migrations_dir,
+        extracts,
+    })
 }
 
 /// The schema that describes the owner table for this model: the snapshot written with the
@@ -192,12 +248,25 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
 /// Why a snapshot: `schema.rs` follows the database. After write_new the old columns print as
 /// `Nullable`, after contract they are gone; resolving later phases against that would rewrite
 /// the meaning of phases already shipped. The snapshot keeps them as they were when planned.
-fn owner_schema(migrations_dir: &Path, model: &FoundModel, schema: &Schema) -> Result<Schema, Located> {
-    let MigrationSpec::Extract(extract) = &model.spec.migration;
-    let name = extract.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| crate::spec::default_migration_name(model.spec.table(), &extract.into.value));
-    let probe = PlannedFolder { stage: crate::spec::Stage::Expand, suffix: format!("{name}_expand"), files: Vec::new() };
-    let existing = migrations::existing_folder(migrations_dir, &probe)
-        .map_err(|e| located(migrations_dir, 1, 1, format!("cannot read the migrations folder: {e}")))?;
+fn owner_schema(
+    migrations_dir: &Path,
+    model: &FoundModel,
+    schema: &Schema,
+) -> Result<Schema, Located> {
+    let name = model.spec.migration_name();
+    let probe = PlannedFolder {
+        stage: crate::spec::Stage::Expand,
+        suffix: format!("{name}_expand"),
+        files: Vec::new(),
+    };
+    let existing = migrations::existing_folder(migrations_dir, &probe).map_err(|e| {
+        located(
+            migrations_dir,
+            1,
+            1,
+            format!("cannot read the migrations folder: {e}"),
+        )
+    })?;
     if let Some(folder) = existing {
         let path = folder.join(OWNER_SNAPSHOT);
         if let Ok(text) = fs::read_to_string(&path) {
@@ -206,7 +275,12 @@ fn owner_schema(migrations_dir: &Path, model: &FoundModel, schema: &Schema) -> R
             });
         }
     }
-    let mut snapshot = Schema { file: schema.file.clone(), tables: Vec::new(), custom_types: schema.custom_types.clone(), joinables: Vec::new() };
+    let mut snapshot = Schema {
+        file: schema.file.clone(),
+        tables: Vec::new(),
+        custom_types: schema.custom_types.clone(),
+        joinables: Vec::new(),
+    };
     if let Some(owner) = schema.table(model.spec.table()) {
         snapshot.tables.push(owner.clone());
     } else {
@@ -216,7 +290,9 @@ fn owner_schema(migrations_dir: &Path, model: &FoundModel, schema: &Schema) -> R
 }
 
 fn relative(root: &Path, path: &Path) -> PathBuf {
-    path.strip_prefix(root).map(Path::to_owned).unwrap_or_else(|_| path.to_owned())
+    path.strip_prefix(root)
+        .map(Path::to_owned)
+        .unwrap_or_else(|_| path.to_owned())
 }
 
 /// Every struct deriving `Zmig` under `src/`, parsed with the derive's own parser.
@@ -226,7 +302,9 @@ fn find_models(root: &Path, errors: &mut Vec<Located>) -> Vec<FoundModel> {
     files.sort();
     let mut models = Vec::new();
     for path in files {
-        let Ok(text) = fs::read_to_string(&path) else { continue };
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
         // Most files have no model: skip them without paying for a parse.
         if !text.contains("Zmig") {
             continue;
@@ -244,13 +322,24 @@ fn find_models(root: &Path, errors: &mut Vec<Located>) -> Vec<FoundModel> {
     models
 }
 
-fn visit_items(items: &[syn::Item], file: &Path, models: &mut Vec<FoundModel>, errors: &mut Vec<Located>) {
+fn visit_items(
+    items: &[syn::Item],
+    file: &Path,
+    models: &mut Vec<FoundModel>,
+    errors: &mut Vec<Located>,
+) {
     for item in items {
         match item {
-            syn::Item::Struct(item) if derives_zmig(&item.attrs) => match parse_model_attrs(&item.ident, &item.attrs) {
-                Ok(spec) => models.push(FoundModel { file: file.to_owned(), line: item.ident.span().start().line, spec }),
-                Err(error) => errors.extend(from_syn(file, error)),
-            },
+            syn::Item::Struct(item) if derives_zmig(&item.attrs) => {
+                match parse_model_attrs(&item.ident, &item.attrs) {
+                    Ok(spec) => models.push(FoundModel {
+                        file: file.to_owned(),
+                        line: item.ident.span().start().line,
+                        spec,
+                    }),
+                    Err(error) => errors.extend(from_syn(file, error)),
+                }
+            }
             syn::Item::Mod(module) => {
                 if let Some((_, items)) = &module.content {
                     visit_items(items, file, models, errors);
@@ -262,20 +351,25 @@ fn visit_items(items: &[syn::Item], file: &Path, models: &mut Vec<FoundModel>, e
 }
 
 fn derives_zmig(attrs: &[syn::Attribute]) -> bool {
-    attrs.iter().filter(|a| a.path().is_ident("derive")).any(|a| {
-        let mut found = false;
-        let _ = a.parse_nested_meta(|meta| {
-            if meta.path.segments.last().is_some_and(|s| s.ident == "Zmig") {
-                found = true;
-            }
-            Ok(())
-        });
-        found
-    })
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("derive"))
+        .any(|a| {
+            let mut found = false;
+            let _ = a.parse_nested_meta(|meta| {
+                if meta.path.segments.last().is_some_and(|s| s.ident == "Zmig") {
+                    found = true;
+                }
+                Ok(())
+            });
+            found
+        })
 }
 
 fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {

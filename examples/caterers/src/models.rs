@@ -12,7 +12,7 @@ use crate::schema::caterers;
 #[diesel(check_for_backend(diesel::pg::Pg))]
 #[zmig(
     extract(into = addresses, columns(street1, street2, city, state, zip)),
-    stage = "contract"
+    stage = "dual_write"
 )]
 pub struct Caterer {
     pub id: i32,

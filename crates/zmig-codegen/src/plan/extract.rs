@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{SourceRef, TableName};
 use crate::schema::{self, pg_type_for, Column, Schema, SqlType, Table};
-use crate::spec::{default_key_column, default_migration_name, ExtractSpec, ModelSpec, Spanned, Stage};
+use crate::spec::{default_key_column, ExtractSpec, ModelSpec, Spanned, Stage};
 use crate::sql::filter::Filter;
 
 /// An extract, resolved: what the SQL emitter and the plan printer work from.
@@ -93,13 +93,22 @@ pub fn resolve_extract(
 ) -> Result<Extract, syn::Error> {
     let mut cx = crate::spec::Ctxt::new();
     let Some(owner) = owner_schema.table(spec.table()) else {
-        let known = owner_schema.tables.iter().map(|t| t.rust_name.as_str()).collect::<Vec<_>>().join(", ");
+        let known = owner_schema
+            .tables
+            .iter()
+            .map(|t| t.rust_name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(syn::Error::new(
             spec.table_path.span,
             format!("table `{}` is not in {} (it has: {known})\nhelp: run `diesel print-schema` or fix `#[diesel(table_name = ...)]`", spec.table(), owner_schema.file.display()),
         ));
     };
-    let type_of = |cx: &mut crate::spec::Ctxt, column: &Column, span| match pg_type_for(&column.ty, column.max_length, owner_schema) {
+    let type_of = |cx: &mut crate::spec::Ctxt, column: &Column, span| match pg_type_for(
+        &column.ty,
+        column.max_length,
+        owner_schema,
+    ) {
         Ok(ty) => ty,
         Err(error) => {
             cx.error_at(span, format!("column `{}`: {error}", column.rust_name));
@@ -126,11 +135,20 @@ pub fn resolve_extract(
     let mut columns = Vec::new();
     for column_spec in &extract.columns {
         let Some(column) = owner.column(&column_spec.source.value) else {
-            cx.error_at(column_spec.source.span, unknown_column(owner, &column_spec.source.value, &owner_schema.file));
+            cx.error_at(
+                column_spec.source.span,
+                unknown_column(owner, &column_spec.source.value, &owner_schema.file),
+            );
             continue;
         };
         if column.rust_name == owner_pk.rust_name {
-            cx.error_at(column_spec.source.span, format!("`{}` is the primary key of `{}`; it cannot move out of its table", column.rust_name, owner.rust_name));
+            cx.error_at(
+                column_spec.source.span,
+                format!(
+                    "`{}` is the primary key of `{}`; it cannot move out of its table",
+                    column.rust_name, owner.rust_name
+                ),
+            );
             continue;
         }
         let source_type = type_of(&mut cx, column, column_spec.source.span);
@@ -141,7 +159,11 @@ pub fn resolve_extract(
         columns.push(MovedColumn {
             source: column.sql_name.clone(),
             source_rust: column.rust_name.clone(),
-            target: column_spec.rename.as_ref().map(|r| r.value.clone()).unwrap_or_else(|| column.sql_name.clone()),
+            target: column_spec
+                .rename
+                .as_ref()
+                .map(|r| r.value.clone())
+                .unwrap_or_else(|| column.sql_name.clone()),
             source_type,
             target_type,
             nullable: column.nullable,
@@ -149,13 +171,23 @@ pub fn resolve_extract(
         });
     }
 
-    let key = extract.key.as_ref().map(|k| k.value.clone()).unwrap_or_else(|| default_key_column(&owner.rust_name));
+    let key = extract
+        .key
+        .as_ref()
+        .map(|k| k.value.clone())
+        .unwrap_or_else(|| default_key_column(&owner.rust_name));
     let primary_key = match &extract.primary_key {
         None => NewPrimaryKey::Identity("id".to_owned()),
         Some(pk) if pk.value == key => NewPrimaryKey::OwnerKey,
         Some(pk) => match columns.iter().find(|c| c.target == pk.value) {
             Some(column) if column.nullable => {
-                cx.error_at(pk.span, format!("`{}` is nullable in `{}`; a primary key cannot be", pk.value, owner.rust_name));
+                cx.error_at(
+                    pk.span,
+                    format!(
+                        "`{}` is nullable in `{}`; a primary key cannot be",
+                        pk.value, owner.rust_name
+                    ),
+                );
                 NewPrimaryKey::Moved(pk.value.clone())
             }
             Some(_) => NewPrimaryKey::Moved(pk.value.clone()),
@@ -164,7 +196,11 @@ pub fn resolve_extract(
     };
     if let NewPrimaryKey::Identity(name) = &primary_key {
         if columns.iter().any(|c| &c.target == name) || name == &key {
-            let span = extract.primary_key.as_ref().map(|p| p.span).unwrap_or(extract.into.span);
+            let span = extract
+                .primary_key
+                .as_ref()
+                .map(|p| p.span)
+                .unwrap_or(extract.into.span);
             cx.error_at(span, format!("the new table's own key column `{name}` clashes with a moved column\nhelp: choose it as the key with `primary_key = {name}`, or rename the moved column"));
         }
     }
@@ -180,7 +216,10 @@ pub fn resolve_extract(
     let filter = extract.filter.as_ref().and_then(|text| {
         let owner_columns: Vec<String> = owner.columns.iter().map(|c| c.sql_name.clone()).collect();
         match Filter::resolve(&text.value, &owner_columns) {
-            Ok(filter) => Some(ExtractFilter { text: text.value.clone(), filter }),
+            Ok(filter) => Some(ExtractFilter {
+                text: text.value.clone(),
+                filter,
+            }),
             Err(error) => {
                 cx.error_at(text.span, format!("invalid filter: {error}"));
                 None
@@ -190,14 +229,20 @@ pub fn resolve_extract(
 
     cx.check()?;
     Ok(Extract {
-        name: extract.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| default_migration_name(&owner.sql_name, &extract.into.value)),
+        name: spec.migration_name(),
         stage: spec.stage.value,
         source,
         attribute,
-        owner: TableName { schema: owner.pg_schema.clone(), name: owner.sql_name.clone() },
+        owner: TableName {
+            schema: owner.pg_schema.clone(),
+            name: owner.sql_name.clone(),
+        },
         owner_pk: owner_pk.sql_name.clone(),
         owner_pk_type,
-        new_table: TableName { schema: owner.pg_schema.clone(), name: extract.into.value.clone() },
+        new_table: TableName {
+            schema: owner.pg_schema.clone(),
+            name: extract.into.value.clone(),
+        },
         key,
         primary_key,
         columns,
@@ -206,10 +251,21 @@ pub fn resolve_extract(
     })
 }
 
-fn widen_type(cx: &mut crate::spec::Ctxt, column: &Column, widen: &Spanned<String>, owner_schema: &Schema) -> Option<String> {
+fn widen_type(
+    cx: &mut crate::spec::Ctxt,
+    column: &Column,
+    widen: &Spanned<String>,
+    owner_schema: &Schema,
+) -> Option<String> {
     let to = SqlType::Named(widen.value.clone());
     if schema::same_type(&column.ty, &to) {
-        cx.error_at(widen.span, format!("`{}` already is `{}`; drop `: {}`", column.rust_name, widen.value, widen.value));
+        cx.error_at(
+            widen.span,
+            format!(
+                "`{}` already is `{}`; drop `: {}`",
+                column.rust_name, widen.value, widen.value
+            ),
+        );
         return None;
     }
     if !schema::is_widening(&column.ty, &to) {
@@ -241,6 +297,15 @@ fn describe(ty: &SqlType) -> String {
 }
 
 fn unknown_column(owner: &Table, name: &str, file: &std::path::Path) -> String {
-    let known = owner.columns.iter().map(|c| c.rust_name.as_str()).collect::<Vec<_>>().join(", ");
-    format!("`{}` has no column `{name}` in {} (it has: {known})", owner.rust_name, file.display())
+    let known = owner
+        .columns
+        .iter()
+        .map(|c| c.rust_name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "`{}` has no column `{name}` in {} (it has: {known})",
+        owner.rust_name,
+        file.display()
+    )
 }

@@ -68,7 +68,12 @@ pub fn extract_phases(extract: &Extract) -> Vec<Phase> {
     let owner = &extract.owner.name;
     let new = &extract.new_table.name;
     let name = &extract.name;
-    let moved = extract.columns.iter().map(|c| c.source.as_str()).collect::<Vec<_>>().join(", ");
+    let moved = extract
+        .columns
+        .iter()
+        .map(|c| c.source.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     Stage::ALL
         .into_iter()
         .map(|stage| {

@@ -13,7 +13,8 @@ use super::valid;
 use super::{Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, Spanned, Stage};
 
 /// The whole attribute, as a user would copy it.
-pub(crate) const ZMIG_FORMAT: &str = "#[zmig(extract(into = addresses, columns(street1, city)), stage = \"expand\")]";
+pub(crate) const ZMIG_FORMAT: &str =
+    "#[zmig(extract(into = addresses, columns(street1, city)), stage = \"expand\")]";
 pub(crate) const EXTRACT_KEYS: &str = "into, columns, key, primary_key, filter, name";
 
 /// Parses and validates the attributes of a struct deriving `Zmig`.
@@ -55,7 +56,9 @@ pub fn parse_model_attrs(ident: &Ident, attrs: &[Attribute]) -> Result<ModelSpec
         None if zmig.seen => {
             cx.error_at(
                 zmig.first_span.unwrap_or_else(|| ident.span()),
-                format!("#[zmig] needs a strategy\nhelp: the correct format looks like `{ZMIG_FORMAT}`"),
+                format!(
+                    "#[zmig] needs a strategy\nhelp: the correct format looks like `{ZMIG_FORMAT}`"
+                ),
             );
             None
         }
@@ -87,8 +90,16 @@ pub fn parse_model_attrs(ident: &Ident, attrs: &[Attribute]) -> Result<ModelSpec
         cx.check()?;
         unreachable!("a missing part always records an error");
     };
-    let primary_key = diesel.primary_key.unwrap_or_else(|| vec![Spanned::new("id".to_owned(), ident.span())]);
-    let spec = ModelSpec { struct_name, table_path, primary_key, migration, stage };
+    let primary_key = diesel
+        .primary_key
+        .unwrap_or_else(|| vec![Spanned::new("id".to_owned(), ident.span())]);
+    let spec = ModelSpec {
+        struct_name,
+        table_path,
+        primary_key,
+        migration,
+        stage,
+    };
     valid::check_model(&mut cx, &spec);
     cx.check()?;
     Ok(spec)
@@ -108,15 +119,26 @@ fn parse_diesel_attrs(attrs: &[Attribute]) -> DieselAttrs {
             // #[diesel(table_name = crate::schema::caterers)]
             if meta.path.is_ident("table_name") {
                 let path: syn::Path = meta.value()?.parse()?;
-                let segments = path.segments.iter().map(|s| s.ident.unraw().to_string()).collect();
+                let segments = path
+                    .segments
+                    .iter()
+                    .map(|s| s.ident.unraw().to_string())
+                    .collect();
                 out.table_name = Some(Spanned::new(segments, path.span()));
             // #[diesel(primary_key(id))]
             } else if meta.path.is_ident("primary_key") {
                 let content;
                 syn::parenthesized!(content in meta.input);
-                let idents = Punctuated::<Ident, Token![,]>::parse_terminated_with(&content, Ident::parse_any)?;
-                out.primary_key =
-                    Some(idents.iter().map(|i| Spanned::new(i.unraw().to_string(), i.span())).collect());
+                let idents = Punctuated::<Ident, Token![,]>::parse_terminated_with(
+                    &content,
+                    Ident::parse_any,
+                )?;
+                out.primary_key = Some(
+                    idents
+                        .iter()
+                        .map(|i| Spanned::new(i.unraw().to_string(), i.span()))
+                        .collect(),
+                );
             } else {
                 skip_meta_value(&meta)?;
             }
@@ -143,7 +165,12 @@ fn parse_zmig_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> ZmigAttrs {
         out.seen = true;
         out.first_span.get_or_insert_with(|| attr.span());
         if let syn::Meta::Path(path) = &attr.meta {
-            cx.error_spanned_by(path, format!("#[zmig] needs arguments\nhelp: the correct format looks like `{ZMIG_FORMAT}`"));
+            cx.error_spanned_by(
+                path,
+                format!(
+                    "#[zmig] needs arguments\nhelp: the correct format looks like `{ZMIG_FORMAT}`"
+                ),
+            );
             continue;
         }
         let result = attr.parse_nested_meta(|meta| {
@@ -199,13 +226,20 @@ fn parse_stage(cx: &mut Ctxt, lit: &LitStr) -> Option<Stage> {
         .unwrap_or_default();
     cx.error_spanned_by(
         lit,
-        format!("unknown stage `{text}`; the stages, in order, are {}{suggestion}", stage_list()),
+        format!(
+            "unknown stage `{text}`; the stages, in order, are {}{suggestion}",
+            stage_list()
+        ),
     );
     None
 }
 
 fn stage_list() -> String {
-    Stage::ALL.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    Stage::ALL
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<ExtractSpec> {
@@ -237,7 +271,10 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<ExtractSp
         if let Some(slot) = slot {
             let value = parse_name_value(&inner)?;
             if slot.is_some() {
-                cx.error_spanned_by(&inner.path, format!("duplicate `{}`", path_text(&inner.path)));
+                cx.error_spanned_by(
+                    &inner.path,
+                    format!("duplicate `{}`", path_text(&inner.path)),
+                );
             } else {
                 *slot = Some(value);
             }
@@ -247,7 +284,10 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<ExtractSp
             syn::parenthesized!(content in inner.input);
             let parsed = Punctuated::<ColumnEntry, Token![,]>::parse_terminated(&content)?;
             if columns.is_some() {
-                cx.error_spanned_by(&inner.path, "duplicate `columns(...)`: list every moved column in one");
+                cx.error_spanned_by(
+                    &inner.path,
+                    "duplicate `columns(...)`: list every moved column in one",
+                );
             } else {
                 columns = Some(parsed.into_iter().map(|e| e.0).collect());
             }
@@ -271,17 +311,30 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<ExtractSp
     })?;
 
     let Some(into) = into else {
-        cx.error_at(extract_span, format!("extract needs the new table: `into = <table>`\n{help}"));
+        cx.error_at(
+            extract_span,
+            format!("extract needs the new table: `into = <table>`\n{help}"),
+        );
         return Err(missing_already_reported(extract_span));
     };
     let columns = match columns {
         Some(columns) if !columns.is_empty() => columns,
         Some(_) | None => {
-            cx.error_at(extract_span, format!("extract needs the columns to move: `columns(a, b, ...)`\n{help}"));
+            cx.error_at(
+                extract_span,
+                format!("extract needs the columns to move: `columns(a, b, ...)`\n{help}"),
+            );
             return Err(missing_already_reported(extract_span));
         }
     };
-    Ok(ExtractSpec { into, name, key, primary_key, columns, filter })
+    Ok(ExtractSpec {
+        into,
+        name,
+        key,
+        primary_key,
+        columns,
+        filter,
+    })
 }
 
 /// The error for a part already reported through the context; `parse_zmig_attrs` drops it.
@@ -299,7 +352,13 @@ fn parse_name_value(meta: &ParseNestedMeta) -> syn::Result<Spanned<String>> {
         Ok(Spanned::new(lit.value(), lit.span()))
     } else {
         let ident = Ident::parse_any(input).map_err(|e| {
-            syn::Error::new(e.span(), format!("expected a name after `{} =`, like `addresses`", path_text(&meta.path)))
+            syn::Error::new(
+                e.span(),
+                format!(
+                    "expected a name after `{} =`, like `addresses`",
+                    path_text(&meta.path)
+                ),
+            )
         })?;
         Ok(Spanned::new(ident.unraw().to_string(), ident.span()))
     }
@@ -331,7 +390,11 @@ impl Parse for ColumnEntry {
         let widen = if input.peek(Token![:]) {
             input.parse::<Token![:]>()?;
             let path: syn::Path = input.parse()?;
-            let last = path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+            let last = path
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default();
             Some(Spanned::new(last, path.span()))
         } else {
             None
@@ -341,7 +404,11 @@ impl Parse for ColumnEntry {
                 "unexpected tokens after the column\nhelp: each column looks like `name`, `name as new_name` or `name: Int8`",
             ));
         }
-        Ok(ColumnEntry(MovedColumnSpec { source: Spanned::new(source.unraw().to_string(), source.span()), rename, widen }))
+        Ok(ColumnEntry(MovedColumnSpec {
+            source: Spanned::new(source.unraw().to_string(), source.span()),
+            rename,
+            widen,
+        }))
     }
 }
 
@@ -359,7 +426,11 @@ fn skip_meta_value(meta: &ParseNestedMeta) -> syn::Result<()> {
 }
 
 fn path_text(path: &syn::Path) -> String {
-    path.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::")
+    path.segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect::<Vec<_>>()
+        .join("::")
 }
 
 /// Adds the correct syntax to a bare syn parse error, and drops our "already reported" markers.
@@ -370,7 +441,11 @@ fn with_help(error: syn::Error, format: &str) -> Option<syn::Error> {
         if text == ALREADY_REPORTED {
             continue;
         }
-        let text = if text.contains("help:") { text } else { format!("{text}\nhelp: the correct format looks like `{format}`") };
+        let text = if text.contains("help:") {
+            text
+        } else {
+            format!("{text}\nhelp: the correct format looks like `{format}`")
+        };
         let single = syn::Error::new(single.span(), text);
         match &mut out {
             Some(all) => all.combine(single),

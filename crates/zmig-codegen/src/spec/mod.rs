@@ -50,7 +50,20 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// The `table!` identifier: the last segment of `table_name`.
     pub fn table(&self) -> &str {
-        self.table_path.value.last().map(String::as_str).unwrap_or_default()
+        self.table_path
+            .value
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The migration's name: `name = …`, or `<owner table>_<new table>`.
+    pub fn migration_name(&self) -> String {
+        let MigrationSpec::Extract(extract) = &self.migration;
+        match &extract.name {
+            Some(name) => name.value.clone(),
+            None => default_migration_name(self.table(), &extract.into.value),
+        }
     }
 }
 
@@ -150,7 +163,10 @@ impl ExtractSpec {
     /// across formatting changes and stage advances, so headers never go stale for those.
     pub fn to_attribute(&self) -> String {
         let name = |text: &str| {
-            if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !text.starts_with(|c: char| c.is_ascii_digit()) {
+            if !text.is_empty()
+                && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !text.starts_with(|c: char| c.is_ascii_digit())
+            {
                 text.to_owned()
             } else {
                 format!("{text:?}")

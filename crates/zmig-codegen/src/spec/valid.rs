@@ -10,8 +10,9 @@ use crate::sql::filter;
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Diesel SQL types a moved column may be widened to (all are built-in PostgreSQL types).
-pub const WIDEN_TARGETS: &[&str] =
-    &["Int4", "Integer", "Int8", "BigInt", "Bigint", "Numeric", "Decimal", "Float8", "Double", "Text"];
+pub const WIDEN_TARGETS: &[&str] = &[
+    "Int4", "Integer", "Int8", "BigInt", "Bigint", "Numeric", "Decimal", "Float8", "Double", "Text",
+];
 
 pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
     let MigrationSpec::Extract(extract) = &spec.migration;
@@ -19,7 +20,10 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
 
     check_identifier(cx, &extract.into, "the new table");
     if extract.into.value == owner {
-        cx.error_at(extract.into.span, "the new table must differ from the owner table");
+        cx.error_at(
+            extract.into.span,
+            "the new table must differ from the owner table",
+        );
     }
     if let Some(key) = &extract.key {
         check_identifier(cx, key, "the owner key column");
@@ -35,17 +39,36 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
     let mut sources: HashMap<&str, &Spanned<String>> = HashMap::new();
     let mut targets: HashMap<&str, proc_macro2::Span> = HashMap::new();
     for column in &extract.columns {
-        if sources.insert(column.source.value.as_str(), &column.source).is_some() {
-            cx.error_at(column.source.span, format!("column `{}` is listed twice in `columns(...)`", column.source.value));
+        if sources
+            .insert(column.source.value.as_str(), &column.source)
+            .is_some()
+        {
+            cx.error_at(
+                column.source.span,
+                format!(
+                    "column `{}` is listed twice in `columns(...)`",
+                    column.source.value
+                ),
+            );
         }
         if let Some(rename) = &column.rename {
             check_identifier(cx, rename, "the column's new name");
         }
         let target_span = column.rename.as_ref().unwrap_or(&column.source).span;
         if targets.insert(column.target(), target_span).is_some() {
-            cx.error_at(target_span, format!("two moved columns would both be named `{}` in the new table", column.target()));
+            cx.error_at(
+                target_span,
+                format!(
+                    "two moved columns would both be named `{}` in the new table",
+                    column.target()
+                ),
+            );
         }
-        if spec.primary_key.iter().any(|pk| pk.value == column.source.value) {
+        if spec
+            .primary_key
+            .iter()
+            .any(|pk| pk.value == column.source.value)
+        {
             cx.error_at(
                 column.source.span,
                 format!(
@@ -69,7 +92,11 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
         }
     }
 
-    let key = extract.key.as_ref().map(|k| k.value.clone()).unwrap_or_else(|| default_key_column(owner));
+    let key = extract
+        .key
+        .as_ref()
+        .map(|k| k.value.clone())
+        .unwrap_or_else(|| default_key_column(owner));
     if let Some(span) = targets.get(key.as_str()) {
         cx.error_at(
             *span,
@@ -93,7 +120,10 @@ fn check_identifier(cx: &mut Ctxt, name: &Spanned<String>, what: &str) {
             format!("`{}` is {} bytes; PostgreSQL would silently cut {what}'s name to {MAX_IDENTIFIER_BYTES}", name.value, name.value.len()),
         );
     } else if name.value.contains('\0') {
-        cx.error_at(name.span, format!("{what}'s name cannot contain a NUL byte"));
+        cx.error_at(
+            name.span,
+            format!("{what}'s name cannot contain a NUL byte"),
+        );
     }
 }
 
@@ -101,7 +131,10 @@ fn check_identifier(cx: &mut Ctxt, name: &Spanned<String>, what: &str) {
 fn check_migration_name(cx: &mut Ctxt, name: &Spanned<String>) {
     let ok = !name.value.is_empty()
         && name.value.len() <= 40
-        && name.value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name
+            .value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && name.value.as_bytes()[0].is_ascii_lowercase();
     if !ok {
         cx.error_at(
@@ -122,9 +155,16 @@ pub fn singular(word: &str) -> String {
     let cut = |n: usize| word[..word.len() - n].to_owned();
     if lower.ends_with("ies") && word.len() > 3 {
         format!("{}y", cut(3))
-    } else if ["sses", "shes", "ches", "xes", "zes"].iter().any(|s| lower.ends_with(s)) {
+    } else if ["sses", "shes", "ches", "xes", "zes"]
+        .iter()
+        .any(|s| lower.ends_with(s))
+    {
         cut(2)
-    } else if lower.ends_with('s') && !lower.ends_with("ss") && !lower.ends_with("us") && word.len() > 1 {
+    } else if lower.ends_with('s')
+        && !lower.ends_with("ss")
+        && !lower.ends_with("us")
+        && word.len() > 1
+    {
         cut(1)
     } else {
         word.to_owned()
@@ -134,7 +174,10 @@ pub fn singular(word: &str) -> String {
 /// `<owner>_<new>`, lowercased, anything else turned into `_`: the default migration name.
 pub fn default_migration_name(owner_table: &str, new_table: &str) -> String {
     let raw = format!("{owner_table}_{new_table}").to_ascii_lowercase();
-    let words: Vec<&str> = raw.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = raw
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     words.join("_")
 }
 
@@ -144,7 +187,14 @@ mod tests {
 
     #[test]
     fn singularizes_common_table_names() {
-        for (plural, single) in [("caterers", "caterer"), ("companies", "company"), ("addresses", "address"), ("boxes", "box"), ("status", "status"), ("staff", "staff")] {
+        for (plural, single) in [
+            ("caterers", "caterer"),
+            ("companies", "company"),
+            ("addresses", "address"),
+            ("boxes", "box"),
+            ("status", "status"),
+            ("staff", "staff"),
+        ] {
             assert_eq!(singular(plural), single, "{plural}");
         }
     }

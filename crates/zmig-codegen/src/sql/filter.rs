@@ -68,7 +68,13 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
             i += 1;
             loop {
                 match chars.get(i) {
-                    None => return err(format!("unterminated {} starting at character {}", if c == '"' { "quoted name" } else { "string" }, start + 1)),
+                    None => {
+                        return err(format!(
+                            "unterminated {} starting at character {}",
+                            if c == '"' { "quoted name" } else { "string" },
+                            start + 1
+                        ))
+                    }
                     Some(&q) if q == c && chars.get(i + 1) == Some(&c) => {
                         value.push(c);
                         i += 2;
@@ -91,8 +97,12 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
         } else if c == ';' {
             return err("`;` would end the statement: a filter is one boolean expression");
         } else if c == '$' || c == '\\' || c == '?' {
-            return err(format!("`{c}` is not accepted in a filter (no parameters, no dollar quoting)"));
-        } else if (c == '-' && chars.get(i + 1) == Some(&'-')) || (c == '/' && chars.get(i + 1) == Some(&'*')) {
+            return err(format!(
+                "`{c}` is not accepted in a filter (no parameters, no dollar quoting)"
+            ));
+        } else if (c == '-' && chars.get(i + 1) == Some(&'-'))
+            || (c == '/' && chars.get(i + 1) == Some(&'*'))
+        {
             return err("comments are not accepted in a filter");
         } else if "()<>=!+-*/%|&~^,.:[]#@".contains(c) {
             if c == '(' {
@@ -117,10 +127,47 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
 
 /// Words that are never column names in a predicate.
 const KEYWORDS: &[&str] = &[
-    "and", "or", "not", "is", "null", "true", "false", "unknown", "in", "like", "ilike", "similar", "to", "between",
-    "symmetric", "distinct", "from", "any", "all", "some", "case", "when", "then", "else", "end", "cast", "as",
-    "escape", "collate", "at", "time", "zone", "interval", "current_date", "current_timestamp", "localtimestamp",
-    "current_time", "localtime", "array", "isnull", "notnull",
+    "and",
+    "or",
+    "not",
+    "is",
+    "null",
+    "true",
+    "false",
+    "unknown",
+    "in",
+    "like",
+    "ilike",
+    "similar",
+    "to",
+    "between",
+    "symmetric",
+    "distinct",
+    "from",
+    "any",
+    "all",
+    "some",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "cast",
+    "as",
+    "escape",
+    "collate",
+    "at",
+    "time",
+    "zone",
+    "interval",
+    "current_date",
+    "current_timestamp",
+    "localtimestamp",
+    "current_time",
+    "localtime",
+    "array",
+    "isnull",
+    "notnull",
 ];
 
 /// A filter checked against the owner table: every column it reads is known.
@@ -136,7 +183,10 @@ impl Filter {
     pub fn resolve(text: &str, owner_columns: &[String]) -> Result<Filter, FilterError> {
         let tokens = tokenize(text)?;
         let mut columns: Vec<String> = Vec::new();
-        let significant: Vec<&Token> = tokens.iter().filter(|t| !matches!(t, Token::Space(_))).collect();
+        let significant: Vec<&Token> = tokens
+            .iter()
+            .filter(|t| !matches!(t, Token::Space(_)))
+            .collect();
         for (i, token) in significant.iter().enumerate() {
             let previous = i.checked_sub(1).map(|p| significant[p]);
             let next = significant.get(i + 1).copied();
@@ -146,7 +196,10 @@ impl Filter {
             let name = match token {
                 Token::Word(word) => {
                     let lower = word.to_ascii_lowercase();
-                    if after_cast || KEYWORDS.contains(&lower.as_str()) || matches!(next, Some(Token::Punct(p)) if p == "(") {
+                    if after_cast
+                        || KEYWORDS.contains(&lower.as_str())
+                        || matches!(next, Some(Token::Punct(p)) if p == "(")
+                    {
                         continue;
                     }
                     lower
@@ -154,11 +207,18 @@ impl Filter {
                 Token::QuotedIdent(name) if !after_cast => name.clone(),
                 _ => continue,
             };
-            if matches!(previous, Some(Token::Punct(p)) if p == ".") || matches!(next, Some(Token::Punct(p)) if p == ".") {
-                return err(format!("write `{name}` without a table name: the filter reads the owner's row"));
+            if matches!(previous, Some(Token::Punct(p)) if p == ".")
+                || matches!(next, Some(Token::Punct(p)) if p == ".")
+            {
+                return err(format!(
+                    "write `{name}` without a table name: the filter reads the owner's row"
+                ));
             }
             if !owner_columns.contains(&name) {
-                return err(format!("unknown column `{name}` in the filter; the owner table has {}", owner_columns.join(", ")));
+                return err(format!(
+                    "unknown column `{name}` in the filter; the owner table has {}",
+                    owner_columns.join(", ")
+                ));
             }
             if !columns.contains(&name) {
                 columns.push(name);
@@ -171,14 +231,27 @@ impl Filter {
     /// parentheses so it composes with `AND` / `NOT`. `row` is ours, never the user's.
     pub fn render(&self, row: &str) -> String {
         let mut out = String::from("(");
-        let significant: Vec<usize> =
-            self.tokens.iter().enumerate().filter(|(_, t)| !matches!(t, Token::Space(_))).map(|(i, _)| i).collect();
+        let significant: Vec<usize> = self
+            .tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !matches!(t, Token::Space(_)))
+            .map(|(i, _)| i)
+            .collect();
         for (position, token) in self.tokens.iter().enumerate() {
             let column = match token {
-                Token::Word(word) if self.columns.contains(&word.to_ascii_lowercase()) && !self.is_call_or_cast(&significant, position) => {
+                Token::Word(word)
+                    if self.columns.contains(&word.to_ascii_lowercase())
+                        && !self.is_call_or_cast(&significant, position) =>
+                {
                     Some(word.to_ascii_lowercase())
                 }
-                Token::QuotedIdent(name) if self.columns.contains(name) && !self.is_call_or_cast(&significant, position) => Some(name.clone()),
+                Token::QuotedIdent(name)
+                    if self.columns.contains(name)
+                        && !self.is_call_or_cast(&significant, position) =>
+                {
+                    Some(name.clone())
+                }
                 _ => None,
             };
             match (column, token) {
@@ -187,7 +260,14 @@ impl Filter {
                     out.push('.');
                     out.push_str(&super::quote_ident(&column));
                 }
-                (None, Token::Space(s) | Token::Word(s) | Token::Literal(s) | Token::Number(s) | Token::Punct(s)) => out.push_str(s),
+                (
+                    None,
+                    Token::Space(s)
+                    | Token::Word(s)
+                    | Token::Literal(s)
+                    | Token::Number(s)
+                    | Token::Punct(s),
+                ) => out.push_str(s),
                 (None, Token::QuotedIdent(name)) => out.push_str(&super::quote_ident(name)),
             }
         }
@@ -197,10 +277,13 @@ impl Filter {
 
     /// Whether the word at `position` is a function name or a type after `::`, not a column.
     fn is_call_or_cast(&self, significant: &[usize], position: usize) -> bool {
-        let Some(index) = significant.iter().position(|p| *p == position) else { return false };
+        let Some(index) = significant.iter().position(|p| *p == position) else {
+            return false;
+        };
         let at = |i: usize| significant.get(i).map(|p| &self.tokens[*p]);
         let punct = |t: Option<&Token>, s: &str| matches!(t, Some(Token::Punct(p)) if p == s);
-        punct(at(index + 1), "(") || (index >= 2 && punct(at(index - 1), ":") && punct(at(index - 2), ":"))
+        punct(at(index + 1), "(")
+            || (index >= 2 && punct(at(index - 1), ":") && punct(at(index - 2), ":"))
     }
 }
 
@@ -214,7 +297,11 @@ mod tests {
 
     #[test]
     fn rewrites_columns_and_keeps_the_rest() {
-        let filter = Filter::resolve("street1 IS NOT NULL AND lower(\"State\") <> 'x''y' AND zip::text LIKE '0%'", &cols(&["street1", "State", "zip"])).unwrap();
+        let filter = Filter::resolve(
+            "street1 IS NOT NULL AND lower(\"State\") <> 'x''y' AND zip::text LIKE '0%'",
+            &cols(&["street1", "State", "zip"]),
+        )
+        .unwrap();
         assert_eq!(filter.columns, cols(&["street1", "State", "zip"]));
         assert_eq!(
             filter.render("NEW"),
@@ -224,14 +311,28 @@ mod tests {
 
     #[test]
     fn refuses_what_could_escape_the_expression() {
-        for bad in ["a = 1; DROP TABLE x", "a = 1 -- c", "a /* c */", "a = $1", "(a = 1", "a = 1)", "'open", "E'x'"] {
+        for bad in [
+            "a = 1; DROP TABLE x",
+            "a = 1 -- c",
+            "a /* c */",
+            "a = $1",
+            "(a = 1",
+            "a = 1)",
+            "'open",
+            "E'x'",
+        ] {
             assert!(Filter::resolve(bad, &cols(&["a"])).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn refuses_unknown_and_qualified_columns() {
-        assert!(Filter::resolve("stret1 IS NULL", &cols(&["street1"])).unwrap_err().0.contains("unknown column `stret1`"));
-        assert!(Filter::resolve("caterers.street1 IS NULL", &cols(&["street1", "caterers"])).is_err());
+        assert!(Filter::resolve("stret1 IS NULL", &cols(&["street1"]))
+            .unwrap_err()
+            .0
+            .contains("unknown column `stret1`"));
+        assert!(
+            Filter::resolve("caterers.street1 IS NULL", &cols(&["street1", "caterers"])).is_err()
+        );
     }
 }

@@ -20,11 +20,21 @@ pub struct PhaseSql {
 
 impl PhaseSql {
     pub fn transactional(stage: Stage, up: Script, down: Script) -> Self {
-        PhaseSql { stage, up: up.finish(), down: down.finish(), run_in_transaction: true }
+        PhaseSql {
+            stage,
+            up: up.finish(),
+            down: down.finish(),
+            run_in_transaction: true,
+        }
     }
 
     pub fn outside_transaction(stage: Stage, up: Script, down: Script) -> Self {
-        PhaseSql { stage, up: up.finish(), down: down.finish(), run_in_transaction: false }
+        PhaseSql {
+            stage,
+            up: up.finish(),
+            down: down.finish(),
+            run_in_transaction: false,
+        }
     }
 }
 
@@ -45,7 +55,8 @@ impl Script {
             self.text.push('\n');
         }
         for line in text.lines() {
-            self.text.push_str(if line.is_empty() { "--" } else { "-- " });
+            self.text
+                .push_str(if line.is_empty() { "--" } else { "-- " });
             self.text.push_str(line);
             self.text.push('\n');
         }
