@@ -1,6 +1,5 @@
 //! `#[derive(Zmig)]` goes on the model struct only.
 
-use diesel::prelude::*;
 use zmig_runtime::Zmig;
 
 diesel::table! {

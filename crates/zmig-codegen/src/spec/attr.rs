@@ -1,7 +1,10 @@
 //! The grammar of `#[zmig(...)]` (and the parts of `#[diesel(...)]` zmig reads), turned into a
 //! [`ModelSpec`]. Every error is collected in a [`Ctxt`] and spanned on the offending tokens;
-//! each message ends with the form that would have been accepted.
+//! each message ends with the form that would have been accepted. A mistake in one part never
+//! hides the rest of the attribute, and never produces follow-up errors about parts the user did
+//! write.
 
+use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
 use syn::meta::ParseNestedMeta;
 use syn::parse::{Parse, ParseStream};
@@ -15,7 +18,11 @@ use super::{Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, Spanne
 /// The whole attribute, as a user would copy it.
 pub(crate) const ZMIG_FORMAT: &str =
     "#[zmig(extract(into = addresses, columns(street1, city)), stage = \"expand\")]";
-pub(crate) const EXTRACT_KEYS: &str = "into, columns, key, primary_key, filter, name";
+/// `extract(...)` with every key, required ones first.
+const EXTRACT_FORMAT: &str = "extract(into = addresses, columns(street1, gh_login as login, visits: Int8), \
+     key = caterer_id, primary_key = id, filter = \"street1 IS NOT NULL\", name = caterers_addresses)";
+const COLUMNS_FORMAT: &str = "columns(street1, gh_login as login, visits: Int8)";
+const EXTRACT_KEYS: [&str; 6] = ["into", "columns", "key", "primary_key", "filter", "name"];
 
 /// Parses and validates the attributes of a struct deriving `Zmig`.
 pub fn parse_model(input: &DeriveInput) -> Result<ModelSpec, syn::Error> {
@@ -40,53 +47,49 @@ pub fn parse_model_attrs(ident: &Ident, attrs: &[Attribute]) -> Result<ModelSpec
     let zmig = parse_zmig_attrs(&mut cx, attrs);
 
     let struct_name = Spanned::new(ident.unraw().to_string(), ident.span());
-    let table_path = match diesel.table_name {
-        Some(path) => Some(path),
-        None => {
-            cx.error_at(
-                ident.span(),
-                "#[derive(Zmig)] needs the Diesel table this model maps to\n\
-                 help: add `#[diesel(table_name = caterers)]` to the struct, as Selectable and Insertable need too",
-            );
-            None
-        }
-    };
-    let migration = match zmig.migration {
-        Some(migration) => Some(migration),
-        None if zmig.seen => {
-            cx.error_at(
-                zmig.first_span.unwrap_or_else(|| ident.span()),
-                format!(
-                    "#[zmig] needs a strategy\nhelp: the correct format looks like `{ZMIG_FORMAT}`"
-                ),
-            );
-            None
-        }
-        None => {
-            cx.error_at(
-                ident.span(),
-                format!("#[derive(Zmig)] needs a #[zmig(...)] attribute saying what to migrate\nhelp: the correct format looks like `{ZMIG_FORMAT}`"),
-            );
-            None
-        }
-    };
-    let stage = match zmig.stage {
-        Some(stage) => Some(stage),
-        None => {
-            if zmig.seen {
-                cx.error_at(
-                    zmig.first_span.unwrap_or_else(|| ident.span()),
+    if diesel.table_name.is_none() {
+        cx.error_at(
+            ident.span(),
+            format!(
+                "#[derive(Zmig)] needs the Diesel table this model maps to; zmig does not guess it from the struct name\n\
+                 help: add `#[diesel(table_name = {})]` to the struct",
+                diesel_default_table_name(&struct_name.value)
+            ),
+        );
+    }
+    match &zmig.first_attr {
+        None => cx.error_at(
+            ident.span(),
+            format!(
+                "#[derive(Zmig)] needs a #[zmig(...)] attribute saying what to migrate\n\
+                 help: the correct format looks like `{ZMIG_FORMAT}`"
+            ),
+        ),
+        // Whatever was wrong inside the attribute has been reported already; "missing" errors on
+        // top would contradict what the user can see they wrote.
+        Some(_) if zmig.broken => {}
+        Some(attr) => {
+            if zmig.migration.is_none() {
+                cx.error_spanned_by(
+                    attr,
+                    format!("#[zmig] needs a strategy\nhelp: the correct format looks like `{ZMIG_FORMAT}`"),
+                );
+            }
+            if zmig.stage.is_none() {
+                cx.error_spanned_by(
+                    attr,
                     format!(
-                        "#[zmig] needs the stage the code is at\nhelp: add `stage = \"expand\"`; the stages are {}",
+                        "#[zmig] needs the stage the code is at\nhelp: add `stage = \"expand\"`; the stages, in order, are {}",
                         stage_list()
                     ),
                 );
             }
-            None
         }
-    };
+    }
 
-    let (Some(table_path), Some(migration), Some(stage)) = (table_path, migration, stage) else {
+    let (Some(table_path), Some(migration), Some(stage)) =
+        (diesel.table_name, zmig.migration, zmig.stage)
+    else {
         cx.check()?;
         unreachable!("a missing part always records an error");
     };
@@ -103,6 +106,19 @@ pub fn parse_model_attrs(ident: &Ident, attrs: &[Attribute]) -> Result<ModelSpec
     valid::check_model(&mut cx, &spec);
     cx.check()?;
     Ok(spec)
+}
+
+/// The table name Diesel infers for a struct: snake case, plus `s`.
+fn diesel_default_table_name(struct_name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in struct_name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.push('s');
+    out
 }
 
 /// What zmig reads of `#[diesel(...)]`; everything else there is Diesel's business.
@@ -152,18 +168,20 @@ fn parse_diesel_attrs(attrs: &[Attribute]) -> DieselAttrs {
 
 /// What `#[zmig(...)]` said, before the cross-checks.
 #[derive(Default)]
-struct ZmigAttrs {
-    seen: bool,
-    first_span: Option<proc_macro2::Span>,
+struct ZmigAttrs<'a> {
+    first_attr: Option<&'a Attribute>,
+    /// Some part was malformed and has been reported.
+    broken: bool,
     migration: Option<MigrationSpec>,
     stage: Option<Spanned<Stage>>,
 }
 
-fn parse_zmig_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> ZmigAttrs {
+fn parse_zmig_attrs<'a>(cx: &mut Ctxt, attrs: &'a [Attribute]) -> ZmigAttrs<'a> {
     let mut out = ZmigAttrs::default();
+    let mut stage_seen = false;
+    let mut strategy_seen = false;
     for attr in attrs.iter().filter(|a| a.path().is_ident("zmig")) {
-        out.seen = true;
-        out.first_span.get_or_insert_with(|| attr.span());
+        out.first_attr.get_or_insert(attr);
         if let syn::Meta::Path(path) = &attr.meta {
             cx.error_spanned_by(
                 path,
@@ -171,42 +189,50 @@ fn parse_zmig_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> ZmigAttrs {
                     "#[zmig] needs arguments\nhelp: the correct format looks like `{ZMIG_FORMAT}`"
                 ),
             );
+            out.broken = true;
             continue;
         }
         let result = attr.parse_nested_meta(|meta| {
             // extract(into = addresses, columns(street1, city), ...)
             if meta.path.is_ident("extract") {
-                let extract = parse_extract(cx, &meta)?;
-                if out.migration.is_some() {
+                if strategy_seen {
                     cx.error_spanned_by(&meta.path, "duplicate strategy: one #[derive(Zmig)] model has one migration");
-                } else {
-                    out.migration = Some(MigrationSpec::Extract(extract));
+                }
+                strategy_seen = true;
+                match parse_extract(cx, &meta)? {
+                    Some(extract) if out.migration.is_none() => out.migration = Some(MigrationSpec::Extract(extract)),
+                    Some(_) => {}
+                    None => out.broken = true,
                 }
             // stage = "dual_write"
             } else if meta.path.is_ident("stage") {
                 let lit: LitStr = meta.value()?.parse()?;
-                let stage = parse_stage(cx, &lit);
-                if out.stage.is_some() {
-                    cx.error_spanned_by(&meta.path, "duplicate `stage`");
-                } else if let Some(stage) = stage {
-                    out.stage = Some(Spanned::new(stage, lit.span()));
+                if stage_seen {
+                    cx.error_spanned_by(&meta.path, "duplicate `stage`: the code is at one stage");
+                }
+                stage_seen = true;
+                match parse_stage(cx, &lit) {
+                    Some(stage) if out.stage.is_none() => out.stage = Some(Spanned::new(stage, lit.span())),
+                    Some(_) => {}
+                    None => out.broken = true,
                 }
             } else {
                 skip_meta_value(&meta)?;
                 let key = path_text(&meta.path);
+                let hint = suggest(&key, &["extract", "stage"]).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                 cx.error_spanned_by(
                     &meta.path,
                     format!(
-                        "unknown zmig key `{key}`; expected `extract(...)` or `stage = \"...\"`\nhelp: the correct format looks like `{ZMIG_FORMAT}`"
+                        "unknown zmig key `{key}`{hint}; expected `extract(...)` or `stage = \"...\"`\nhelp: the correct format looks like `{ZMIG_FORMAT}`"
                     ),
                 );
+                out.broken = true;
             }
             Ok(())
         });
         if let Err(error) = result {
-            if let Some(error) = with_help(error, ZMIG_FORMAT) {
-                cx.syn_error(error);
-            }
+            cx.syn_error(with_help(error, ZMIG_FORMAT));
+            out.broken = true;
         }
     }
     out
@@ -217,17 +243,14 @@ fn parse_stage(cx: &mut Ctxt, lit: &LitStr) -> Option<Stage> {
     if let Some(stage) = Stage::parse(&text) {
         return Some(stage);
     }
-    let suggestion = Stage::ALL
-        .into_iter()
-        .map(|s| (edit_distance(&text, s.as_str()), s))
-        .min_by_key(|(d, _)| *d)
-        .filter(|(d, _)| *d <= 3)
-        .map(|(_, s)| format!("\nhelp: did you mean `stage = \"{s}\"`?"))
+    let names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+    let hint = suggest(&text, &names)
+        .map(|s| format!("\nhelp: did you mean `stage = \"{s}\"`?"))
         .unwrap_or_default();
     cx.error_spanned_by(
         lit,
         format!(
-            "unknown stage `{text}`; the stages, in order, are {}{suggestion}",
+            "unknown stage `{text}`; the stages, in order, are {}{hint}",
             stage_list()
         ),
     );
@@ -242,15 +265,17 @@ fn stage_list() -> String {
         .join(", ")
 }
 
-fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<ExtractSpec> {
+/// `extract(...)`; `None` when a required part is missing (already reported).
+fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<ExtractSpec>> {
     let mut into = None;
     let mut name = None;
     let mut key = None;
     let mut primary_key = None;
     let mut columns: Option<Vec<MovedColumnSpec>> = None;
     let mut filter = None;
-    let extract_span = meta.path.span();
-    let help = "help: the correct format looks like `extract(into = addresses, columns(street1, street2, city))`";
+    let mut broken = false;
+    let extract_path = meta.path.clone();
+    let help = format!("help: the correct format looks like `{EXTRACT_FORMAT}`");
 
     meta.parse_nested_meta(|inner| {
         let slot = if inner.path.is_ident("into") {
@@ -271,25 +296,35 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<ExtractSp
         if let Some(slot) = slot {
             let value = parse_name_value(&inner)?;
             if slot.is_some() {
-                cx.error_spanned_by(
-                    &inner.path,
-                    format!("duplicate `{}`", path_text(&inner.path)),
-                );
+                cx.error_spanned_by(&inner.path, format!("duplicate `{}`", path_text(&inner.path)));
             } else {
                 *slot = Some(value);
             }
         // columns(street1, gh_login as login, visits: Int8)
         } else if inner.path.is_ident("columns") {
-            let content;
-            syn::parenthesized!(content in inner.input);
-            let parsed = Punctuated::<ColumnEntry, Token![,]>::parse_terminated(&content)?;
-            if columns.is_some() {
+            if !inner.input.peek(syn::token::Paren) {
                 cx.error_spanned_by(
                     &inner.path,
-                    "duplicate `columns(...)`: list every moved column in one",
+                    format!("expected the moved columns in parentheses\nhelp: the correct format looks like `{COLUMNS_FORMAT}`"),
                 );
-            } else {
-                columns = Some(parsed.into_iter().map(|e| e.0).collect());
+                skip_meta_value(&inner)?;
+                broken = true;
+                return Ok(());
+            }
+            let content;
+            syn::parenthesized!(content in inner.input);
+            match Punctuated::<ColumnEntry, Token![,]>::parse_terminated(&content) {
+                Ok(parsed) if columns.is_some() => {
+                    drop(parsed);
+                    cx.error_spanned_by(&inner.path, "duplicate `columns(...)`: list every moved column in one");
+                }
+                Ok(parsed) => columns = Some(parsed.into_iter().map(|e| e.0).collect()),
+                Err(error) => {
+                    // Contained: the rest of the attribute is still read and checked.
+                    cx.syn_error(error);
+                    let _: TokenStream = content.parse()?;
+                    broken = true;
+                }
             }
         // filter = "street1 IS NOT NULL"
         } else if inner.path.is_ident("filter") {
@@ -302,47 +337,44 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<ExtractSp
         } else {
             skip_meta_value(&inner)?;
             let key = path_text(&inner.path);
-            cx.error_spanned_by(
-                &inner.path,
-                format!("unknown extract key `{key}`; expected one of {EXTRACT_KEYS}\n{help}"),
-            );
+            let hint = match key.as_str() {
+                "foreign_key" | "owner_key" => Some("key"),
+                "table" | "to" | "new_table" => Some("into"),
+                "where" | "condition" => Some("filter"),
+                _ => suggest(&key, &EXTRACT_KEYS),
+            }
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+            let keys = EXTRACT_KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+            cx.error_spanned_by(&inner.path, format!("unknown extract key `{key}`{hint}; expected one of {keys}\n{help}"));
         }
         Ok(())
     })?;
 
-    let Some(into) = into else {
-        cx.error_at(
-            extract_span,
+    if into.is_none() {
+        cx.error_spanned_by(
+            &extract_path,
             format!("extract needs the new table: `into = <table>`\n{help}"),
         );
-        return Err(missing_already_reported(extract_span));
-    };
-    let columns = match columns {
-        Some(columns) if !columns.is_empty() => columns,
-        Some(_) | None => {
-            cx.error_at(
-                extract_span,
-                format!("extract needs the columns to move: `columns(a, b, ...)`\n{help}"),
-            );
-            return Err(missing_already_reported(extract_span));
-        }
-    };
-    Ok(ExtractSpec {
-        into,
-        name,
-        key,
-        primary_key,
-        columns,
-        filter,
-    })
+    }
+    if !broken && columns.as_ref().is_none_or(|c| c.is_empty()) {
+        cx.error_spanned_by(
+            &extract_path,
+            format!("extract needs the columns to move: `{COLUMNS_FORMAT}`\n{help}"),
+        );
+    }
+    match (into, columns) {
+        (Some(into), Some(columns)) if !broken && !columns.is_empty() => Ok(Some(ExtractSpec {
+            into,
+            name,
+            key,
+            primary_key,
+            columns,
+            filter,
+        })),
+        _ => Ok(None),
+    }
 }
-
-/// The error for a part already reported through the context; `parse_zmig_attrs` drops it.
-fn missing_already_reported(span: proc_macro2::Span) -> syn::Error {
-    syn::Error::new(span, ALREADY_REPORTED)
-}
-
-const ALREADY_REPORTED: &str = "\u{0}zmig: already reported";
 
 /// `= ident` or `= "string"`; raw identifiers lose their `r#`.
 fn parse_name_value(meta: &ParseNestedMeta) -> syn::Result<Spanned<String>> {
@@ -355,7 +387,7 @@ fn parse_name_value(meta: &ParseNestedMeta) -> syn::Result<Spanned<String>> {
             syn::Error::new(
                 e.span(),
                 format!(
-                    "expected a name after `{} =`, like `addresses`",
+                    "expected a name after `{} =`, like `addresses` or `\"Addresses\"`",
                     path_text(&meta.path)
                 ),
             )
@@ -370,10 +402,7 @@ struct ColumnEntry(MovedColumnSpec);
 impl Parse for ColumnEntry {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let source = Ident::parse_any(input).map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                "expected a column name\nhelp: the correct format looks like `columns(street1, gh_login as login, visits: Int8)`",
-            )
+            syn::Error::new(e.span(), format!("expected a column name\nhelp: the correct format looks like `{COLUMNS_FORMAT}`"))
         })?;
         let rename = if input.peek(Token![as]) {
             input.parse::<Token![as]>()?;
@@ -381,7 +410,12 @@ impl Parse for ColumnEntry {
                 let lit: LitStr = input.parse()?;
                 Some(Spanned::new(lit.value(), lit.span()))
             } else {
-                let ident = Ident::parse_any(input)?;
+                let ident = Ident::parse_any(input).map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        format!("expected the column's new name after `{source} as`"),
+                    )
+                })?;
                 Some(Spanned::new(ident.unraw().to_string(), ident.span()))
             }
         } else {
@@ -400,9 +434,10 @@ impl Parse for ColumnEntry {
             None
         };
         if !input.is_empty() && !input.peek(Token![,]) {
-            return Err(input.error(
-                "unexpected tokens after the column\nhelp: each column looks like `name`, `name as new_name` or `name: Int8`",
-            ));
+            let unexpected: proc_macro2::TokenTree = input.fork().parse()?;
+            return Err(input.error(format!(
+                "unexpected `{unexpected}` after column `{source}`\nhelp: each column looks like `name`, `name as new_name` or `name: Int8`"
+            )));
         }
         Ok(ColumnEntry(MovedColumnSpec {
             source: Spanned::new(source.unraw().to_string(), source.span()),
@@ -420,7 +455,7 @@ fn skip_meta_value(meta: &ParseNestedMeta) -> syn::Result<()> {
     } else if meta.input.peek(syn::token::Paren) {
         let content;
         syn::parenthesized!(content in meta.input);
-        let _: proc_macro2::TokenStream = content.parse()?;
+        let _: TokenStream = content.parse()?;
     }
     Ok(())
 }
@@ -433,14 +468,11 @@ fn path_text(path: &syn::Path) -> String {
         .join("::")
 }
 
-/// Adds the correct syntax to a bare syn parse error, and drops our "already reported" markers.
-fn with_help(error: syn::Error, format: &str) -> Option<syn::Error> {
+/// Adds the correct syntax to a bare syn parse error.
+fn with_help(error: syn::Error, format: &str) -> syn::Error {
     let mut out: Option<syn::Error> = None;
     for single in error {
         let text = single.to_string();
-        if text == ALREADY_REPORTED {
-            continue;
-        }
         let text = if text.contains("help:") {
             text
         } else {
@@ -452,7 +484,17 @@ fn with_help(error: syn::Error, format: &str) -> Option<syn::Error> {
             None => out = Some(single),
         }
     }
-    out
+    out.expect("a syn::Error holds at least one error")
+}
+
+/// The closest of `known` to `word`, if close enough to be a likely typo.
+fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(word, k), *k))
+        .min_by_key(|(d, _)| *d)
+        .filter(|(d, k)| *d <= 3.min(k.len() / 2 + 1))
+        .map(|(_, k)| k)
 }
 
 /// Levenshtein distance, for "did you mean" on short names.
@@ -469,4 +511,25 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infers_diesel_table_names_for_the_hint() {
+        assert_eq!(diesel_default_table_name("Caterer"), "caterers");
+        assert_eq!(diesel_default_table_name("OrderItem"), "order_items");
+    }
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(suggest("colums", &EXTRACT_KEYS), Some("columns"));
+        assert_eq!(
+            suggest("dual_wirte", &["expand", "dual_write"]),
+            Some("dual_write")
+        );
+        assert_eq!(suggest("zzz", &EXTRACT_KEYS), None);
+    }
 }

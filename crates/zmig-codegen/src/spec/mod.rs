@@ -162,12 +162,13 @@ impl ExtractSpec {
     /// The attribute in its canonical form (without `stage`), for generated headers: stable
     /// across formatting changes and stage advances, so headers never go stale for those.
     pub fn to_attribute(&self) -> String {
+        // As the user could have written it: a plain identifier, a raw one for keywords
+        // (`r#type`), or a string for anything else.
         let name = |text: &str| {
-            if !text.is_empty()
-                && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !text.starts_with(|c: char| c.is_ascii_digit())
-            {
+            if syn::parse_str::<syn::Ident>(text).is_ok() {
                 text.to_owned()
+            } else if syn::parse_str::<syn::Ident>(&format!("r#{text}")).is_ok() {
+                format!("r#{text}")
             } else {
                 format!("{text:?}")
             }

@@ -22,7 +22,10 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
     if extract.into.value == owner {
         cx.error_at(
             extract.into.span,
-            "the new table must differ from the owner table",
+            format!(
+                "`into = {owner}` is the owner table itself; the columns move into a table of their own\n\
+                 help: give the new table its own name, like `into = addresses`"
+            ),
         );
     }
     if let Some(key) = &extract.key {
@@ -37,7 +40,8 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
 
     // Each owner column moves once, and each lands under a name of its own.
     let mut sources: HashMap<&str, &Spanned<String>> = HashMap::new();
-    let mut targets: HashMap<&str, proc_macro2::Span> = HashMap::new();
+    // New name → (span, owner column) of the first column landing there.
+    let mut targets: HashMap<&str, (proc_macro2::Span, &str)> = HashMap::new();
     for column in &extract.columns {
         if sources
             .insert(column.source.value.as_str(), &column.source)
@@ -50,17 +54,23 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
                     column.source.value
                 ),
             );
+            // Its new name clashes too, but saying so twice on the same token helps nobody.
+            continue;
         }
         if let Some(rename) = &column.rename {
             check_identifier(cx, rename, "the column's new name");
         }
         let target_span = column.rename.as_ref().unwrap_or(&column.source).span;
-        if targets.insert(column.target(), target_span).is_some() {
+        if targets
+            .insert(column.target(), (target_span, column.source.value.as_str()))
+            .is_some()
+        {
             cx.error_at(
                 target_span,
                 format!(
-                    "two moved columns would both be named `{}` in the new table",
-                    column.target()
+                    "two moved columns would both be named `{}` in the new table\nhelp: rename one of them: `{} as other_name`",
+                    column.target(),
+                    column.source.value
                 ),
             );
         }
@@ -79,28 +89,26 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
             );
         }
         if let Some(widen) = &column.widen {
-            if !WIDEN_TARGETS.contains(&widen.value.as_str()) {
-                cx.error_at(
-                    widen.span,
-                    format!(
-                        "zmig widens moved columns only to {}\nhelp: write `{}: Int8` to widen an integer column",
-                        WIDEN_TARGETS.join(", "),
-                        column.source.value
-                    ),
-                );
-            }
+            check_widen_target(cx, &column.source.value, widen);
         }
     }
 
-    let key = extract
-        .key
-        .as_ref()
-        .map(|k| k.value.clone())
-        .unwrap_or_else(|| default_key_column(owner));
-    if let Some(span) = targets.get(key.as_str()) {
+    let (key, key_is_default) = match &extract.key {
+        Some(key) => (key.value.clone(), false),
+        None => (default_key_column(owner), true),
+    };
+    if let Some((span, source)) = targets.get(key.as_str()) {
+        let why = if key_is_default {
+            format!(", zmig's default for `{owner}`")
+        } else {
+            String::new()
+        };
         cx.error_at(
             *span,
-            format!("a moved column is named `{key}`, the owner key column of the new table\nhelp: rename it (`{key} as other_name`) or choose another key with `key = ...`"),
+            format!(
+                "a moved column would be named `{key}`, the owner key column of the new table{why}\n\
+                 help: rename the column (`{source} as other_name`) or name the key yourself (`key = other_name`)"
+            ),
         );
     }
 
@@ -109,6 +117,41 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
             cx.error_at(filter.span, format!("invalid filter: {error}\nhelp: the correct format looks like `filter = \"street1 IS NOT NULL\"`"));
         }
     }
+}
+
+/// Widening targets are Diesel SQL types, as in `table!`.
+fn check_widen_target(cx: &mut Ctxt, column: &str, widen: &Spanned<String>) {
+    if WIDEN_TARGETS.contains(&widen.value.as_str()) {
+        return;
+    }
+    let rust_type = [
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "u32",
+        "u64",
+        "f32",
+        "f64",
+        "String",
+        "str",
+        "BigDecimal",
+    ];
+    let message = if rust_type.contains(&widen.value.as_str()) {
+        format!(
+            "`{}` is a Rust type; the type to widen to is a Diesel SQL type, as in `table!`",
+            widen.value
+        )
+    } else {
+        format!(
+            "zmig widens moved columns only to the Diesel SQL types {}",
+            WIDEN_TARGETS.join(", ")
+        )
+    };
+    cx.error_at(
+        widen.span,
+        format!("{message}\nhelp: write `{column}: Int8` to widen an integer column to bigint"),
+    );
 }
 
 fn check_identifier(cx: &mut Ctxt, name: &Spanned<String>, what: &str) {

@@ -50,15 +50,16 @@ impl Names {
 /// [`lock_timeout_comment`]) and a bound on how long any statement may hold them.
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = '10s';";
 
-/// For the one statement that scans a table on purpose and holds no lock that blocks traffic.
-const NO_STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = 0;";
+/// For a transaction that scans a table on purpose while holding no lock that blocks traffic:
+/// still a short wait for locks, but no bound on the scan.
+const SCAN_TIMEOUTS: &str = "SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = 0;";
 
 fn lock_timeout_comment(table: &str) -> String {
     format!(
         "Every statement below needs a brief lock on {table}. Waiting for it would queue all traffic on\n\
          the table behind this migration, so give up after a second instead; the migration then rolls\n\
-         back whole and is safe to run again. No statement here scans or rewrites the table, so ten\n\
-         seconds is a generous bound."
+         back whole and is safe to run again. Unless a step says otherwise, no statement here scans or\n\
+         rewrites the table, so ten seconds is a generous bound."
     )
 }
 
@@ -463,8 +464,11 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
             ));
         }
         down.commit();
-        down.statement(LOCK_TIMEOUT);
-        down.statement(NO_STATEMENT_TIMEOUT);
+        down.comment(
+            "Validation reads the whole table under SHARE UPDATE EXCLUSIVE: reads and writes go on,\n\
+             so it may take as long as it needs.",
+        );
+        down.statement(SCAN_TIMEOUTS);
         for c in &required {
             down.statement(&format!(
                 "ALTER TABLE {owner} VALIDATE CONSTRAINT {};",
@@ -563,7 +567,7 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         .iter()
         .map(|c| format!("{} = n.{}", q(&c.source), q(&c.target)))
         .collect();
-    down.statement(NO_STATEMENT_TIMEOUT);
+    down.statement(SCAN_TIMEOUTS);
     down.statement(&format!(
         "SELECT set_config('zmig.syncing', {}, true);",
         quote_literal(&x.name)

@@ -38,6 +38,9 @@ impl PhaseSql {
     }
 }
 
+/// Width of comment text, after the `-- `.
+const COMMENT_WIDTH: usize = 96;
+
 /// A migration file being written: statements, each preceded by the comment that says why it
 /// is safe.
 #[derive(Default)]
@@ -50,15 +53,25 @@ impl Script {
         Script::default()
     }
 
+    /// A comment paragraph, reflowed to [`COMMENT_WIDTH`] so names spliced into it never make
+    /// a line run off a reviewer's screen.
     pub fn comment(&mut self, text: &str) {
         if !self.text.is_empty() {
             self.text.push('\n');
         }
-        for line in text.lines() {
-            self.text
-                .push_str(if line.is_empty() { "--" } else { "-- " });
-            self.text.push_str(line);
-            self.text.push('\n');
+        let mut line = String::new();
+        for word in text.split_whitespace() {
+            if !line.is_empty() && line.len() + 1 + word.len() > COMMENT_WIDTH {
+                self.text.push_str(&format!("-- {line}\n"));
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        if !line.is_empty() {
+            self.text.push_str(&format!("-- {line}\n"));
         }
     }
 
