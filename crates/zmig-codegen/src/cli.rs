@@ -22,7 +22,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Top {
-    /// zmig's commands.
+    /// zmig: plan and generate the zero-downtime migrations of every #[derive(Zmig)] model.
     Zmig(ZmigArgs),
 }
 
@@ -219,7 +219,7 @@ fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<(
                 x.owner.name,
                 x.new_table.name,
                 x.source.model,
-                project.root.join(&x.source.file).display(),
+                display_path(&project.root.join(&x.source.file)),
                 x.stage,
                 x.stage.number()
             )?;
@@ -254,6 +254,15 @@ fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<(
         writeln!(out, "no #[derive(Zmig)] models found")?;
     }
     Ok(())
+}
+
+/// `path` relative to the current directory when it is below it, as cargo prints paths.
+fn display_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    path.strip_prefix(&cwd)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// What `generate` found and did.
@@ -306,7 +315,7 @@ pub fn generate(
                             "{}: {} no longer match what zmig generates from the attribute and schema.\n  \
                              If this migration has not run anywhere, delete the folder and generate again; if it has, \
                              put the attribute back as it was.",
-                            path.display(),
+                            display_path(&path),
                             files.join(", ")
                         ))
                     }
@@ -315,7 +324,7 @@ pub fn generate(
                         outcome.problems.push(format!(
                             "{}: {} edited by hand (checksum mismatch); zmig will not overwrite it.\n  \
                              Undo the edit, or delete the folder to have it generated again.",
-                            path.display(),
+                            display_path(&path),
                             files.join(", ")
                         ))
                     }
@@ -347,7 +356,7 @@ pub fn generate(
     for (dir, planned) in &to_write {
         let path = migrations::write_folder(dir, planned, timestamp)
             .with_context(|| format!("writing into {}", dir.display()))?;
-        writeln!(out, "wrote {}", path.display())?;
+        writeln!(out, "wrote {}", display_path(&path))?;
         outcome.written.push(path);
     }
     outcome.missing.clear();

@@ -87,3 +87,37 @@ fn stage_tokens(stage: Stage) -> TokenStream {
     };
     quote!(::zmig_runtime::Stage::#variant)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_pretty(input: TokenStream) -> String {
+        let output = derive_zmig(input);
+        prettyplease::unparse(&syn::parse2(output).expect("the expansion is a file"))
+    }
+
+    #[test]
+    fn expands_the_caterers_model() {
+        insta::assert_snapshot!(expand_pretty(quote! {
+            #[diesel(table_name = crate::schema::caterers)]
+            #[zmig(extract(into = addresses, columns(street1, r#type as kind, zip: Int8)), stage = "dual_write")]
+            pub struct Caterer {
+                pub id: i32,
+            }
+        }));
+    }
+
+    #[test]
+    fn a_bad_attribute_expands_to_compile_errors_only() {
+        let output = derive_zmig(quote! {
+            #[diesel(table_name = caterers)]
+            #[zmig(extract(into = addresses, columns(street1)), stage = "dual-write")]
+            pub struct Caterer;
+        })
+        .to_string();
+        assert!(output.contains("compile_error"), "{output}");
+        assert!(output.contains("did you mean"), "{output}");
+        assert!(!output.contains("impl"), "{output}");
+    }
+}

@@ -2,7 +2,7 @@
 //! model's migration that `#[derive(Zmig)]` generates; the backfill runner and the generated
 //! readers and writers build on it.
 //!
-//! ```ignore
+//! ```text
 //! #[derive(Queryable, Selectable, Zmig)]
 //! #[diesel(table_name = caterers)]
 //! #[zmig(extract(into = addresses, columns(street1, street2, city, state, zip)), stage = "dual_write")]

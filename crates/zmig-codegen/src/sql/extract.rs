@@ -255,7 +255,7 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
         "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF {} THEN\n        INSERT INTO {new} AS n ({})\n        VALUES ({})\n        ON CONFLICT ({}) DO UPDATE\n            SET {}\n            WHERE {} IS DISTINCT FROM {};\n    ELSE\n        DELETE FROM {new} WHERE {} = NEW.{};\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
         q(&n.to_new_fn),
         set_syncing(x),
-        carries(x, "NEW").replace("\n       AND ", "\n       AND "),
+        carries(x, "NEW"),
         insert_columns.join(", "),
         values.join(", "),
         q(&x.key),
@@ -275,10 +275,10 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
     let mut seen = std::collections::HashSet::new();
     watched.retain(|c| seen.insert(c.clone()));
     let watched_sql: Vec<String> = watched.iter().map(|c| q(c)).collect();
-    out.comment(&format!(
+    out.comment(
         "New owners that carry the moved columns get their row. `WHEN` keeps the function call off\n\
-         the insert path for owners that carry nothing."
-    ));
+         the insert path for owners that carry nothing.",
+    );
     out.statement(&format!(
         "CREATE {replace}TRIGGER {} AFTER INSERT ON {owner}\nFOR EACH ROW\nWHEN ({}\n      AND {})\nEXECUTE FUNCTION {}();",
         q(&n.to_new_insert),
@@ -422,11 +422,11 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
             .iter()
             .map(|c| format!("ALTER COLUMN {} DROP NOT NULL", q(c)))
             .collect();
-        up.comment(&format!(
+        up.comment(
             "The new release stops writing the old columns, so they must accept NULL. Dropping NOT NULL\n\
              changes the catalog only: no scan, no rewrite. The reverse sync below keeps them filled for\n\
              instances still on the previous release."
-        ));
+        );
         up.safety_assured(
             "Deliberate: the old columns' NOT NULL moves to the new table, where the new release writes.",
             &drops.iter().map(|d| format!("ALTER TABLE {owner} {d};")).collect::<Vec<_>>(),
