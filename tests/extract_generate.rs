@@ -203,3 +203,51 @@ fn every_fixture_generates_cleanly() {
         assert!(outcome.ok() && outcome.written.len() == 4, "{report}");
     }
 }
+
+#[test]
+fn two_migrations_generated_in_one_run_get_versions_of_their_own() {
+    let fixture = caterers_at("gen_two", "dual_write");
+    let models = format!(
+        "{}\n{}",
+        model_source("caterers", "Caterer", &at_stage("dual_write")),
+        model_source(
+            "caterers",
+            "CatererContact",
+            "#[zmig(extract(into = contacts, columns(email, phone)), stage = \"expand\")]"
+        )
+        .replace("use zmig_runtime::Zmig;\n", "")
+    );
+    fixture.set_models(&models);
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert_eq!(outcome.written.len(), 3, "{report}");
+    let versions: Vec<String> = folder_names(&fixture)
+        .iter()
+        .map(|n| n.split_once('_').unwrap().0.to_owned())
+        .collect();
+    let mut unique = versions.clone();
+    unique.dedup();
+    assert_eq!(
+        unique, versions,
+        "every folder has its own version: {versions:?}"
+    );
+}
+
+#[test]
+fn a_clock_behind_the_latest_folder_still_adds_phases_after_it() {
+    let fixture = caterers_at("gen_clock", "expand");
+    fixture.generate_at(false, "2026-11-21-120000").unwrap();
+    set_stage(&fixture, "dual_write");
+    fixture.generate_at(false, "2026-01-01-000000").unwrap();
+    let names = folder_names(&fixture);
+    assert!(
+        names
+            .last()
+            .unwrap()
+            .ends_with("_caterers_addresses_dual_write"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.last().unwrap(),
+        "2026-11-21-120000-0002_caterers_addresses_dual_write"
+    );
+}

@@ -149,10 +149,19 @@ impl FixtureCrate {
 
     /// Runs `generate` (or `generate --check`) on the crate; returns the outcome and its report.
     pub fn generate(&self, check: bool) -> Result<(generate_outcome::Outcome, String), String> {
+        self.generate_at(check, TIMESTAMP)
+    }
+
+    /// `generate` with the clock reading `timestamp` (`YYYY-MM-DD-HHMMSS`).
+    pub fn generate_at(
+        &self,
+        check: bool,
+        timestamp: &str,
+    ) -> Result<(generate_outcome::Outcome, String), String> {
         let project = project::load(&self.root).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let outcome =
-            generate(&[project], check, TIMESTAMP, &mut out).map_err(|e| format!("{e:#}"))?;
+            generate(&[project], check, timestamp, &mut out).map_err(|e| format!("{e:#}"))?;
         Ok((outcome, String::from_utf8(out).unwrap()))
     }
 

@@ -351,10 +351,18 @@ pub fn generate(
         writeln!(out, "nothing was written")?;
         return Ok(outcome);
     }
-    // Folders are written in phase order; each is complete before the next starts.
+    // Folders are written in phase order; each is complete before the next starts, and each
+    // gets a version of its own (two migrations may reach expand in the same run).
     to_write.sort_by_key(|(_, planned)| planned.stage);
+    let mut versions: std::collections::HashMap<PathBuf, migrations::Versions> = Default::default();
     for (dir, planned) in &to_write {
-        let path = migrations::write_folder(dir, planned, timestamp)
+        if !versions.contains_key(dir) {
+            let after = migrations::Versions::after_existing(dir, timestamp)
+                .with_context(|| format!("reading {}", dir.display()))?;
+            versions.insert(dir.clone(), after);
+        }
+        let dir_versions = versions.get_mut(dir).expect("inserted above");
+        let path = migrations::write_folder(dir, planned, dir_versions)
             .with_context(|| format!("writing into {}", dir.display()))?;
         writeln!(out, "wrote {}", display_path(&path))?;
         outcome.written.push(path);

@@ -21,11 +21,53 @@ pub struct PlannedFolder {
     pub files: Vec<(String, String)>,
 }
 
-impl PlannedFolder {
-    /// The Diesel 2.3 folder name: `YYYY-MM-DD-HHMMSS-NNNN_<suffix>`, with the phase number as
-    /// `NNNN` so phases generated in the same second still sort in phase order.
-    pub fn folder_name(&self, timestamp: &str) -> String {
-        format!("{timestamp}-{:04}_{}", self.stage.number(), self.suffix)
+/// Diesel 2.3 migration versions, `YYYY-MM-DD-HHMMSS-NNNN`, handed out in order: every folder
+/// written in one run gets the run's timestamp and the next `NNNN`, and never a version at or
+/// below one already in the folder (a clock running behind a teammate's must not slip a new
+/// phase in before a shipped one).
+#[derive(Debug, Clone)]
+pub struct Versions {
+    timestamp: String,
+    next: u32,
+}
+
+impl Versions {
+    /// Versions after everything in `migrations_dir`, starting at `timestamp` if it is later.
+    pub fn after_existing(migrations_dir: &Path, timestamp: &str) -> io::Result<Versions> {
+        let mut versions = Versions {
+            timestamp: timestamp.to_owned(),
+            next: 1,
+        };
+        if !migrations_dir.exists() {
+            return Ok(versions);
+        }
+        let mut latest: Option<String> = None;
+        for entry in fs::read_dir(migrations_dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let version = name.split_once('_').map(|(v, _)| v).unwrap_or(&name);
+            if is_version(version) && latest.as_deref().is_none_or(|l| version > l) {
+                latest = Some(version.to_owned());
+            }
+        }
+        if let Some(latest) = latest {
+            if format!("{timestamp}-0001") <= latest {
+                // Continue after the latest: same timestamp, next sequence number.
+                match latest.rsplit_once('-') {
+                    Some((stamp, seq)) if seq.len() == 4 && seq.parse::<u32>().is_ok() => {
+                        versions.timestamp = stamp.to_owned();
+                        versions.next = seq.parse::<u32>().unwrap_or(0) + 1;
+                    }
+                    _ => versions.timestamp = format!("{latest}-"),
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    fn next(&mut self) -> String {
+        let version = format!("{}-{:04}", self.timestamp, self.next);
+        self.next += 1;
+        version
     }
 }
 
@@ -177,10 +219,10 @@ pub fn folder_state(migrations_dir: &Path, planned: &PlannedFolder) -> io::Resul
 pub fn write_folder(
     migrations_dir: &Path,
     planned: &PlannedFolder,
-    timestamp: &str,
+    versions: &mut Versions,
 ) -> io::Result<PathBuf> {
     fs::create_dir_all(migrations_dir)?;
-    let name = planned.folder_name(timestamp);
+    let name = format!("{}_{}", versions.next(), planned.suffix);
     let staging = migrations_dir.join(format!(".zmig-staging-{name}"));
     if staging.exists() {
         fs::remove_dir_all(&staging)?;

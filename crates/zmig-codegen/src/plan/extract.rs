@@ -209,7 +209,8 @@ pub fn resolve_extract(
         .iter()
         .filter_map(|name| owner.columns.iter().find(|c| c.sql_name == *name))
         .filter(|c| matches!(&c.ty, SqlType::Named(n) if matches!(schema::canonical_name(n), "Timestamp" | "Timestamptz")))
-        .filter(|c| !columns.iter().any(|m| m.target == c.sql_name))
+        // A nullable owner timestamp could not fill a NOT NULL one.
+        .filter(|c| !c.nullable && !columns.iter().any(|m| m.target == c.sql_name))
         .map(|c| Timestamp { name: c.sql_name.clone(), pg_type: type_of(&mut cx, c, extract.into.span) })
         .collect();
 
