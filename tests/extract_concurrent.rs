@@ -31,8 +31,12 @@ use zmig_tests::{fixtures, FixtureCrate, TestDb};
 
 /// Caterers in the table before the migration starts (ids 1..=SEEDED).
 const SEEDED: i32 = 2_000;
-/// Half of all targets fall on ids 1..=HOT, so writers really collide on the same rows.
-const HOT: u32 = 24;
+/// Half of the picked targets are hot ids, 1..=HOT_DUAL_WRITE at dual_write and 1..=HOT_WRITE_NEW
+/// at write_new, so writers really collide on the same rows; deletes never touch ids up to
+/// COLD_FROM, so the hot rows live to the end.
+const HOT_DUAL_WRITE: u32 = 16;
+const HOT_WRITE_NEW: u32 = 4;
+const COLD_FROM: u32 = 32;
 /// A transaction retried more often than this is a livelock, not bad luck.
 const MAX_ATTEMPTS: u32 = 200;
 
@@ -51,7 +55,9 @@ fn generated(fixture: &FixtureCrate) {
 }
 
 fn exec(conn: &mut PgConnection, sql: &str) -> usize {
-    diesel::sql_query(sql).execute(conn).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    diesel::sql_query(sql)
+        .execute(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn count(conn: &mut PgConnection, sql: &str) -> i64 {
@@ -60,7 +66,10 @@ fn count(conn: &mut PgConnection, sql: &str) -> i64 {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap_or_else(|e| panic!("{sql}: {e}")).n
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
 }
 
 /// Up to 10 lines of `sql`'s single text column `line`, for failure messages.
@@ -70,8 +79,13 @@ fn sample_lines(conn: &mut PgConnection, sql: &str) -> String {
         #[diesel(sql_type = Text)]
         line: String,
     }
-    let lines: Vec<Line> = diesel::sql_query(sql).load(conn).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    lines.into_iter().map(|l| format!("  {}\n", l.line)).collect()
+    let lines: Vec<Line> = diesel::sql_query(sql)
+        .load(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    lines
+        .into_iter()
+        .map(|l| format!("  {}\n", l.line))
+        .collect()
 }
 
 /// Applies pending migrations in order until one whose name ends with `_{phase}`; returns their
@@ -81,7 +95,8 @@ fn apply_through(conn: &mut PgConnection, fixture: &FixtureCrate, phase: &str) -
     let mut applied = Vec::new();
     for migration in conn.pending_migrations(fixture.migrations()).unwrap() {
         let name = migration.name().to_string();
-        conn.run_migration(&*migration).unwrap_or_else(|e| panic!("{name}: {e}"));
+        conn.run_migration(&*migration)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         applied.push(name.clone());
         if name.ends_with(&suffix) {
             return applied;
@@ -93,7 +108,10 @@ fn apply_through(conn: &mut PgConnection, fixture: &FixtureCrate, phase: &str) -
 fn assert_phases(applied: &[String], phases: &[&str]) {
     assert_eq!(applied.len(), phases.len(), "{applied:?}");
     for (name, phase) in applied.iter().zip(phases) {
-        assert!(name.ends_with(&format!("_{phase}")), "expected phase {phase}, applied {name}");
+        assert!(
+            name.ends_with(&format!("_{phase}")),
+            "expected phase {phase}, applied {name}"
+        );
     }
 }
 
@@ -112,7 +130,10 @@ fn seed_caterers(conn: &mut PgConnection) {
          FROM generate_series(1, 2000) AS i",
     );
     assert_eq!(inserted, SEEDED as usize);
-    assert_eq!(count(conn, "SELECT max(id)::bigint AS n FROM caterers"), i64::from(SEEDED));
+    assert_eq!(
+        count(conn, "SELECT max(id)::bigint AS n FROM caterers"),
+        i64::from(SEEDED)
+    );
 }
 
 /// A connection for one writer thread.
@@ -127,8 +148,12 @@ fn writer_conn(url: &str) -> PgConnection {
 
 fn is_retryable(e: &Error) -> Option<&'static str> {
     match e {
-        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => Some("serialization_failure"),
-        Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => Some("deadlock"),
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+            Some("serialization_failure")
+        }
+        Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => {
+            Some("deadlock")
+        }
         _ => None,
     }
 }
@@ -138,12 +163,19 @@ fn is_retryable(e: &Error) -> Option<&'static str> {
 struct Stats {
     events: BTreeMap<&'static str, u64>,
     retries: BTreeMap<&'static str, u64>,
+    /// The first retried error, with PostgreSQL's detail, for the record.
+    first_retry: Option<String>,
 }
 
 impl Stats {
     /// Runs `op` (one transaction), again while it fails with a deadlock or serialization
     /// failure; counts its events once it succeeds.
-    fn run(&mut self, what: &str, conn: &mut PgConnection, mut op: impl FnMut(&mut PgConnection) -> QueryResult<Events>) {
+    fn run(
+        &mut self,
+        what: &str,
+        conn: &mut PgConnection,
+        mut op: impl FnMut(&mut PgConnection) -> QueryResult<Events>,
+    ) {
         for _ in 0..MAX_ATTEMPTS {
             match op(conn) {
                 Ok(events) => {
@@ -153,7 +185,18 @@ impl Stats {
                     return;
                 }
                 Err(e) => match is_retryable(&e) {
-                    Some(kind) => *self.retries.entry(kind).or_default() += 1,
+                    Some(kind) => {
+                        *self.retries.entry(kind).or_default() += 1;
+                        if self.first_retry.is_none() {
+                            let detail = match &e {
+                                Error::DatabaseError(_, info) => {
+                                    info.details().unwrap_or_default().replace('\n', " ")
+                                }
+                                _ => String::new(),
+                            };
+                            self.first_retry = Some(format!("{what}: {e} ({detail})"));
+                        }
+                    }
                     None => panic!("{what}: {e}"),
                 },
             }
@@ -170,6 +213,7 @@ impl Stats {
             for (k, v) in stats.retries {
                 *total.retries.entry(k).or_default() += v;
             }
+            total.first_retry = total.first_retry.or(stats.first_retry);
         }
         total
     }
@@ -185,25 +229,40 @@ impl Stats {
     fn assert_at_least(&self, label: &str, minimums: &[(&str, u64)]) {
         for &(event, min) in minimums {
             let n = self.get(event);
-            assert!(n >= min, "{label}: only {n} `{event}` (want at least {min}); all: {:?}", self.events);
+            assert!(
+                n >= min,
+                "{label}: only {n} `{event}` (want at least {min}); all: {:?}",
+                self.events
+            );
         }
     }
 }
 
-/// An id to write to: half the time one of the hot rows, else any id handed out so far (it may
-/// be deleted by now; the write then touches nothing). Draws the same number of random values
-/// whatever `max_id` is, so each thread's sequence of operations depends on its seed only.
-fn pick(rng: &mut StdRng, max_id: &AtomicI32) -> i32 {
-    let hot = rng.gen_bool(0.5);
+/// An id to write to: half the time one of the hot rows 1..=`hot`, else any id handed out so
+/// far (it may be deleted by now; the write then touches nothing). Draws the same number of
+/// random values whatever `max_id` is, so each thread's sequence of operations depends on its
+/// seed only.
+fn pick(rng: &mut StdRng, max_id: &AtomicI32, hot: u32) -> i32 {
+    let is_hot = rng.gen_bool(0.5);
     let draw = rng.gen::<u32>();
-    let bound = if hot { HOT } else { max_id.load(Ordering::Relaxed) as u32 };
+    let bound = if is_hot {
+        hot
+    } else {
+        max_id.load(Ordering::Relaxed) as u32
+    };
     (draw % bound) as i32 + 1
 }
 
+/// An id to delete: never a hot row, so the collisions go on until the end.
+fn pick_cold(rng: &mut StdRng, max_id: &AtomicI32) -> i32 {
+    let draw = rng.gen::<u32>();
+    (draw % (max_id.load(Ordering::Relaxed) as u32 - COLD_FROM)) as i32 + COLD_FROM as i32 + 1
+}
+
 /// Two different ids, ascending, so multi-row transactions lock in one global order.
-fn pick_two(rng: &mut StdRng, max_id: &AtomicI32) -> (i32, i32) {
-    let a = pick(rng, max_id);
-    let mut b = pick(rng, max_id);
+fn pick_two(rng: &mut StdRng, max_id: &AtomicI32, hot: u32) -> (i32, i32) {
+    let a = pick(rng, max_id, hot);
+    let mut b = pick(rng, max_id, hot);
     if b == a {
         b = if a > 1 { a - 1 } else { a + 1 };
     }
@@ -227,7 +286,13 @@ struct Addr {
 
 impl Addr {
     fn none() -> Addr {
-        Addr { street1: None, street2: None, city: None, state: None, zip: None }
+        Addr {
+            street1: None,
+            street2: None,
+            city: None,
+            state: None,
+            zip: None,
+        }
     }
 }
 
@@ -236,11 +301,17 @@ impl Addr {
 fn random_addr(rng: &mut StdRng, tag: &str, in_filter: bool) -> Addr {
     let valid_state = STATES[rng.gen_range(0..STATES.len())].to_owned();
     let (street2, state) = if in_filter {
-        (Some(format!("Suite {}", rng.gen_range(1..500))), valid_state)
+        (
+            Some(format!("Suite {}", rng.gen_range(1..500))),
+            valid_state,
+        )
     } else {
         match rng.gen_range(0..3) {
             0 => (None, valid_state),
-            1 => (Some(format!("Suite {}", rng.gen_range(1..500))), "XX".to_owned()),
+            1 => (
+                Some(format!("Suite {}", rng.gen_range(1..500))),
+                "XX".to_owned(),
+            ),
             _ => (None, "XX".to_owned()),
         }
     };
@@ -295,7 +366,10 @@ fn update_other(conn: &mut PgConnection, id: i32, tag: &str) -> QueryResult<bool
 }
 
 fn delete_caterer(conn: &mut PgConnection, id: i32) -> QueryResult<bool> {
-    boxed("DELETE FROM caterers WHERE id = $1").bind::<Integer, _>(id).execute(conn).map(|n| n == 1)
+    boxed("DELETE FROM caterers WHERE id = $1")
+        .bind::<Integer, _>(id)
+        .execute(conn)
+        .map(|n| n == 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,7 +394,9 @@ impl Shape {
             "{alias}.street1 IS NOT NULL AND {alias}.city IS NOT NULL AND {alias}.state IS NOT NULL AND {alias}.zip IS NOT NULL"
         );
         if self.filtered {
-            rule.push_str(&format!(" AND ({alias}.street2 IS NOT NULL AND {alias}.state <> 'XX')"));
+            rule.push_str(&format!(
+                " AND ({alias}.street2 IS NOT NULL AND {alias}.state <> 'XX')"
+            ));
         }
         format!("COALESCE(({rule}), false)")
     }
@@ -385,16 +461,18 @@ fn sync_report(conn: &mut PgConnection, shape: &Shape) -> SyncReport {
         key = shape.key,
         carries = shape.carries("c"),
     );
-    diesel::sql_query(&sql).get_result(conn).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    diesel::sql_query(&sql)
+        .get_result(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn sync_offenders(conn: &mut PgConnection, shape: &Shape) -> String {
     sample_lines(
         conn,
         &format!(
-            "SELECT 'owner ' || coalesce(row(c.id, c.street1, c.street2, c.city, c.state, c.zip)::text, '-')
+            "SELECT 'owner ' || CASE WHEN c.id IS NULL THEN '-' ELSE row(c.id, c.street1, c.street2, c.city, c.state, c.zip)::text END
                     || ' carries=' || {carries}
-                    || ' new ' || coalesce(row(n.{key}, n.street1, n.street2, n.city, n.state, n.zip)::text, '-') AS line
+                    || ' new ' || CASE WHEN n.{key} IS NULL THEN '-' ELSE row(n.{key}, n.street1, n.street2, n.city, n.state, n.zip)::text END AS line
              FROM caterers c FULL JOIN addresses n ON n.{key} = c.id
              WHERE c.id IS NULL OR (n.{key} IS NULL) = {carries}
                 OR (n.{key} IS NOT NULL AND (c.street1, c.street2, c.city, c.state, c.zip)
@@ -411,15 +489,27 @@ fn sync_offenders(conn: &mut PgConnection, shape: &Shape) -> String {
 enum Change {
     Street2(Option<String>),
     State(String),
-    Lines { street1: String, city: String, zip: String },
+    Lines {
+        street1: String,
+        city: String,
+        zip: String,
+    },
     All(Addr),
 }
 
 impl Change {
     fn random(rng: &mut StdRng, tag: &str) -> Change {
         match rng.gen_range(0..4) {
-            0 => Change::Street2(if rng.gen_bool(0.5) { None } else { Some(format!("Floor {tag}")) }),
-            1 => Change::State(if rng.gen_bool(0.45) { "XX".to_owned() } else { STATES[rng.gen_range(0..5)].to_owned() }),
+            0 => Change::Street2(if rng.gen_bool(0.5) {
+                None
+            } else {
+                Some(format!("Floor {tag}"))
+            }),
+            1 => Change::State(if rng.gen_bool(0.45) {
+                "XX".to_owned()
+            } else {
+                STATES[rng.gen_range(0..5)].to_owned()
+            }),
             2 => Change::Lines {
                 street1: format!("{} {tag} Rd", rng.gen_range(1..10_000)),
                 city: CITIES[rng.gen_range(0..CITIES.len())].to_owned(),
@@ -448,7 +538,12 @@ impl Change {
     /// Applies the change to caterer `id` in one UPDATE, which also reports, exactly, whether
     /// the row carried an address before and after (the sub-select locks the row, so what it
     /// reads is the version the UPDATE replaces). `None`: the row is gone.
-    fn apply(&self, conn: &mut PgConnection, shape: &Shape, id: i32) -> QueryResult<Option<Transition>> {
+    fn apply(
+        &self,
+        conn: &mut PgConnection,
+        shape: &Shape,
+        id: i32,
+    ) -> QueryResult<Option<Transition>> {
         let set = match self {
             Change::Street2(_) => "street2 = $2",
             Change::State(_) => "state = $2",
@@ -468,12 +563,14 @@ impl Change {
         let q = match self {
             Change::Street2(v) => q.bind::<Nullable<Text>, _>(v.clone()),
             Change::State(v) => q.bind::<Text, _>(v.clone()),
-            Change::Lines { street1, city, zip } => {
-                q.bind::<Text, _>(street1.clone()).bind::<Text, _>(city.clone()).bind::<Text, _>(zip.clone())
-            }
+            Change::Lines { street1, city, zip } => q
+                .bind::<Text, _>(street1.clone())
+                .bind::<Text, _>(city.clone())
+                .bind::<Text, _>(zip.clone()),
             Change::All(a) => bind_addr(q, a),
         };
-        q.get_results::<Transition>(conn).map(|rows| rows.into_iter().next())
+        q.get_results::<Transition>(conn)
+            .map(|rows| rows.into_iter().next())
     }
 }
 
@@ -526,7 +623,14 @@ struct FullRow {
 }
 
 /// One writer at dual_write: `ops` operations, each one transaction.
-fn dual_write_writer(url: &str, shape: &Shape, thread: u64, ops: usize, max_id: &AtomicI32, start: &Barrier) -> Stats {
+fn dual_write_writer(
+    url: &str,
+    shape: &Shape,
+    thread: u64,
+    ops: usize,
+    max_id: &AtomicI32,
+    start: &Barrier,
+) -> Stats {
     let mut conn = writer_conn(url);
     let mut rng = StdRng::seed_from_u64(shape.seed * 1_000 + thread);
     let mut stats = Stats::default();
@@ -543,12 +647,19 @@ fn dual_write_writer(url: &str, shape: &Shape, thread: u64, ops: usize, max_id: 
                 stats.run(&what, &mut conn, |c| {
                     let id = insert_caterer(c, &tag, &a)?;
                     max_id.fetch_max(id, Ordering::Relaxed);
-                    Ok(vec!["inserted", if in_filter { "inserted_in_filter" } else { "inserted_outside_filter" }])
+                    Ok(vec![
+                        "inserted",
+                        if in_filter {
+                            "inserted_in_filter"
+                        } else {
+                            "inserted_outside_filter"
+                        },
+                    ])
                 });
             }
             // Change address columns.
             14..=39 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_DUAL_WRITE);
                 let change = Change::random(&mut rng, &tag);
                 stats.run(&what, &mut conn, |c| {
                     let mut events = vec![];
@@ -558,14 +669,18 @@ fn dual_write_writer(url: &str, shape: &Shape, thread: u64, ops: usize, max_id: 
             }
             // Change only columns the sync does not watch.
             40..=51 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_DUAL_WRITE);
                 stats.run(&what, &mut conn, |c| {
-                    Ok(vec![if update_other(c, id, &tag)? { "other_updated" } else { "target_gone" }])
+                    Ok(vec![if update_other(c, id, &tag)? {
+                        "other_updated"
+                    } else {
+                        "target_gone"
+                    }])
                 });
             }
             // Rewrite every column with its own value, in SQL.
             52..=57 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_DUAL_WRITE);
                 stats.run(&what, &mut conn, |c| {
                     let n = boxed(
                         "UPDATE caterers SET name = name, email = email, phone = phone, street1 = street1,
@@ -582,7 +697,7 @@ fn dual_write_writer(url: &str, shape: &Shape, thread: u64, ops: usize, max_id: 
             // `save_changes` after a plain load: a concurrent change in between is reverted,
             // which the sync must follow too).
             58..=63 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_DUAL_WRITE);
                 let loaded = stats_load(&mut stats, &what, &mut conn, id);
                 if let Some(row) = loaded {
                     stats.run(&what, &mut conn, |c| {
@@ -603,11 +718,16 @@ fn dual_write_writer(url: &str, shape: &Shape, thread: u64, ops: usize, max_id: 
                     });
                 }
             }
-            // Delete a caterer (any id, so the hot rows mostly survive).
+            // Delete a caterer (never a hot one).
             64..=73 => {
-                let draw = rng.gen::<u32>();
-                let id = (draw % max_id.load(Ordering::Relaxed) as u32) as i32 + 1;
-                stats.run(&what, &mut conn, |c| Ok(vec![if delete_caterer(c, id)? { "deleted" } else { "target_gone" }]));
+                let id = pick_cold(&mut rng, max_id);
+                stats.run(&what, &mut conn, |c| {
+                    Ok(vec![if delete_caterer(c, id)? {
+                        "deleted"
+                    } else {
+                        "target_gone"
+                    }])
+                });
             }
             // Multi-statement transactions.
             _ => multi_statement(&mut rng, &mut stats, &mut conn, shape, &what, &tag, max_id),
@@ -626,7 +746,11 @@ fn stats_load(stats: &mut Stats, what: &str, conn: &mut PgConnection, id: i32) -
         .bind::<Integer, _>(id)
         .get_result::<FullRow>(c)
         .optional()?;
-        Ok(vec![if loaded.is_some() { "loaded" } else { "target_gone" }])
+        Ok(vec![if loaded.is_some() {
+            "loaded"
+        } else {
+            "target_gone"
+        }])
     });
     loaded
 }
@@ -662,10 +786,19 @@ fn multi_statement(
         }
         // Two existing caterers, in id order: each gets an address change or another change.
         1 => {
-            let (a, b) = pick_two(rng, max_id);
+            let (a, b) = pick_two(rng, max_id, HOT_DUAL_WRITE);
             let changes: Vec<(i32, Option<Change>)> = [a, b]
                 .into_iter()
-                .map(|id| (id, if rng.gen_bool(0.7) { Some(Change::random(rng, tag)) } else { None }))
+                .map(|id| {
+                    (
+                        id,
+                        if rng.gen_bool(0.7) {
+                            Some(Change::random(rng, tag))
+                        } else {
+                            None
+                        },
+                    )
+                })
                 .collect();
             stats.run(what, conn, |c| {
                 c.transaction(|c| {
@@ -673,27 +806,39 @@ fn multi_statement(
                     for (id, change) in &changes {
                         match change {
                             Some(change) => record(&mut events, change.apply(c, shape, *id)?),
-                            None => events.push(if update_other(c, *id, tag)? { "other_updated" } else { "target_gone" }),
+                            None => events.push(if update_other(c, *id, tag)? {
+                                "other_updated"
+                            } else {
+                                "target_gone"
+                            }),
                         }
                     }
                     Ok(events)
                 })
             });
         }
-        // One caterer's address changes, another caterer is deleted, in id order.
+        // One caterer's address changes, another (cold) caterer is deleted, in id order.
         2 => {
-            let (a, b) = pick_two(rng, max_id);
-            let delete_first = rng.gen_bool(0.5);
+            let updated = pick(rng, max_id, HOT_DUAL_WRITE);
+            let deleted = pick_cold(rng, max_id);
             let change = Change::random(rng, tag);
             stats.run(what, conn, |c| {
                 c.transaction(|c| {
                     let mut events = vec!["txn_update_and_delete"];
-                    if delete_first {
-                        events.push(if delete_caterer(c, a)? { "deleted" } else { "target_gone" });
-                        record(&mut events, change.apply(c, shape, b)?);
+                    if deleted < updated {
+                        events.push(if delete_caterer(c, deleted)? {
+                            "deleted"
+                        } else {
+                            "target_gone"
+                        });
+                        record(&mut events, change.apply(c, shape, updated)?);
                     } else {
-                        record(&mut events, change.apply(c, shape, a)?);
-                        events.push(if delete_caterer(c, b)? { "deleted" } else { "target_gone" });
+                        record(&mut events, change.apply(c, shape, updated)?);
+                        events.push(if delete_caterer(c, deleted)? {
+                            "deleted"
+                        } else {
+                            "target_gone"
+                        });
                     }
                     Ok(events)
                 })
@@ -701,7 +846,7 @@ fn multi_statement(
         }
         // An address change, a second one in a savepoint that is rolled back, then a rename.
         3 => {
-            let id = pick(rng, max_id);
+            let id = pick(rng, max_id, HOT_DUAL_WRITE);
             let kept = Change::random(rng, tag);
             let undone = Change::random(rng, &format!("{tag}u"));
             stats.run(what, conn, |c| {
@@ -724,7 +869,7 @@ fn multi_statement(
         }
         // An address change and an insert, rolled back whole.
         _ => {
-            let id = pick(rng, max_id);
+            let id = pick(rng, max_id, HOT_DUAL_WRITE);
             let change = Change::random(rng, tag);
             let in_filter = rng.gen_bool(0.5);
             let a = random_addr(rng, tag, in_filter);
@@ -755,15 +900,29 @@ fn dual_write_case(shape: &Shape) {
 
     // The caterers exist before the migration; expand and dual_write start the sync; the rows
     // from before it are copied as the backfill would, while nothing writes.
-    assert_phases(&apply_through(&mut conn, &fixture, "create_tables"), &["create_tables"]);
+    assert_phases(
+        &apply_through(&mut conn, &fixture, "create_tables"),
+        &["create_tables"],
+    );
     seed_caterers(&mut conn);
-    assert_phases(&apply_through(&mut conn, &fixture, "dual_write"), &["expand", "dual_write"]);
+    assert_phases(
+        &apply_through(&mut conn, &fixture, "dual_write"),
+        &["expand", "dual_write"],
+    );
     let copied = shape.copy_existing(&mut conn);
     let before = sync_report(&mut conn, shape);
-    assert!(before.clean(), "{}: after the copy: {before:?}", shape.label);
+    assert!(
+        before.clean(),
+        "{}: after the copy: {before:?}",
+        shape.label
+    );
     assert_eq!(before.synced, copied as i64);
     if shape.filtered {
-        assert!(before.bare > 500, "{}: the seed should leave many owners outside the filter: {before:?}", shape.label);
+        assert!(
+            before.bare > 500,
+            "{}: the seed should leave many owners outside the filter: {before:?}",
+            shape.label
+        );
     }
 
     let max_id = AtomicI32::new(SEEDED);
@@ -776,46 +935,62 @@ fn dual_write_case(shape: &Shape) {
                 s.spawn(move || dual_write_writer(url, shape, t, OPS, max_id, start))
             })
             .collect();
-        writers.into_iter().map(|w| w.join().expect("a writer panicked")).collect::<Vec<_>>()
+        writers
+            .into_iter()
+            .map(|w| w.join().expect("a writer panicked"))
+            .collect::<Vec<_>>()
     });
     let stats = Stats::merge(all);
     let writing = writing.elapsed();
 
     let report = sync_report(&mut conn, shape);
     eprintln!(
-        "{}: {WRITERS} writers x {OPS} ops in {writing:.2?} ({:.2?} in all); retries {:?}\n  events {:?}\n  final {report:?}",
+        "{}: {WRITERS} writers x {OPS} ops in {writing:.2?} ({:.2?} in all); retries {:?} (first: {})\n  events {:?}\n  final {report:?}",
         shape.label,
         started.elapsed(),
         stats.retries,
+        stats.first_retry.as_deref().unwrap_or("-"),
         stats.events,
     );
-    assert!(report.clean(), "{}: owners and new rows disagree: {report:?}\n{}", shape.label, sync_offenders(&mut conn, shape));
+    assert!(
+        report.clean(),
+        "{}: owners and new rows disagree: {report:?}\n{}",
+        shape.label,
+        sync_offenders(&mut conn, shape)
+    );
 
     // The writers really did each kind of thing, many times.
     stats.assert_at_least(
         shape.label,
         &[
             ("inserted", 600),
-            ("inserted_in_filter", 250),
-            ("inserted_outside_filter", 250),
-            ("address_updated", 1_500),
-            ("street2_to_null", 250),
-            ("street2_from_null", 250),
+            ("inserted_in_filter", 200),
+            ("inserted_outside_filter", 200),
+            ("address_updated", 1_300),
+            ("street2_to_null", 150),
+            ("street2_from_null", 150),
             ("other_updated", 400),
-            ("rewritten_same", 200),
-            ("rewritten_loaded", 200),
-            ("deleted", 300),
-            ("txn_insert_then_change", 100),
-            ("txn_two_rows", 100),
-            ("txn_update_and_delete", 100),
-            ("txn_savepoint", 100),
-            ("savepoint_rolled_back", 100),
-            ("txn_rolled_back", 100),
+            ("rewritten_same", 150),
+            ("rewritten_loaded", 150),
+            ("deleted", 350),
+            ("txn_insert_then_change", 150),
+            ("txn_two_rows", 150),
+            ("txn_update_and_delete", 150),
+            ("txn_savepoint", 150),
+            ("savepoint_rolled_back", 150),
+            ("txn_rolled_back", 150),
         ],
     );
     if shape.filtered {
-        stats.assert_at_least(shape.label, &[("started_carrying", 250), ("stopped_carrying", 250)]);
-        assert!(report.bare > 200 && report.synced > 200, "{}: both kinds of owner at the end: {report:?}", shape.label);
+        stats.assert_at_least(
+            shape.label,
+            &[("started_carrying", 200), ("stopped_carrying", 200)],
+        );
+        assert!(
+            report.bare > 200 && report.synced > 200,
+            "{}: both kinds of owner at the end: {report:?}",
+            shape.label
+        );
     }
 }
 
@@ -826,8 +1001,20 @@ fn dual_write_case(shape: &Shape) {
 #[test]
 fn dual_write_keeps_new_table_in_step_under_concurrent_writers() {
     let shapes = [
-        Shape { label: "conc_dual", make: fixtures::caterers, key: "caterer_id", filtered: false, seed: 11 },
-        Shape { label: "conc_dual_filtered", make: fixtures::caterers_filtered, key: "owner_id", filtered: true, seed: 23 },
+        Shape {
+            label: "conc_dual",
+            make: fixtures::caterers,
+            key: "caterer_id",
+            filtered: false,
+            seed: 11,
+        },
+        Shape {
+            label: "conc_dual_filtered",
+            make: fixtures::caterers_filtered,
+            key: "owner_id",
+            filtered: true,
+            seed: 23,
+        },
     ];
     for shape in &shapes {
         dual_write_case(shape);
@@ -886,7 +1073,13 @@ struct Upserted {
 }
 
 /// The release before write_new: writes all five old columns, never the new table.
-fn old_release_writer(url: &str, thread: u64, ops: usize, max_id: &AtomicI32, start: &Barrier) -> Stats {
+fn old_release_writer(
+    url: &str,
+    thread: u64,
+    ops: usize,
+    max_id: &AtomicI32,
+    start: &Barrier,
+) -> Stats {
     let mut conn = writer_conn(url);
     let mut rng = StdRng::seed_from_u64(31_000 + thread);
     let mut stats = Stats::default();
@@ -908,13 +1101,15 @@ fn old_release_writer(url: &str, thread: u64, ops: usize, max_id: &AtomicI32, st
                 });
             }
             20..=69 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_WRITE_NEW);
                 let in_filter = rng.gen_bool(0.5);
                 let a = random_addr(&mut rng, &tag, in_filter);
-                stats.run(&what, &mut conn, |c| c.transaction(|c| old_update(c, id, &a)));
+                stats.run(&what, &mut conn, |c| {
+                    c.transaction(|c| old_update(c, id, &a))
+                });
             }
             70..=79 => {
-                let (first, second) = pick_two(&mut rng, max_id);
+                let (first, second) = pick_two(&mut rng, max_id, HOT_WRITE_NEW);
                 let a = random_addr(&mut rng, &tag, true);
                 let b = random_addr(&mut rng, &format!("{tag}b"), false);
                 stats.run(&what, &mut conn, |c| {
@@ -927,15 +1122,20 @@ fn old_release_writer(url: &str, thread: u64, ops: usize, max_id: &AtomicI32, st
                 });
             }
             80..=89 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_WRITE_NEW);
                 stats.run(&what, &mut conn, |c| {
-                    Ok(vec![if update_other(c, id, &tag)? { "old_other_updated" } else { "target_gone" }])
+                    Ok(vec![if update_other(c, id, &tag)? {
+                        "old_other_updated"
+                    } else {
+                        "target_gone"
+                    }])
                 });
             }
             _ => {
-                let draw = rng.gen::<u32>();
-                let id = (draw % max_id.load(Ordering::Relaxed) as u32) as i32 + 1;
-                stats.run(&what, &mut conn, |c| c.transaction(|c| delete_logged(c, id, "old_deleted")));
+                let id = pick_cold(&mut rng, max_id);
+                stats.run(&what, &mut conn, |c| {
+                    c.transaction(|c| delete_logged(c, id, "old_deleted"))
+                });
             }
         }
     }
@@ -969,7 +1169,13 @@ fn delete_logged(conn: &mut PgConnection, id: i32, event: &'static str) -> Query
 
 /// The release after write_new: inserts owners without the old columns, reads and writes
 /// addresses in the new table only.
-fn new_release_writer(url: &str, thread: u64, ops: usize, max_id: &AtomicI32, start: &Barrier) -> Stats {
+fn new_release_writer(
+    url: &str,
+    thread: u64,
+    ops: usize,
+    max_id: &AtomicI32,
+    start: &Barrier,
+) -> Stats {
     let mut conn = writer_conn(url);
     let mut rng = StdRng::seed_from_u64(47_000 + thread);
     let mut stats = Stats::default();
@@ -1005,18 +1211,34 @@ fn new_release_writer(url: &str, thread: u64, ops: usize, max_id: &AtomicI32, st
             }
             // Change some or all columns of an addresses row.
             20..=59 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_WRITE_NEW);
                 let (set, values): (&str, Vec<Option<String>>) = match rng.gen_range(0..4) {
-                    0 => ("city = $2", vec![Some(CITIES[rng.gen_range(0..5)].to_owned())]),
-                    1 => ("street2 = $2", vec![if rng.gen_bool(0.5) { None } else { Some(format!("Floor {tag}")) }]),
+                    0 => (
+                        "city = $2",
+                        vec![Some(CITIES[rng.gen_range(0..5)].to_owned())],
+                    ),
+                    1 => (
+                        "street2 = $2",
+                        vec![if rng.gen_bool(0.5) {
+                            None
+                        } else {
+                            Some(format!("Floor {tag}"))
+                        }],
+                    ),
                     2 => (
                         "state = $2, zip = $3",
-                        vec![Some(STATES[rng.gen_range(0..5)].to_owned()), Some(format!("{:05}", rng.gen_range(0..100_000)))],
+                        vec![
+                            Some(STATES[rng.gen_range(0..5)].to_owned()),
+                            Some(format!("{:05}", rng.gen_range(0..100_000))),
+                        ],
                     ),
                     _ => {
                         let in_filter = rng.gen_bool(0.5);
                         let a = random_addr(&mut rng, &tag, in_filter);
-                        ("street1 = $2, street2 = $3, city = $4, state = $5, zip = $6", vec![a.street1, a.street2, a.city, a.state, a.zip])
+                        (
+                            "street1 = $2, street2 = $3, city = $4, state = $5, zip = $6",
+                            vec![a.street1, a.street2, a.city, a.state, a.zip],
+                        )
                     }
                 };
                 stats.run(&what, &mut conn, |c| {
@@ -1039,22 +1261,31 @@ fn new_release_writer(url: &str, thread: u64, ops: usize, max_id: &AtomicI32, st
                     })
                 });
             }
-            // Set the address of an existing caterer, whether it has a row or not.
+            // Set the address of an existing caterer, whether it has a row or not: half the
+            // time a picked one (it mostly has a row), else the first caterer from a random id
+            // on that has none (one the new release emptied).
             60..=71 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_WRITE_NEW);
+                let without_row = rng.gen_bool(0.5);
                 let in_filter = rng.gen_bool(0.5);
                 let a = random_addr(&mut rng, &tag, in_filter);
+                let target = if without_row {
+                    "(SELECT c.id FROM caterers c WHERE c.id >= $1
+                      AND NOT EXISTS (SELECT 1 FROM addresses x WHERE x.caterer_id = c.id) ORDER BY c.id LIMIT 1)"
+                } else {
+                    "$1"
+                };
                 stats.run(&what, &mut conn, |c| {
                     let outcome = c.transaction(|c| {
-                        let q = boxed(
+                        let q = boxed(format!(
                             "INSERT INTO addresses AS n (caterer_id, street1, street2, city, state, zip)
-                             SELECT id, $2, $3, $4, $5, $6 FROM caterers WHERE id = $1
+                             SELECT id, $2, $3, $4, $5, $6 FROM caterers WHERE id = {target}
                              ON CONFLICT (caterer_id) DO UPDATE SET street1 = EXCLUDED.street1,
                                  street2 = EXCLUDED.street2, city = EXCLUDED.city, state = EXCLUDED.state,
                                  zip = EXCLUDED.zip, updated_at = now()
                              RETURNING n.caterer_id AS id, n.street1, n.street2, n.city, n.state, n.zip,
-                                 (n.xmax::text = '0') AS inserted",
-                        )
+                                 (n.xmax::text = '0') AS inserted"
+                        ))
                         .bind::<Integer, _>(id);
                         match bind_addr(q, &a).get_result::<Upserted>(c).optional()? {
                             Some(u) => {
@@ -1073,7 +1304,7 @@ fn new_release_writer(url: &str, thread: u64, ops: usize, max_id: &AtomicI32, st
             }
             // Delete an addresses row: the caterer keeps no address.
             72..=84 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_WRITE_NEW);
                 stats.run(&what, &mut conn, |c| {
                     c.transaction(|c| {
                         let gone = boxed("DELETE FROM addresses WHERE caterer_id = $1 RETURNING caterer_id AS id")
@@ -1091,15 +1322,20 @@ fn new_release_writer(url: &str, thread: u64, ops: usize, max_id: &AtomicI32, st
                 });
             }
             85..=91 => {
-                let id = pick(&mut rng, max_id);
+                let id = pick(&mut rng, max_id, HOT_WRITE_NEW);
                 stats.run(&what, &mut conn, |c| {
-                    Ok(vec![if update_other(c, id, &tag)? { "new_other_updated" } else { "target_gone" }])
+                    Ok(vec![if update_other(c, id, &tag)? {
+                        "new_other_updated"
+                    } else {
+                        "target_gone"
+                    }])
                 });
             }
             _ => {
-                let draw = rng.gen::<u32>();
-                let id = (draw % max_id.load(Ordering::Relaxed) as u32) as i32 + 1;
-                stats.run(&what, &mut conn, |c| c.transaction(|c| delete_logged(c, id, "new_deleted")));
+                let id = pick_cold(&mut rng, max_id);
+                stats.run(&what, &mut conn, |c| {
+                    c.transaction(|c| delete_logged(c, id, "new_deleted"))
+                });
             }
         }
     }
@@ -1147,7 +1383,9 @@ fn reverse_report(conn: &mut PgConnection) -> ReverseReport {
              count(*) FILTER (WHERE c.id IS NOT NULL AND a.caterer_id IS NOT NULL) AS with_row,
              count(*) FILTER (WHERE c.id IS NOT NULL AND a.caterer_id IS NULL) AS without_row
          FROM caterers c FULL JOIN addresses a ON a.caterer_id = c.id";
-    diesel::sql_query(sql).get_result(conn).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    diesel::sql_query(sql)
+        .get_result(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Both tables against the ledger: what the last committed write left.
@@ -1206,7 +1444,9 @@ fn ledger_report(conn: &mut PgConnection) -> LedgerReport {
          FULL JOIN caterers c ON c.id = e.caterer_id
          LEFT JOIN addresses a ON a.caterer_id = coalesce(c.id, e.caterer_id)"
     );
-    diesel::sql_query(&sql).get_result(conn).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    diesel::sql_query(&sql)
+        .get_result(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn reverse_offenders(conn: &mut PgConnection) -> String {
@@ -1214,9 +1454,9 @@ fn reverse_offenders(conn: &mut PgConnection) -> String {
         conn,
         &format!(
             "{EXPECTED}
-             SELECT 'caterer ' || coalesce(row(c.id, c.street1, c.street2, c.city, c.state, c.zip)::text, '-')
-                    || ' addresses ' || coalesce(row(a.caterer_id, a.street1, a.street2, a.city, a.state, a.zip)::text, '-')
-                    || ' last write ' || coalesce(row(e.caterer_id, e.deleted, e.street1, e.street2, e.city, e.state, e.zip)::text, '-')
+             SELECT 'caterer ' || CASE WHEN c.id IS NULL THEN '-' ELSE row(c.id, c.street1, c.street2, c.city, c.state, c.zip)::text END
+                    || ' addresses ' || CASE WHEN a.caterer_id IS NULL THEN '-' ELSE row(a.caterer_id, a.street1, a.street2, a.city, a.state, a.zip)::text END
+                    || ' last write ' || CASE WHEN e.caterer_id IS NULL THEN '-' ELSE row(e.caterer_id, e.deleted, e.street1, e.street2, e.city, e.state, e.zip)::text END
                     || ' writes ' || coalesce((SELECT l.writes::text FROM test_ledger l WHERE l.caterer_id = e.caterer_id), '0') AS line
              FROM expected e
              FULL JOIN caterers c ON c.id = e.caterer_id
@@ -1242,20 +1482,39 @@ fn write_new_reverse_sync_keeps_old_columns_in_step_under_mixed_releases() {
     const PER_RELEASE: u64 = 2;
     const OPS: usize = 1_500;
     let started = Instant::now();
-    let shape = Shape { label: "conc_write_new", make: fixtures::caterers, key: "caterer_id", filtered: false, seed: 0 };
+    let shape = Shape {
+        label: "conc_write_new",
+        make: fixtures::caterers,
+        key: "caterer_id",
+        filtered: false,
+        seed: 0,
+    };
     let fixture = fixtures::caterers(shape.label);
     generated(&fixture);
     let db = TestDb::new(shape.label);
     let mut conn = db.conn();
 
-    assert_phases(&apply_through(&mut conn, &fixture, "create_tables"), &["create_tables"]);
+    assert_phases(
+        &apply_through(&mut conn, &fixture, "create_tables"),
+        &["create_tables"],
+    );
     seed_caterers(&mut conn);
-    assert_phases(&apply_through(&mut conn, &fixture, "dual_write"), &["expand", "dual_write"]);
+    assert_phases(
+        &apply_through(&mut conn, &fixture, "dual_write"),
+        &["expand", "dual_write"],
+    );
     assert_eq!(shape.copy_existing(&mut conn), SEEDED as usize);
     // No backfill nor read_new folder: write_new comes next.
-    assert_phases(&apply_through(&mut conn, &fixture, "write_new"), &["write_new"]);
+    assert_phases(
+        &apply_through(&mut conn, &fixture, "write_new"),
+        &["write_new"],
+    );
     let before = reverse_report(&mut conn);
-    assert_eq!((before.mismatched, before.without_row, before.with_row), (0, 0, i64::from(SEEDED)), "{before:?}");
+    assert_eq!(
+        (before.mismatched, before.without_row, before.with_row),
+        (0, 0, i64::from(SEEDED)),
+        "{before:?}"
+    );
     for statement in LEDGER.split(';').filter(|s| !s.trim().is_empty()) {
         exec(&mut conn, statement);
     }
@@ -1277,7 +1536,12 @@ fn write_new_reverse_sync_keeps_old_columns_in_step_under_mixed_releases() {
             })
             .collect();
         let join = |handles: Vec<thread::ScopedJoinHandle<'_, Stats>>| {
-            Stats::merge(handles.into_iter().map(|h| h.join().expect("a writer panicked")).collect())
+            Stats::merge(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a writer panicked"))
+                    .collect(),
+            )
         };
         (join(old), join(new))
     });
@@ -1296,7 +1560,12 @@ fn write_new_reverse_sync_keeps_old_columns_in_step_under_mixed_releases() {
     );
     let offenders = || reverse_offenders(&mut db.conn());
     assert_eq!(
-        (report.orphans, report.mismatched, report.carrying_without_row, report.leftovers_without_row),
+        (
+            report.orphans,
+            report.mismatched,
+            report.carrying_without_row,
+            report.leftovers_without_row
+        ),
         (0, 0, 0, 0),
         "old columns and addresses rows disagree: {report:?}\n{}",
         offenders(),
@@ -1315,30 +1584,41 @@ fn write_new_reverse_sync_keeps_old_columns_in_step_under_mixed_releases() {
         offenders(),
     );
     assert_eq!(ledger.expected_alive, report.with_row + report.without_row);
+    assert!(ledger.logged > 1_000, "{ledger:?}");
 
     old.assert_at_least(
         "old release",
         &[
             ("old_inserted", 300),
-            ("old_address_updated", 900),
+            ("old_address_updated", 1_000),
             ("old_txn_two_rows", 150),
-            ("old_other_updated", 150),
-            ("old_deleted", 100),
+            ("old_other_updated", 140),
+            ("old_deleted", 120),
         ],
     );
     new.assert_at_least(
         "new release",
         &[
             ("new_inserted", 300),
-            ("new_address_updated", 600),
-            ("new_upsert_inserted", 30),
-            ("new_upsert_updated", 100),
+            ("new_address_updated", 500),
+            ("new_upsert_inserted", 60),
+            ("new_upsert_updated", 60),
             ("new_address_deleted", 150),
             ("new_other_updated", 100),
-            ("new_deleted", 60),
+            ("new_deleted", 100),
         ],
     );
     // Both kinds of caterer at the end: with an address, and emptied by the new release.
-    assert!(report.with_row > 1_000 && report.without_row > 50, "{report:?}");
-    eprintln!("{}: {} retries in all", shape.label, old.retries() + new.retries());
+    assert!(
+        report.with_row > 1_000 && report.without_row > 10,
+        "{report:?}"
+    );
+    eprintln!(
+        "{}: {} retries in all; first: {}",
+        shape.label,
+        old.retries() + new.retries(),
+        old.first_retry
+            .or(new.first_retry)
+            .unwrap_or_else(|| "-".to_owned()),
+    );
 }
