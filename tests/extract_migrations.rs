@@ -265,3 +265,51 @@ fn identifiers_that_need_quoting_round_trip_through_the_triggers() {
         1
     );
 }
+
+#[test]
+fn at_write_new_a_row_for_an_owner_outside_the_filter_is_refused_not_lost_later() {
+    let fixture = fixtures::caterers_filtered("filter_guard");
+    generated(&fixture);
+    let db = TestDb::new("filter_guard");
+    let mut conn = db.conn();
+    let pending = conn.pending_migrations(fixture.migrations()).unwrap();
+    for migration in pending.iter().take(4) {
+        conn.run_migration(&**migration).unwrap();
+    }
+    // The new release creates an owner, then writes its address.
+    exec(
+        &mut conn,
+        "INSERT INTO caterers (name, email, phone) VALUES ('n', 'n@x', '1')",
+    );
+    // street2 NULL is outside `street2 IS NOT NULL AND state <> 'XX'`: the next old-release edit
+    // of this owner would delete the row, so the write itself fails.
+    let outside = diesel::sql_query(
+        "INSERT INTO addresses (owner_id, street1, city, state, zip) SELECT id, 'a', 'b', 'CA', 'z' FROM caterers WHERE name = 'n'",
+    )
+    .execute(&mut conn)
+    .unwrap_err()
+    .to_string();
+    assert!(
+        outside.contains("outside the migration's filter"),
+        "{outside}"
+    );
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM addresses"), 0);
+    // Inside the filter it is accepted and flows back into the old columns.
+    exec(&mut conn, "INSERT INTO addresses (owner_id, street1, street2, city, state, zip) SELECT id, 'a', 'Apt 1', 'b', 'CA', 'z' FROM caterers WHERE name = 'n'");
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM caterers WHERE name = 'n' AND street2 = 'Apt 1'"
+        ),
+        1
+    );
+    // Moving it out of the filter through the new table is refused too.
+    let moved_out = diesel::sql_query("UPDATE addresses SET state = 'XX'")
+        .execute(&mut conn)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        moved_out.contains("outside the migration's filter"),
+        "{moved_out}"
+    );
+}

@@ -327,8 +327,21 @@ fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
          empties its owner's old columns. Assignments cast back to the old types, so a value the old\n\
          column cannot hold fails the write instead of being cut."
     ));
+    // With a filter, a row written for an owner outside it would be deleted by the next edit of
+    // that owner through the previous release: refuse it now, loudly, rather than lose it later.
+    let filter_guard = match &x.filter {
+        None => String::new(),
+        Some(filter) => format!(
+            "\n        IF NOT EXISTS (SELECT 1 FROM {owner} AS o WHERE o.{pk} = NEW.{key} AND {}) THEN\n            RAISE EXCEPTION USING ERRCODE = 'check_violation',\n                MESSAGE = {},\n                HINT = {};\n        END IF;",
+            filter.on("o"),
+            quote_literal(&format!("zmig {}: this {} row belongs to a {} row outside the migration's filter", x.name, x.new_table.name, x.owner.name)),
+            quote_literal(&format!("only owners matching `{}` have a row in {}", filter.text, x.new_table.name)),
+            key = q(&x.key),
+            pk = q(&x.owner_pk),
+        ),
+    };
     out.statement(&format!(
-        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NEW.{key} IS DISTINCT FROM OLD.{key}) THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = OLD.{key};\n    END IF;\n    IF TG_OP <> 'DELETE' THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = NEW.{key}\n          AND {} IS DISTINCT FROM ({});\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NEW.{key} IS DISTINCT FROM OLD.{key}) THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = OLD.{key};\n    END IF;\n    IF TG_OP <> 'DELETE' THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = NEW.{key}\n          AND {} IS DISTINCT FROM ({});{filter_guard}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
         q(&n.to_old_fn),
         set_syncing(x),
         clear.join(", "),
