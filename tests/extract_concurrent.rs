@@ -27,7 +27,7 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel_migrations::MigrationHarness;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use zmig_tests::{fixtures, FixtureCrate, TestDb};
+use zmig_tests::{count, exec, fixtures, FixtureCrate, TestDb};
 
 /// Caterers in the table before the migration starts (ids 1..=SEEDED).
 const SEEDED: i32 = 2_000;
@@ -52,24 +52,6 @@ type Events = Vec<&'static str>;
 fn generated(fixture: &FixtureCrate) {
     let (outcome, report) = fixture.generate(false).expect("generate");
     assert!(outcome.ok(), "{report}");
-}
-
-fn exec(conn: &mut PgConnection, sql: &str) -> usize {
-    diesel::sql_query(sql)
-        .execute(conn)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql)
-        .get_result::<Count>(conn)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .n
 }
 
 /// Up to 10 lines of `sql`'s single text column `line`, for failure messages.

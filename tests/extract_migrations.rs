@@ -6,29 +6,11 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel_migrations::MigrationHarness;
-use zmig_tests::{fixtures, run_each_with_redo, FixtureCrate, TestDb};
+use zmig_tests::{apply_first, count, exec, fixtures, run_each_with_redo, FixtureCrate, TestDb};
 
 fn generated(fixture: &FixtureCrate) {
     let (outcome, report) = fixture.generate(false).expect("generate");
     assert!(outcome.ok(), "{report}");
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql)
-        .get_result::<Count>(conn)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .n
-}
-
-fn exec(conn: &mut PgConnection, sql: &str) {
-    diesel::sql_query(sql)
-        .execute(conn)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Rows where the owner's address and its new row disagree, or an owner that should have a row
@@ -189,10 +171,7 @@ fn write_new_down_refuses_cleanly_when_an_owner_lacks_its_old_columns() {
     generated(&fixture);
     let db = TestDb::new("nn_caterers");
     let mut conn = db.conn();
-    let pending = conn.pending_migrations(fixture.migrations()).unwrap();
-    for migration in pending.iter().take(4) {
-        conn.run_migration(&**migration).unwrap();
-    }
+    apply_first(&mut conn, &fixture, 4);
     // An owner the new release created with no address: NOT NULL cannot come back.
     exec(
         &mut conn,
@@ -212,10 +191,7 @@ fn identifiers_that_need_quoting_round_trip_through_the_triggers() {
     generated(&fixture);
     let db = TestDb::new("rt_weird");
     let mut conn = db.conn();
-    let pending = conn.pending_migrations(fixture.migrations()).unwrap();
-    for migration in pending.iter().take(3) {
-        conn.run_migration(&**migration).unwrap();
-    }
+    apply_first(&mut conn, &fixture, 3);
     exec(
         &mut conn,
         r#"INSERT INTO "Order Items" ("SKU ""Code""", type, "select", "Qty") VALUES ('A-1', 'box', 'yes', 7), ('', 'bag', NULL, 1)"#,
@@ -272,10 +248,7 @@ fn at_write_new_a_row_for_an_owner_outside_the_filter_is_refused_not_lost_later(
     generated(&fixture);
     let db = TestDb::new("filter_guard");
     let mut conn = db.conn();
-    let pending = conn.pending_migrations(fixture.migrations()).unwrap();
-    for migration in pending.iter().take(4) {
-        conn.run_migration(&**migration).unwrap();
-    }
+    apply_first(&mut conn, &fixture, 4);
     // The new release creates an owner, then writes its address.
     exec(
         &mut conn,

@@ -252,3 +252,37 @@ pub fn revert_last(conn: &mut PgConnection, fixture: &FixtureCrate) -> String {
         .unwrap_or_else(|e| panic!("revert failed: {e}"))
         .to_string()
 }
+
+/// Runs `sql`, panicking with the statement on error; returns the rows affected.
+pub fn exec(conn: &mut PgConnection, sql: &str) -> usize {
+    diesel::sql_query(sql)
+        .execute(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The value of `sql`'s single `bigint` column `n`.
+pub fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
+}
+
+/// Applies the first `n` pending migrations of `fixture`, in order.
+pub fn apply_first(conn: &mut PgConnection, fixture: &FixtureCrate, n: usize) {
+    let pending = conn.pending_migrations(fixture.migrations()).unwrap();
+    assert!(
+        pending.len() >= n,
+        "only {} migrations pending, wanted {n}",
+        pending.len()
+    );
+    for migration in pending.iter().take(n) {
+        conn.run_migration(&**migration)
+            .unwrap_or_else(|e| panic!("{}: {e}", migration.name()));
+    }
+}
