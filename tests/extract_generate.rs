@@ -251,3 +251,21 @@ fn a_clock_behind_the_latest_folder_still_adds_phases_after_it() {
         "2026-11-21-120000-0002_caterers_addresses_dual_write"
     );
 }
+
+#[test]
+fn a_stage_moved_back_behind_generated_folders_is_reported() {
+    let fixture = caterers_at("gen_back", "write_new");
+    fixture.generate(false).unwrap();
+    set_stage(&fixture, "dual_write");
+    let (check, report) = fixture.generate(true).unwrap();
+    assert!(!check.ok());
+    assert!(
+        report.contains("phase `write_new` is generated but `Caterer` is at stage `dual_write`"),
+        "{report}"
+    );
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert!(
+        !outcome.ok() && report.contains("nothing was written"),
+        "{report}"
+    );
+}

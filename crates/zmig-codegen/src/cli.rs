@@ -292,6 +292,17 @@ pub fn generate(
     let mut to_write = Vec::new();
     for project in projects {
         for model in &project.extracts {
+            let ahead = migrations::folders_past_stage(&project.migrations_dir, &model.extract)
+                .with_context(|| format!("reading {}", project.migrations_dir.display()))?;
+            for (stage, path) in ahead {
+                outcome.problems.push(format!(
+                    "{}: phase `{stage}` is generated but `{}` is at stage `{}`; it would run on the next deploy.\n  \
+                     Set the stage back to `{stage}`, or revert that migration where it ran and delete the folder.",
+                    display_path(&path),
+                    model.extract.source.model,
+                    model.extract.stage
+                ));
+            }
             let mut later_exists = false;
             for planned in model.folders().into_iter().rev() {
                 let state = migrations::folder_state(&project.migrations_dir, &planned)

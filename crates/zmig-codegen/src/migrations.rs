@@ -84,6 +84,29 @@ pub fn planned_folders(extract: &Extract, owner_snapshot: &str) -> Vec<PlannedFo
         .collect()
 }
 
+/// Folders of phases past the extract's stage that are on disk: they would run on the next
+/// deploy although the code is not there yet (someone moved `stage` back).
+pub fn folders_past_stage(
+    migrations_dir: &Path,
+    extract: &Extract,
+) -> io::Result<Vec<(Stage, PathBuf)>> {
+    let mut found = Vec::new();
+    for stage in Stage::ALL
+        .into_iter()
+        .filter(|stage| *stage > extract.stage)
+    {
+        let probe = PlannedFolder {
+            stage,
+            suffix: format!("{}_{}", extract.name, stage),
+            files: Vec::new(),
+        };
+        if let Some(path) = existing_folder(migrations_dir, &probe)? {
+            found.push((stage, path));
+        }
+    }
+    Ok(found)
+}
+
 fn folder(extract: &Extract, phase: PhaseSql, owner_snapshot: &str) -> PlannedFolder {
     let mut files = vec![
         (
