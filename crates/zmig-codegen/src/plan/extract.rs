@@ -131,6 +131,18 @@ pub fn resolve_extract(
         ));
     };
     let owner_pk_type = type_of(&mut cx, owner_pk, spec.table_path.span);
+    // The backfill walks and claims ranges of keys; that needs a number.
+    if !["smallint", "integer", "bigint"].contains(&owner_pk_type.as_str())
+        && !owner_pk_type.is_empty()
+    {
+        cx.error_at(
+            spec.table_path.span,
+            format!(
+                "zmig's backfill walks the owner's primary key in ranges, which needs an integer key; `{}`.`{}` is {}",
+                owner.rust_name, owner_pk.rust_name, owner_pk_type
+            ),
+        );
+    }
 
     let mut columns = Vec::new();
     for column_spec in &extract.columns {

@@ -6,6 +6,11 @@
 //! every sync trigger's `WHEN` skips rows written under that setting. `IS DISTINCT FROM`
 //! guards on top make every write a no-op when the values already agree.
 
+mod backfill;
+mod sync;
+
+use self::backfill::{backfill_functions, drop_backfill_functions, verified_gate};
+use self::sync::{drop_forward_sync, drop_reverse_sync, forward_sync, reverse_sync};
 use super::{object_name, quote_ident as q, quote_literal, PhaseSql, Script};
 use crate::plan::{Extract, NewPrimaryKey};
 use crate::spec::Stage;
@@ -23,13 +28,16 @@ pub fn phase_sql(extract: &Extract, stage: Stage) -> Option<PhaseSql> {
 }
 
 /// Names of the database objects zmig creates, each at most 63 bytes.
-struct Names {
+pub(crate) struct Names {
     to_new_fn: String,
     to_new_insert: String,
     to_new_update: String,
     to_old_fn: String,
     to_old_insert_delete: String,
     to_old_update: String,
+    backfill_fn: String,
+    diff_fn: String,
+    key_range_fn: String,
 }
 
 impl Names {
@@ -42,8 +50,27 @@ impl Names {
             to_old_fn: n("to_old"),
             to_old_insert_delete: n("to_old_ins_del"),
             to_old_update: n("to_old_upd"),
+            backfill_fn: backfill_function_name(&extract.name),
+            diff_fn: diff_function_name(&extract.name),
+            key_range_fn: key_range_function_name(&extract.name),
         }
     }
+}
+
+/// The function the runtime's backfill calls for each batch. A migration name has at most 40
+/// characters, so the name is never shortened: `zmig-runtime` spells it the same way.
+pub fn backfill_function_name(migration: &str) -> String {
+    format!("zmig_{migration}_backfill")
+}
+
+/// The function that says which owner keys the backfill walks.
+pub fn key_range_function_name(migration: &str) -> String {
+    format!("zmig_{migration}_key_range")
+}
+
+/// The function `verify` calls for each chunk of keys.
+pub fn diff_function_name(migration: &str) -> String {
+    format!("zmig_{migration}_diff")
 }
 
 /// Every transaction of a generated migration starts with these: a short wait for locks (see
@@ -176,234 +203,22 @@ fn expand(x: &Extract) -> PhaseSql {
     PhaseSql::transactional(Stage::Expand, up, down)
 }
 
-/// `(NEW."a", NEW."b")`: a row constructor over `columns` read from `row`.
-fn row_of(row: &str, columns: &[String]) -> String {
-    let items: Vec<String> = columns.iter().map(|c| format!("{row}.{}", q(c))).collect();
-    format!("({})", items.join(", "))
-}
-
-/// The `WHEN` guard: skip rows written by zmig's own sync in the other direction.
-fn not_syncing(x: &Extract) -> String {
-    format!(
-        "current_setting('zmig.syncing', true) IS DISTINCT FROM {}",
-        quote_literal(&x.name)
-    )
-}
-
-/// Whether the owner row `row` has a row in the new table: it matches the filter, and none of
-/// the columns that are NOT NULL in the new table is NULL. From write_new on, the application
-/// inserts an owner without the old columns and its new row right after; such an owner
-/// carries nothing yet and must not get a row of NULLs.
-fn carries(x: &Extract, row: &str) -> String {
-    let mut parts = Vec::new();
-    if let Some(filter) = &x.filter {
-        parts.push(filter.on(row));
-    }
-    for c in x.columns.iter().filter(|c| !c.nullable) {
-        parts.push(format!("{row}.{} IS NOT NULL", q(&c.source)));
-    }
-    if parts.is_empty() {
-        "true".to_owned()
-    } else {
-        parts.join("\n       AND ")
-    }
-}
-
-fn set_syncing(x: &Extract) -> String {
-    format!(
-        "PERFORM set_config('zmig.syncing', {}, true);",
-        quote_literal(&x.name)
-    )
-}
-
-const CLEAR_SYNCING: &str = "PERFORM set_config('zmig.syncing', '', true);";
-
-/// The owner → new sync: function and both triggers. `or_replace` for non-transactional scripts,
-/// where a retry must not trip over what a first attempt created.
-fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
-    let owner = x.owner.sql();
-    let new = x.new_table.sql();
-    let replace = if or_replace { "OR REPLACE " } else { "" };
-    let mut insert_columns = vec![q(&x.key)];
-    let mut values = vec![format!("NEW.{}", q(&x.owner_pk))];
-    for c in &x.columns {
-        insert_columns.push(q(&c.target));
-        values.push(format!("NEW.{}", q(&c.source)));
-    }
-    let mut updates: Vec<String> = x
-        .columns
-        .iter()
-        .map(|c| format!("{0} = EXCLUDED.{0}", q(&c.target)))
-        .collect();
-    for t in &x.timestamps {
-        insert_columns.push(q(&t.name));
-        if t.name == "created_at" {
-            values.push(format!("NEW.{}", q(&t.name)));
-        } else {
-            values.push("now()".to_owned());
-            updates.push(format!("{0} = EXCLUDED.{0}", q(&t.name)));
-        }
-    }
-    let targets: Vec<String> = x.columns.iter().map(|c| c.target.clone()).collect();
-    out.comment(&format!(
-        "Keeps {new} in step with {owner}, in the writer's own transaction: a row that carries the\n\
-         moved columns is upserted, one that stops carrying them (it left the filter) loses its row.\n\
-         Deleting an owner needs nothing here: the foreign key cascades. `zmig.syncing` marks the\n\
-         write so the reverse sync added at write_new does not echo it back."
-    ));
-    out.statement(&format!(
-        "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF {} THEN\n        INSERT INTO {new} AS n ({})\n        VALUES ({})\n        ON CONFLICT ({}) DO UPDATE\n            SET {}\n            WHERE {} IS DISTINCT FROM {};\n    ELSE\n        DELETE FROM {new} WHERE {} = NEW.{};\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
-        q(&n.to_new_fn),
-        set_syncing(x),
-        carries(x, "NEW"),
-        insert_columns.join(", "),
-        values.join(", "),
-        q(&x.key),
-        updates.join(",\n                "),
-        row_of("n", &targets),
-        row_of("EXCLUDED", &targets),
-        q(&x.key),
-        q(&x.owner_pk),
-    ));
-
-    // What the update trigger watches: the moved columns, what the filter reads, and the key.
-    let mut watched: Vec<String> = vec![x.owner_pk.clone()];
-    watched.extend(x.columns.iter().map(|c| c.source.clone()));
-    if let Some(filter) = &x.filter {
-        watched.extend(filter.filter.columns.iter().cloned());
-    }
-    let mut seen = std::collections::HashSet::new();
-    watched.retain(|c| seen.insert(c.clone()));
-    let watched_sql: Vec<String> = watched.iter().map(|c| q(c)).collect();
-    out.comment(
-        "New owners that carry the moved columns get their row. `WHEN` keeps the function call off\n\
-         the insert path for owners that carry nothing.",
-    );
-    out.statement(&format!(
-        "CREATE {replace}TRIGGER {} AFTER INSERT ON {owner}\nFOR EACH ROW\nWHEN ({}\n      AND {})\nEXECUTE FUNCTION {}();",
-        q(&n.to_new_insert),
-        not_syncing(x),
-        carries(x, "NEW").replace("\n       AND ", "\n      AND "),
-        q(&n.to_new_fn)
-    ));
-    out.comment(
-        "Updates sync only when a watched column really changes: an update of other columns (or one\n\
-         that rewrites the same values, as a full-struct Diesel update does) costs no function call.",
-    );
-    out.statement(&format!(
-        "CREATE {replace}TRIGGER {} AFTER UPDATE OF {} ON {owner}\nFOR EACH ROW\nWHEN ({}\n      AND {} IS DISTINCT FROM {})\nEXECUTE FUNCTION {}();",
-        q(&n.to_new_update),
-        watched_sql.join(", "),
-        not_syncing(x),
-        row_of("OLD", &watched),
-        row_of("NEW", &watched),
-        q(&n.to_new_fn)
-    ));
-}
-
-/// The new → owner sync added at write_new, for instances still on the previous release.
-fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
-    let owner = x.owner.sql();
-    let new = x.new_table.sql();
-    let sources: Vec<String> = x.columns.iter().map(|c| c.source.clone()).collect();
-    let clear: Vec<String> = x
-        .columns
-        .iter()
-        .map(|c| format!("{} = NULL", q(&c.source)))
-        .collect();
-    let assign: Vec<String> = x
-        .columns
-        .iter()
-        .map(|c| format!("{} = NEW.{}", q(&c.source), q(&c.target)))
-        .collect();
-    let news: Vec<String> = x
-        .columns
-        .iter()
-        .map(|c| format!("NEW.{}", q(&c.target)))
-        .collect();
-    out.comment(&format!(
-        "Writes to {new} flow back into the old columns of {owner}, so instances still running the\n\
-         previous release read what the new release wrote. A row deleted (or moved to another owner)\n\
-         empties its owner's old columns. Assignments cast back to the old types, so a value the old\n\
-         column cannot hold fails the write instead of being cut."
-    ));
-    // With a filter, a row written for an owner outside it would be deleted by the next edit of
-    // that owner through the previous release: refuse it now, loudly, rather than lose it later.
-    let filter_guard = match &x.filter {
-        None => String::new(),
-        Some(filter) => format!(
-            "\n        IF NOT EXISTS (SELECT 1 FROM {owner} AS o WHERE o.{pk} = NEW.{key} AND {}) THEN\n            RAISE EXCEPTION USING ERRCODE = 'check_violation',\n                MESSAGE = {},\n                HINT = {};\n        END IF;",
-            filter.on("o"),
-            quote_literal(&format!("zmig {}: this {} row belongs to a {} row outside the migration's filter", x.name, x.new_table.name, x.owner.name)),
-            quote_literal(&format!("only owners matching `{}` have a row in {}", filter.text, x.new_table.name)),
-            key = q(&x.key),
-            pk = q(&x.owner_pk),
-        ),
-    };
-    out.statement(&format!(
-        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NEW.{key} IS DISTINCT FROM OLD.{key}) THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = OLD.{key};\n    END IF;\n    IF TG_OP <> 'DELETE' THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = NEW.{key}\n          AND {} IS DISTINCT FROM ({});{filter_guard}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
-        q(&n.to_old_fn),
-        set_syncing(x),
-        clear.join(", "),
-        assign.join(",\n            "),
-        row_of(&owner, &sources),
-        news.join(", "),
-        key = q(&x.key),
-        pk = q(&x.owner_pk),
-    ));
-    let mut watched = vec![x.key.clone()];
-    watched.extend(x.columns.iter().map(|c| c.target.clone()));
-    let watched_sql: Vec<String> = watched.iter().map(|c| q(c)).collect();
-    out.statement(&format!(
-        "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR DELETE ON {new}\nFOR EACH ROW\nWHEN ({})\nEXECUTE FUNCTION {}();",
-        q(&n.to_old_insert_delete),
-        not_syncing(x),
-        q(&n.to_old_fn)
-    ));
-    out.statement(&format!(
-        "CREATE OR REPLACE TRIGGER {} AFTER UPDATE OF {} ON {new}\nFOR EACH ROW\nWHEN ({}\n      AND {} IS DISTINCT FROM {})\nEXECUTE FUNCTION {}();",
-        q(&n.to_old_update),
-        watched_sql.join(", "),
-        not_syncing(x),
-        row_of("OLD", &watched),
-        row_of("NEW", &watched),
-        q(&n.to_old_fn)
-    ));
-}
-
-fn drop_forward_sync(x: &Extract, n: &Names) -> Vec<String> {
-    let owner = x.owner.sql();
-    vec![
-        format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_insert)),
-        format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_update)),
-        format!("DROP FUNCTION IF EXISTS {}();", q(&n.to_new_fn)),
-    ]
-}
-
-fn drop_reverse_sync(x: &Extract, n: &Names) -> Vec<String> {
-    let new = x.new_table.sql();
-    vec![
-        format!(
-            "DROP TRIGGER IF EXISTS {} ON {new};",
-            q(&n.to_old_insert_delete)
-        ),
-        format!("DROP TRIGGER IF EXISTS {} ON {new};", q(&n.to_old_update)),
-        format!("DROP FUNCTION IF EXISTS {}();", q(&n.to_old_fn)),
-    ]
-}
-
 fn dual_write(x: &Extract, n: &Names) -> PhaseSql {
     let owner = x.owner.sql();
     let mut up = Script::new();
     up.comment(&lock_timeout_comment(&owner));
     up.statement(LOCK_TIMEOUT);
     forward_sync(x, n, false, &mut up);
+    backfill_functions(x, n, false, &mut up);
 
     let mut down = Script::new();
     down.comment(&lock_timeout_comment(&owner));
     down.statement(LOCK_TIMEOUT);
     down.comment("Stops the sync; the rows already copied stay until expand is reverted.");
-    for statement in drop_forward_sync(x, n) {
+    for statement in drop_forward_sync(x, n)
+        .into_iter()
+        .chain(drop_backfill_functions(n))
+    {
         down.statement(&statement);
     }
     PhaseSql::transactional(Stage::DualWrite, up, down)
@@ -430,6 +245,12 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
         lock_timeout_comment(&owner)
     ));
     up.statement(LOCK_TIMEOUT);
+    up.comment(&format!(
+        "Moving past the backfill is safe only once it is complete: stop here unless `zmig verify {}` \
+         recorded no differing row (or, on a small table, none is found now).",
+        x.name
+    ));
+    up.statement(&verified_gate(x, n));
     if !required.is_empty() {
         let drops: Vec<String> = required
             .iter()
@@ -515,10 +336,17 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         lock_timeout_comment(&owner)
     ));
     up.statement(LOCK_TIMEOUT);
+    up.comment(&format!(
+        "Moving past the backfill is safe only once it is complete: stop here unless `zmig verify {}` \
+         recorded no differing row (or, on a small table, none is found now).",
+        x.name
+    ));
+    up.statement(&verified_gate(x, n));
     up.comment("The sync ends: every instance reads and writes the new table since write_new.");
     for statement in drop_reverse_sync(x, n)
         .into_iter()
         .chain(drop_forward_sync(x, n))
+        .chain(drop_backfill_functions(n))
     {
         up.statement(&statement);
     }
@@ -569,6 +397,7 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         adds.join(",\n    ")
     ));
     forward_sync(x, n, true, &mut down);
+    backfill_functions(x, n, true, &mut down);
     reverse_sync(x, n, &mut down);
     down.commit();
     down.comment(&format!(

@@ -1,0 +1,196 @@
+//! The functions `zmig-runtime` calls to backfill and verify an extract. They live in the
+//! database, created by the dual_write migration, so every statement that touches data is
+//! generated here, once, and reviewed with the rest of the migration; the runtime only decides
+//! which keys, how many, and when.
+
+use super::sync::{carries, row_of};
+use super::Names;
+use crate::plan::Extract;
+use crate::sql::{quote_ident as q, quote_literal, Script};
+
+/// Bigger than this, an owner table must have a recorded `verify` before write_new or contract;
+/// smaller (a fresh or development database), the gate checks it inline, in a moment.
+const INLINE_VERIFY_MAX_ROWS: u32 = 10_000;
+
+/// The batch-copy and diff functions.
+pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
+    let owner = x.owner.sql();
+    let new = x.new_table.sql();
+    let replace = if or_replace { "OR REPLACE " } else { "" };
+    let pk = q(&x.owner_pk);
+    let key = q(&x.key);
+
+    let mut select = vec![format!("o.{pk}")];
+    let mut insert_columns = vec![key.clone()];
+    let mut values = vec![format!("b.{pk}")];
+    let mut updates = Vec::new();
+    let mut targets = Vec::new();
+    for c in &x.columns {
+        select.push(format!("o.{}", q(&c.source)));
+        insert_columns.push(q(&c.target));
+        values.push(format!("b.{}", q(&c.source)));
+        updates.push(format!("{0} = EXCLUDED.{0}", q(&c.target)));
+        targets.push(c.target.clone());
+    }
+    // The filter may read columns that do not move.
+    if let Some(filter) = &x.filter {
+        for column in &filter.filter.columns {
+            let column = format!("o.{}", q(column));
+            if !select.contains(&column) {
+                select.push(column);
+            }
+        }
+    }
+    for t in &x.timestamps {
+        insert_columns.push(q(&t.name));
+        if t.name == "created_at" {
+            let column = format!("o.{}", q(&t.name));
+            if !select.contains(&column) {
+                select.push(column);
+            }
+            values.push(format!("b.{}", q(&t.name)));
+        } else {
+            values.push("now()".to_owned());
+        }
+    }
+    out.comment(&format!(
+        "One backfill batch: copies the owners with keys in (after, upto], at most max_rows of them in \
+         key order, into {new}, and returns the last key it read. The batch locks its owner rows \
+         first (FOR SHARE): a writer changing one of them waits for this short transaction, and its \
+         trigger then writes after the batch. Without that lock, the batch's snapshot could \
+         overwrite a newer trigger write with an older value. Upserts change nothing when the row \
+         is already right, so a batch can run any number of times."
+    ));
+    out.statement(&format!(
+        "CREATE {replace}FUNCTION {}(after bigint, upto bigint, max_rows integer)\n\
+         RETURNS TABLE (last_key bigint, owners integer, written integer)\n\
+         LANGUAGE sql AS $zmig$\n\
+         WITH batch AS (\n    \
+             SELECT {}\n    \
+             FROM {owner} AS o\n    \
+             WHERE o.{pk} > after AND o.{pk} <= upto\n    \
+             ORDER BY o.{pk}\n    \
+             LIMIT max_rows\n    \
+             FOR SHARE OF o\n\
+         ), copied AS (\n    \
+             INSERT INTO {new} AS n ({})\n    \
+             SELECT {}\n    \
+             FROM batch AS b\n    \
+             WHERE {}\n    \
+             ON CONFLICT ({key}) DO UPDATE\n        \
+                 SET {}\n        \
+                 WHERE {} IS DISTINCT FROM {}\n    \
+             RETURNING 1\n\
+         )\n\
+         SELECT (SELECT max(b.{pk}) FROM batch AS b)::bigint,\n       \
+                (SELECT count(*) FROM batch)::integer,\n       \
+                (SELECT count(*) FROM copied)::integer;\n\
+         $zmig$;",
+        q(&n.backfill_fn),
+        select.join(", "),
+        insert_columns.join(", "),
+        values.join(", "),
+        carries(x, "b").replace("\n       AND ", "\n      AND "),
+        updates.join(",\n            "),
+        row_of("n", &targets),
+        row_of("EXCLUDED", &targets),
+    ));
+
+    out.comment(&format!(
+        "The owner keys the backfill walks: every owner that existed when it started. Owners \
+         inserted later are the triggers' business, so a backfill never chases new rows."
+    ));
+    out.statement(&format!(
+        "CREATE {replace}FUNCTION {}()\n\
+         RETURNS TABLE (lowest bigint, highest bigint)\n\
+         LANGUAGE sql STABLE AS $zmig$\n\
+         SELECT min({pk})::bigint, max({pk})::bigint FROM {owner};\n\
+         $zmig$;",
+        q(&n.key_range_fn),
+    ));
+
+    let owner_values: Vec<String> = x
+        .columns
+        .iter()
+        .map(|c| format!("o.{}::{}", q(&c.source), c.target_type))
+        .collect();
+    let new_values: Vec<String> = x
+        .columns
+        .iter()
+        .map(|c| format!("n.{}", q(&c.target)))
+        .collect();
+    out.comment(&format!(
+        "What `zmig verify` counts, for owner keys in (after, upto]: an owner that carries the moved \
+         columns but has no row in {new} ('missing'), a row whose values differ ('differs'), a row \
+         for an owner that carries nothing ('unexpected'), and a row without an owner ('orphan'). \
+         It only reads, in one snapshot, so it sees every writer's transaction whole."
+    ));
+    out.statement(&format!(
+        "CREATE {replace}FUNCTION {}(after bigint, upto bigint)\n\
+         RETURNS TABLE (owner_key bigint, problem text)\n\
+         LANGUAGE sql STABLE AS $zmig$\n\
+         SELECT coalesce(o.{pk}, n.{key})::bigint,\n       \
+                CASE WHEN o.{pk} IS NULL THEN 'orphan'\n            \
+                     WHEN n.{key} IS NULL THEN 'missing'\n            \
+                     WHEN NOT ({carries_o}) THEN 'unexpected'\n            \
+                     ELSE 'differs' END\n\
+         FROM (SELECT * FROM {owner} WHERE {pk} > after AND {pk} <= upto) AS o\n\
+         FULL JOIN (SELECT * FROM {new} WHERE {key} > after AND {key} <= upto) AS n ON n.{key} = o.{pk}\n\
+         WHERE o.{pk} IS NULL\n   \
+            OR (n.{key} IS NULL AND {carries_o})\n   \
+            OR (n.{key} IS NOT NULL AND NOT ({carries_o}))\n   \
+            OR (n.{key} IS NOT NULL AND ({}) IS DISTINCT FROM ({}));\n\
+         $zmig$;",
+        q(&n.diff_fn),
+        owner_values.join(", "),
+        new_values.join(", "),
+        carries_o = carries(x, "o").replace("\n       AND ", " AND "),
+    ));
+}
+
+pub(super) fn drop_backfill_functions(n: &Names) -> Vec<String> {
+    vec![
+        format!("DROP FUNCTION IF EXISTS {}();", q(&n.key_range_fn)),
+        format!(
+            "DROP FUNCTION IF EXISTS {}(bigint, bigint, integer);",
+            q(&n.backfill_fn)
+        ),
+        format!("DROP FUNCTION IF EXISTS {}(bigint, bigint);", q(&n.diff_fn)),
+    ]
+}
+
+/// A `DO` block that stops the migration unless the backfill is verified: the latest
+/// verification `zmig verify` recorded found no differing row, or, for a small owner table, none
+/// is found inline.
+pub(super) fn verified_gate(x: &Extract, n: &Names) -> String {
+    let owner = x.owner.sql();
+    let name = quote_literal(&x.name);
+    format!(
+        "DO $zmig$\n\
+         BEGIN\n    \
+             -- Nested: PL/pgSQL plans an expression when it first runs it, so the table is only\n    \
+             -- named once it is known to exist.\n    \
+             IF to_regclass('zmig_verifications') IS NOT NULL THEN\n        \
+                 IF (SELECT differing FROM zmig_verifications WHERE migration = {name}\n                     \
+                     ORDER BY finished_at DESC LIMIT 1) = 0 THEN\n            \
+                     RETURN;\n        \
+                 END IF;\n    \
+             END IF;\n    \
+             IF (SELECT count(*) FROM (SELECT 1 FROM {owner} LIMIT {limit}) AS sample) < {limit}\n       \
+                AND NOT EXISTS (SELECT 1 FROM {diff}(-9223372036854775808, 9223372036854775807)) THEN\n        \
+                 RETURN;\n    \
+             END IF;\n    \
+             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',\n        \
+                 MESSAGE = {message},\n        \
+                 HINT = {hint};\n\
+         END\n\
+         $zmig$;",
+        limit = INLINE_VERIFY_MAX_ROWS + 1,
+        diff = q(&n.diff_fn),
+        message = quote_literal(&format!("zmig {}: the backfill is not verified", x.name)),
+        hint = quote_literal(&format!(
+            "run `cargo xtask zmig backfill {0}`, then `cargo xtask zmig verify {0}` until it reports 0 rows differing",
+            x.name
+        )),
+    )
+}
