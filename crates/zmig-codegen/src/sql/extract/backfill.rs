@@ -96,10 +96,10 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
         row_of("EXCLUDED", &targets),
     ));
 
-    out.comment(&format!(
+    out.comment(
         "The owner keys the backfill walks: every owner that existed when it started. Owners \
-         inserted later are the triggers' business, so a backfill never chases new rows."
-    ));
+         inserted later are the triggers' business, so a backfill never chases new rows.",
+    );
     out.statement(&format!(
         "CREATE {replace}FUNCTION {}()\n\
          RETURNS TABLE (lowest bigint, highest bigint)\n\
