@@ -2,5 +2,5 @@
 //! xtask can offer them the same way.
 
 fn main() -> std::process::ExitCode {
-    zmig_codegen::cli::main()
+    zmig_runtime::cli::main()
 }

@@ -1,36 +1,16 @@
-//! `cargo xtask zmig plan | generate [--check]`: the command line, as one library call
-//! ([`main`]) that any xtask can make.
+//! `cargo xtask zmig plan | generate [--check]`: the commands that need no database. The
+//! command line itself (`zmig_runtime::cli::main`) adds the ones that do.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
 use crate::migrations::{self, FolderState};
 use crate::plan::{extract_phases, Ships};
 use crate::project::{self, Project};
-
-/// zmig: zero-downtime table changes for Diesel on PostgreSQL.
-#[derive(Parser, Debug)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Top,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Top {
-    /// zmig: plan and generate the zero-downtime migrations of every #[derive(Zmig)] model.
-    Zmig(ZmigArgs),
-}
-
-#[derive(Parser, Debug)]
-pub struct ZmigArgs {
-    #[command(subcommand)]
-    pub command: ZmigCommand,
-}
 
 #[derive(Subcommand, Debug)]
 pub enum ZmigCommand {
@@ -65,20 +45,6 @@ pub struct Target {
     pub manifest_path: Option<PathBuf>,
 }
 
-/// Runs the command line; what a user's `xtask/src/main.rs` calls.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let Top::Zmig(args) = cli.command;
-    let mut stdout = std::io::stdout().lock();
-    match run(args.command, &mut stdout) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 pub fn run(command: ZmigCommand, out: &mut dyn Write) -> Result<ExitCode> {
     match command {
         ZmigCommand::Plan { target, json } => {
@@ -99,7 +65,8 @@ pub fn run(command: ZmigCommand, out: &mut dyn Write) -> Result<ExitCode> {
     }
 }
 
-fn load_all(target: &Target) -> Result<Vec<Project>> {
+/// Every crate `target` names, loaded; all errors, with file and line, or the projects.
+pub fn load_all(target: &Target) -> Result<Vec<Project>> {
     let crates = zmig_crates(target.manifest_path.as_deref())?;
     let cwd = std::env::current_dir()?;
     let mut projects = Vec::new();
@@ -257,7 +224,7 @@ fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<(
 }
 
 /// `path` relative to the current directory when it is below it, as cargo prints paths.
-fn display_path(path: &Path) -> String {
+pub fn display_path(path: &Path) -> String {
     let cwd = std::env::current_dir().unwrap_or_default();
     path.strip_prefix(&cwd)
         .unwrap_or(path)

@@ -1,6 +1,13 @@
-//! zmig-runtime: what a service links to use zmig. For now it carries the description of each
-//! model's migration that `#[derive(Zmig)]` generates; the backfill runner and the generated
-//! readers and writers build on it.
+//! zmig-runtime: what a service links to use zmig.
+//!
+//! - [`backfill`]: copies the owner rows that existed before dual writing into the new table, in
+//!   keyset batches of adaptive size, checkpointed in the database, resumable after a crash, with
+//!   several workers (threads or machines) sharing one backfill;
+//! - [`verify`]: compares old and new row by row and records the result that gates the
+//!   migrations past the backfill;
+//! - [`migrate`]: runs pending Diesel migrations, retrying a statement that gave up on its
+//!   `lock_timeout`;
+//! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call.
 //!
 //! ```text
 //! #[derive(Queryable, Selectable, Zmig)]
@@ -8,43 +15,71 @@
 //! #[zmig(extract(into = addresses, columns(street1, street2, city, state, zip)), stage = "dual_write")]
 //! pub struct Caterer { /* … */ }
 //! ```
+//!
+//! The SQL that reads and writes data lives in the database, in functions the dual_write
+//! migration creates (`zmig_<name>_backfill`, `zmig_<name>_diff`, `zmig_<name>_key_range`): it is
+//! generated and reviewed with the migrations, and this crate only decides which keys, how many
+//! and when.
 
+pub mod backfill;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod migrate;
+mod model;
+mod progress;
+mod store;
+pub mod verify;
+
+pub use model::{ExtractInfo, Migration, Stage, ZmigModel};
 #[cfg(feature = "derive")]
 pub use zmig_derive::Zmig;
 
-/// The phases of an extract, in the order they ship.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    Expand,
-    DualWrite,
-    Backfill,
-    ReadNew,
-    WriteNew,
-    Contract,
+/// Errors from the runtime's database work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("{0}")]
+    NotReady(String),
+    #[error("a backfill worker panicked")]
+    WorkerPanicked,
 }
 
-/// An extract as the attribute declares it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExtractInfo {
-    /// The migration's name (folder names, `cargo xtask zmig backfill <name>`).
-    pub name: &'static str,
-    /// The Diesel `table!` name of the owner table.
-    pub owner_table: &'static str,
-    /// The new table's name in the database.
-    pub new_table: &'static str,
-    /// `(owner column, new column)` Rust / SQL names of the moved columns.
-    pub columns: &'static [(&'static str, &'static str)],
-    /// The stage the code is at.
-    pub stage: Stage,
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The database functions of a migration, named as the dual_write migration creates them.
+/// (zmig-codegen's `sql::extract` spells the same names; a test checks that they agree.)
+pub(crate) struct Functions {
+    pub backfill: String,
+    pub diff: String,
+    pub key_range: String,
 }
 
-/// The migration a `#[derive(Zmig)]` model takes part in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Migration {
-    Extract(ExtractInfo),
+impl Functions {
+    pub fn of(migration: &str) -> Functions {
+        Functions {
+            backfill: format!("zmig_{migration}_backfill"),
+            diff: format!("zmig_{migration}_diff"),
+            key_range: format!("zmig_{migration}_key_range"),
+        }
+    }
 }
 
-/// Implemented by `#[derive(Zmig)]`.
-pub trait ZmigModel {
-    const MIGRATION: Migration;
+/// A migration name as it may appear in SQL: the attribute allows only `[a-z0-9_]`, and the
+/// runtime refuses anything else before a name reaches a query.
+pub(crate) fn check_migration_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::NotReady(format!(
+            "`{name}` is not a zmig migration name (a-z, 0-9 and _, at most 40 characters)"
+        )))
+    }
 }

@@ -1,0 +1,576 @@
+//! The backfill: copies every owner that existed when dual writing began into the new table.
+//!
+//! - The keys to walk are fixed when a run starts (`zmig_<name>_key_range()`): owners inserted
+//!   later are synced by the triggers, so the backfill never chases new rows and always ends.
+//! - The keys are split into ranges recorded in `zmig_backfill_ranges`. A worker owns a range
+//!   while it holds a session advisory lock on it; the lock dies with the worker's connection,
+//!   so a range whose worker was killed is free again at once, with no lease to wait out, and no
+//!   two workers (threads or machines) ever copy the same range.
+//! - Each batch is one short transaction that calls `zmig_<name>_backfill(after, upto, n)` and
+//!   moves the range's checkpoint: killed at any moment, a backfill resumes exactly where the
+//!   last committed batch left it, and the batch function's upserts make a repeat harmless.
+//! - Batch size adapts to a target time per batch, between bounds; an optional pause separates
+//!   batches; workers back off while sessions wait long on locks or replicas lag.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Double, Integer, Nullable, Text};
+
+use crate::progress::Progress;
+pub use crate::progress::ProgressMode;
+use crate::store::{self, LOCK_CLASS};
+use crate::{check_migration_name, Error, Functions, Result};
+
+/// How a backfill runs. `Default` is what `cargo xtask zmig backfill` uses.
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// Worker threads in this process; more can run in other processes or machines.
+    pub workers: usize,
+    /// Owners per batch to start with; adapted towards `target_batch_time`.
+    pub batch_size: i32,
+    pub min_batch_size: i32,
+    pub max_batch_size: i32,
+    /// How long one batch should take: short enough that writers waiting on its locks barely
+    /// notice, long enough that per-batch overhead stays small.
+    pub target_batch_time: Duration,
+    /// Sleep between batches, to leave the database room.
+    pub pause: Duration,
+    /// Back off while more than this many sessions have waited over half a second for a lock.
+    pub max_lock_waiters: i64,
+    /// Back off while a replica lags more than this.
+    pub max_replication_lag: Duration,
+    pub progress: ProgressMode,
+    /// Set to stop between batches (Ctrl-C); the run resumes where it stopped.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions {
+            workers: 1,
+            batch_size: 1_000,
+            min_batch_size: 100,
+            max_batch_size: 20_000,
+            target_batch_time: Duration::from_millis(200),
+            pause: Duration::ZERO,
+            max_lock_waiters: 2,
+            max_replication_lag: Duration::from_secs(10),
+            progress: ProgressMode::Auto,
+            stop: None,
+        }
+    }
+}
+
+/// What a backfill did, and where the run stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackfillReport {
+    /// Owners read by this call.
+    pub owners: i64,
+    /// Rows written (inserted or changed) by this call.
+    pub written: i64,
+    pub batches: u64,
+    /// Whether every range of the run is done.
+    pub finished: bool,
+    /// Ranges not done that other workers hold (or that this call left when stopped).
+    pub ranges_left: i64,
+}
+
+/// Runs (or resumes) the backfill of `migration` against `database_url`.
+pub fn backfill(
+    database_url: &str,
+    migration: &str,
+    options: &BackfillOptions,
+) -> Result<BackfillReport> {
+    check_migration_name(migration)?;
+    let functions = Functions::of(migration);
+    let mut conn = PgConnection::establish(database_url)?;
+    check_dual_write_in_place(&mut conn, migration, &functions)?;
+    store::ensure_tables(&mut conn)?;
+    start_run(&mut conn, migration, &functions)?;
+
+    let totals = store::range_totals(&mut conn, migration)?;
+    let shared = Shared {
+        stop: options.stop.clone().unwrap_or_default(),
+        counters: Mutex::new(Counters::default()),
+        failed: AtomicBool::new(false),
+    };
+    let progress = Progress::new(
+        options.progress,
+        migration,
+        totals.keys_total,
+        totals.keys_done,
+    );
+    let workers = options.workers.max(1);
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|n| {
+                let shared = &shared;
+                let functions = &functions;
+                scope.spawn(move || {
+                    let result = run_worker(database_url, migration, functions, options, shared, n);
+                    if result.is_err() {
+                        shared.failed.store(true, Ordering::SeqCst);
+                    }
+                    result
+                })
+            })
+            .collect();
+        // The reporter runs here until every worker is done.
+        while handles.iter().any(|h| !h.is_finished()) {
+            let counters = shared.counters.lock().expect("counters").clone();
+            progress.update(
+                counters.keys,
+                counters.owners,
+                counters.paused,
+                counters.backing_off,
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(Error::WorkerPanicked)))
+            .collect()
+    });
+    for result in results {
+        result?;
+    }
+
+    let totals = store::range_totals(&mut conn, migration)?;
+    let finished = totals.ranges == totals.ranges_done;
+    if finished {
+        diesel::sql_query("UPDATE zmig_backfill_runs SET finished_at = now() WHERE migration = $1 AND finished_at IS NULL")
+            .bind::<Text, _>(migration)
+            .execute(&mut conn)?;
+    }
+    let counters = shared.counters.into_inner().expect("counters");
+    progress.finish(finished, counters.owners, counters.written);
+    Ok(BackfillReport {
+        owners: counters.owners,
+        written: counters.written,
+        batches: counters.batches,
+        finished,
+        ranges_left: totals.ranges - totals.ranges_done,
+    })
+}
+
+/// Pauses (or resumes) a backfill: running workers finish their batch and wait.
+pub fn set_paused(conn: &mut PgConnection, migration: &str, paused: bool) -> Result<()> {
+    check_migration_name(migration)?;
+    store::ensure_tables(conn)?;
+    let updated =
+        diesel::sql_query("UPDATE zmig_backfill_runs SET paused = $2 WHERE migration = $1")
+            .bind::<Text, _>(migration)
+            .bind::<Bool, _>(paused)
+            .execute(conn)?;
+    if updated == 0 {
+        return Err(Error::NotReady(format!(
+            "no backfill of `{migration}` has started on this database"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a backfill stands, as recorded in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillStatus {
+    pub keys_total: i64,
+    pub keys_done: i64,
+    pub owners: i64,
+    pub written: i64,
+    pub finished: bool,
+    pub paused: bool,
+}
+
+/// The recorded state of `migration`'s backfill, `None` when none has started.
+pub fn status(conn: &mut PgConnection, migration: &str) -> Result<Option<BackfillStatus>> {
+    check_migration_name(migration)?;
+    store::ensure_tables(conn)?;
+    let Some(run) = store::load_run(conn, migration)? else {
+        return Ok(None);
+    };
+    let totals = store::range_totals(conn, migration)?;
+    Ok(Some(BackfillStatus {
+        keys_total: totals.keys_total,
+        keys_done: totals.keys_done,
+        owners: totals.owners,
+        written: totals.written,
+        finished: run.finished,
+        paused: run.paused,
+    }))
+}
+
+/// The backfill may only start once the triggers sync every write: otherwise a row changed
+/// behind the batch would never reach the new table.
+fn check_dual_write_in_place(
+    conn: &mut PgConnection,
+    migration: &str,
+    functions: &Functions,
+) -> Result<()> {
+    #[derive(QueryableByName)]
+    struct Present {
+        #[diesel(sql_type = Bool)]
+        functions: bool,
+        #[diesel(sql_type = Bool)]
+        trigger: bool,
+    }
+    let present: Present = diesel::sql_query(
+        "SELECT (SELECT count(*) FROM pg_proc WHERE proname IN ($1, $2)) = 2 AS functions,
+                EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $3) AS trigger",
+    )
+    .bind::<Text, _>(&functions.backfill)
+    .bind::<Text, _>(&functions.key_range)
+    .bind::<Text, _>(format!("zmig_{migration}_to_new_ins"))
+    .get_result(conn)?;
+    if present.functions && present.trigger {
+        return Ok(());
+    }
+    Err(Error::NotReady(format!(
+        "the dual_write migration of `{migration}` is not applied on this database (no sync trigger or backfill \
+         function), so rows changed during a backfill would be lost.\n\
+         Apply it first: `cargo xtask zmig generate` with stage = \"dual_write\" or later, then \
+         `diesel migration run` (or your service's embedded migrations)."
+    )))
+}
+
+/// Records the run and its ranges the first time; a later call resumes the same run.
+fn start_run(conn: &mut PgConnection, migration: &str, functions: &Functions) -> Result<()> {
+    conn.transaction(|conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind::<Integer, _>(LOCK_CLASS)
+            .bind::<Integer, _>(store::lock_key(migration))
+            .execute(conn)?;
+        if store::load_run(conn, migration)?.is_some() {
+            return Ok(());
+        }
+        #[derive(QueryableByName)]
+        struct KeyRange {
+            #[diesel(sql_type = Nullable<BigInt>)]
+            lowest: Option<i64>,
+            #[diesel(sql_type = Nullable<BigInt>)]
+            highest: Option<i64>,
+        }
+        let keys: KeyRange =
+            diesel::sql_query(format!("SELECT lowest, highest FROM \"{}\"()", functions.key_range)).get_result(conn)?;
+        diesel::sql_query("INSERT INTO zmig_backfill_runs (migration, lowest, highest) VALUES ($1, $2, $3)")
+            .bind::<Text, _>(migration)
+            .bind::<Nullable<BigInt>, _>(keys.lowest)
+            .bind::<Nullable<BigInt>, _>(keys.highest)
+            .execute(conn)?;
+        if let (Some(lowest), Some(highest)) = (keys.lowest, keys.highest) {
+            let (count, size) = split(lowest, highest);
+            diesel::sql_query(
+                "INSERT INTO zmig_backfill_ranges (migration, range_no, start_after, end_at, done_through)
+                 SELECT $1, g, $2 - 1 + g * $4, least($2 - 1 + (g + 1) * $4, $3), $2 - 1 + g * $4
+                 FROM generate_series(0, $5 - 1) AS g",
+            )
+            .bind::<Text, _>(migration)
+            .bind::<BigInt, _>(lowest)
+            .bind::<BigInt, _>(highest)
+            .bind::<BigInt, _>(size)
+            .bind::<Integer, _>(count)
+            .execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+/// Ranges of at least 10,000 keys, at most 64 of them: enough for many workers, few enough rows.
+fn split(lowest: i64, highest: i64) -> (i32, i64) {
+    let span = (i128::from(highest) - i128::from(lowest) + 1).max(1);
+    let count = (span / 10_000).clamp(1, 64);
+    let size = (span + count - 1) / count;
+    let count = (span + size - 1) / size;
+    (count as i32, size.min(i128::from(i64::MAX)) as i64)
+}
+
+struct Shared {
+    stop: Arc<AtomicBool>,
+    counters: Mutex<Counters>,
+    failed: AtomicBool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Counters {
+    keys: i64,
+    owners: i64,
+    written: i64,
+    batches: u64,
+    paused: bool,
+    backing_off: bool,
+}
+
+/// A range this worker holds the advisory lock of.
+struct Claim {
+    range_no: i32,
+    done_through: i64,
+    end_at: i64,
+}
+
+#[derive(QueryableByName)]
+struct RangeRow {
+    #[diesel(sql_type = Integer)]
+    range_no: i32,
+    #[diesel(sql_type = BigInt)]
+    done_through: i64,
+    #[diesel(sql_type = BigInt)]
+    end_at: i64,
+    #[diesel(sql_type = Bool)]
+    done: bool,
+}
+
+fn run_worker(
+    url: &str,
+    migration: &str,
+    functions: &Functions,
+    options: &BackfillOptions,
+    shared: &Shared,
+    worker: usize,
+) -> Result<()> {
+    let mut conn = PgConnection::establish(url)?;
+    let worker_name = format!("{}:{}:{worker}", hostname(), std::process::id());
+    let mut batch_size = options
+        .batch_size
+        .clamp(options.min_batch_size, options.max_batch_size);
+    let mut backoff = Duration::ZERO;
+    loop {
+        if shared.stop.load(Ordering::SeqCst) || shared.failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if wait_while_paused(&mut conn, migration, shared)? {
+            continue;
+        }
+        let Some(mut claim) = claim_range(&mut conn, migration)? else {
+            return Ok(());
+        };
+        let result = (|| -> Result<()> {
+            while claim.done_through < claim.end_at {
+                if shared.stop.load(Ordering::SeqCst) || shared.failed.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                if store::load_run(&mut conn, migration)?.is_some_and(|r| r.paused) {
+                    // Let the range go; the outer loop waits for the resume.
+                    return Ok(());
+                }
+                backoff = back_off_under_strain(&mut conn, options, shared, backoff)?;
+                let started = Instant::now();
+                let batch = run_batch(
+                    &mut conn,
+                    migration,
+                    functions,
+                    &claim,
+                    batch_size,
+                    &worker_name,
+                )?;
+                let elapsed = started.elapsed();
+                {
+                    let mut counters = shared.counters.lock().expect("counters");
+                    counters.keys += batch.next - claim.done_through;
+                    counters.owners += i64::from(batch.owners);
+                    counters.written += i64::from(batch.written);
+                    counters.batches += 1;
+                }
+                claim.done_through = batch.next;
+                batch_size = adapt(batch_size, elapsed, options);
+                if !options.pause.is_zero() {
+                    std::thread::sleep(options.pause);
+                }
+            }
+            Ok(())
+        })();
+        release(&mut conn, migration, claim.range_no)?;
+        result?;
+    }
+}
+
+/// Waits while the run is paused; `true` when it waited (so the caller looks again).
+fn wait_while_paused(conn: &mut PgConnection, migration: &str, shared: &Shared) -> Result<bool> {
+    let mut waited = false;
+    while store::load_run(conn, migration)?.is_some_and(|r| r.paused) {
+        shared.counters.lock().expect("counters").paused = true;
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        waited = true;
+    }
+    shared.counters.lock().expect("counters").paused = false;
+    Ok(waited)
+}
+
+/// The first range not done whose advisory lock this session can take.
+fn claim_range(conn: &mut PgConnection, migration: &str) -> Result<Option<Claim>> {
+    let candidates: Vec<RangeRow> = diesel::sql_query(
+        "SELECT range_no, done_through, end_at, done FROM zmig_backfill_ranges
+         WHERE migration = $1 AND NOT done ORDER BY range_no",
+    )
+    .bind::<Text, _>(migration)
+    .load(conn)?;
+    let key = store::lock_key(migration);
+    for candidate in candidates {
+        #[derive(QueryableByName)]
+        struct Locked {
+            #[diesel(sql_type = Bool)]
+            locked: bool,
+        }
+        let locked: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
+            .bind::<Integer, _>(key)
+            .bind::<Integer, _>(candidate.range_no)
+            .get_result(conn)?;
+        if !locked.locked {
+            continue;
+        }
+        // Its previous holder may have finished it between our look and our lock.
+        let current: RangeRow = diesel::sql_query(
+            "SELECT range_no, done_through, end_at, done FROM zmig_backfill_ranges WHERE migration = $1 AND range_no = $2",
+        )
+        .bind::<Text, _>(migration)
+        .bind::<Integer, _>(candidate.range_no)
+        .get_result(conn)?;
+        if current.done {
+            release(conn, migration, current.range_no)?;
+            continue;
+        }
+        return Ok(Some(Claim {
+            range_no: current.range_no,
+            done_through: current.done_through,
+            end_at: current.end_at,
+        }));
+    }
+    Ok(None)
+}
+
+fn release(conn: &mut PgConnection, migration: &str, range_no: i32) -> Result<()> {
+    diesel::sql_query("SELECT pg_advisory_unlock($1, $2)")
+        .bind::<Integer, _>(store::lock_key(migration))
+        .bind::<Integer, _>(range_no)
+        .execute(conn)?;
+    Ok(())
+}
+
+struct Batch {
+    /// The range's new checkpoint.
+    next: i64,
+    owners: i32,
+    written: i32,
+}
+
+/// One batch and its checkpoint, in one transaction: either both happen or neither.
+fn run_batch(
+    conn: &mut PgConnection,
+    migration: &str,
+    functions: &Functions,
+    claim: &Claim,
+    batch_size: i32,
+    worker: &str,
+) -> Result<Batch> {
+    #[derive(QueryableByName)]
+    struct Copied {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        last_key: Option<i64>,
+        #[diesel(sql_type = Integer)]
+        owners: i32,
+        #[diesel(sql_type = Integer)]
+        written: i32,
+    }
+    let batch = conn.transaction(|conn| {
+        let copied: Copied =
+            diesel::sql_query(format!("SELECT last_key, owners, written FROM \"{}\"($1, $2, $3)", functions.backfill))
+                .bind::<BigInt, _>(claim.done_through)
+                .bind::<BigInt, _>(claim.end_at)
+                .bind::<Integer, _>(batch_size)
+                .get_result(conn)?;
+        // A short batch read every key left in the range.
+        let next = match copied.last_key {
+            Some(last) if copied.owners >= batch_size => last,
+            _ => claim.end_at,
+        };
+        diesel::sql_query(
+            "UPDATE zmig_backfill_ranges
+             SET done_through = $3, owners = owners + $4, written = written + $5, done = $3 >= end_at,
+                 worker = $6, updated_at = now()
+             WHERE migration = $1 AND range_no = $2",
+        )
+        .bind::<Text, _>(migration)
+        .bind::<Integer, _>(claim.range_no)
+        .bind::<BigInt, _>(next)
+        .bind::<BigInt, _>(i64::from(copied.owners))
+        .bind::<BigInt, _>(i64::from(copied.written))
+        .bind::<Text, _>(worker)
+        .execute(conn)?;
+        Ok::<_, diesel::result::Error>(Batch { next, owners: copied.owners, written: copied.written })
+    })?;
+    Ok(batch)
+}
+
+/// The next batch size: scaled towards the target time, by at most a factor of two either way.
+fn adapt(size: i32, elapsed: Duration, options: &BackfillOptions) -> i32 {
+    let elapsed = elapsed.as_secs_f64().max(0.001);
+    let factor = (options.target_batch_time.as_secs_f64() / elapsed).clamp(0.5, 2.0);
+    ((f64::from(size) * factor) as i32).clamp(options.min_batch_size, options.max_batch_size)
+}
+
+/// Sleeps while the database shows strain; returns the back-off to use next time.
+fn back_off_under_strain(
+    conn: &mut PgConnection,
+    options: &BackfillOptions,
+    shared: &Shared,
+    backoff: Duration,
+) -> Result<Duration> {
+    #[derive(QueryableByName)]
+    struct Strain {
+        #[diesel(sql_type = BigInt)]
+        waiters: i64,
+        #[diesel(sql_type = Double)]
+        lag: f64,
+    }
+    let strain: Strain = diesel::sql_query(
+        "SELECT (SELECT count(*) FROM pg_locks WHERE NOT granted AND waitstart < now() - interval '500 milliseconds')::bigint AS waiters,
+                (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication)::float8 AS lag",
+    )
+    .get_result(conn)?;
+    let strained = strain.waiters > options.max_lock_waiters
+        || strain.lag > options.max_replication_lag.as_secs_f64();
+    shared.counters.lock().expect("counters").backing_off = strained;
+    if !strained {
+        return Ok(Duration::ZERO);
+    }
+    let next = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    std::thread::sleep(next);
+    Ok(next)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "host".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_keys_into_bounded_ranges() {
+        assert_eq!(split(1, 1), (1, 1));
+        assert_eq!(split(1, 25_000), (2, 12_500));
+        let (count, size) = split(1, 1_000_000_000);
+        assert_eq!(count, 64);
+        assert!(i64::from(count) * size >= 1_000_000_000);
+        let (count, size) = split(-5, 5);
+        assert_eq!((count, size), (1, 11));
+    }
+
+    #[test]
+    fn adapts_towards_the_target_time_within_bounds() {
+        let options = BackfillOptions::default();
+        assert_eq!(adapt(1_000, Duration::from_millis(100), &options), 2_000);
+        assert_eq!(adapt(1_000, Duration::from_millis(800), &options), 500);
+        assert_eq!(adapt(150, Duration::from_secs(10), &options), 100);
+        assert_eq!(adapt(20_000, Duration::from_millis(1), &options), 20_000);
+    }
+}

@@ -1,0 +1,328 @@
+//! `cargo xtask zmig …`: the whole command line as one library call. A user's
+//! `xtask/src/main.rs` is `fn main() -> std::process::ExitCode { zmig_runtime::cli::main() }`.
+//!
+//! `plan` and `generate` read the crate and need no database; `backfill`, `verify` and `status`
+//! work on the database `DATABASE_URL` names.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use zmig_codegen::cli::{self as codegen_cli, Target, ZmigCommand};
+use zmig_codegen::migrations;
+use zmig_codegen::project::Project;
+
+use crate::backfill::{self, BackfillOptions};
+use crate::verify;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand, Debug)]
+enum Top {
+    /// zmig: zero-downtime table changes for Diesel on PostgreSQL.
+    Zmig(ZmigArgs),
+}
+
+#[derive(Parser, Debug)]
+struct ZmigArgs {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    #[command(flatten)]
+    Codegen(ZmigCommand),
+    /// Copy the owner rows that existed before dual writing into the new table.
+    ///
+    /// Batched, throttled and checkpointed in the database: stop it (Ctrl-C) or kill it at any
+    /// moment and run it again to resume; run it on several machines at once to share the work.
+    /// Refuses to start before the dual_write migration is applied.
+    Backfill {
+        /// The migration's name (see `cargo xtask zmig plan`).
+        name: String,
+        /// Worker threads in this process.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Owners per batch to start with; adapted towards --target-batch-ms.
+        #[arg(long, default_value_t = 1_000)]
+        batch_size: i32,
+        /// How long a batch should take, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        target_batch_ms: u64,
+        /// Sleep between batches, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+        /// Pause the running backfill (its workers finish their batch and wait), then exit.
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        /// Resume a paused backfill, then exit.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Compare old and new row by row; exits non-zero when any row differs.
+    ///
+    /// The result is recorded: write_new and contract refuse to run until the latest
+    /// verification found no differing row.
+    Verify {
+        /// The migration's name (see `cargo xtask zmig plan`).
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Per migration: stage in code, migrations applied, backfill progress, rows differing.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Top::Zmig(args) = cli.command;
+    let mut stdout = std::io::stdout().lock();
+    match run(args.command, &mut stdout) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
+    match command {
+        Command::Codegen(command) => codegen_cli::run(command, out),
+        Command::Backfill {
+            name,
+            workers,
+            batch_size,
+            target_batch_ms,
+            pause_ms,
+            pause,
+            resume,
+            target,
+        } => {
+            known_migration(&target, &name)?;
+            let url = database_url()?;
+            if pause || resume {
+                let mut conn = PgConnection::establish(&url)
+                    .with_context(|| format!("connecting to {}", redact(&url)))?;
+                backfill::set_paused(&mut conn, &name, pause)?;
+                writeln!(
+                    out,
+                    "{name}: backfill {}",
+                    if pause { "paused" } else { "resumed" }
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let handler_stop = stop.clone();
+            // A second Ctrl-C is not caught: the process ends, and the run still resumes.
+            let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
+            let options = BackfillOptions {
+                workers,
+                batch_size,
+                target_batch_time: Duration::from_millis(target_batch_ms),
+                pause: Duration::from_millis(pause_ms),
+                stop: Some(stop),
+                ..BackfillOptions::default()
+            };
+            let report = backfill::backfill(&url, &name, &options)?;
+            if report.finished {
+                writeln!(
+                    out,
+                    "{name}: backfill complete; next: cargo xtask zmig verify {name}"
+                )?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                writeln!(
+                    out,
+                    "{name}: backfill not complete ({} ranges left, some may be held by other workers); run it again to resume",
+                    report.ranges_left
+                )?;
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Verify { name, target } => {
+            known_migration(&target, &name)?;
+            let url = database_url()?;
+            let mut conn = PgConnection::establish(&url)
+                .with_context(|| format!("connecting to {}", redact(&url)))?;
+            let report = verify::verify(&mut conn, &name)?;
+            writeln!(out, "{name}: {} rows differing", report.differing)?;
+            for (problem, count) in &report.by_problem {
+                writeln!(out, "  {problem}: {count}")?;
+            }
+            if !report.examples.is_empty() {
+                let examples: Vec<String> = report
+                    .examples
+                    .iter()
+                    .map(|d| format!("{} ({})", d.owner_key, d.problem))
+                    .collect();
+                writeln!(out, "  for example owner keys {}", examples.join(", "))?;
+            }
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status { target } => {
+            let projects = codegen_cli::load_all(&target)?;
+            let url = database_url()?;
+            let mut conn = PgConnection::establish(&url)
+                .with_context(|| format!("connecting to {}", redact(&url)))?;
+            print_status(&projects, &mut conn, out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn database_url() -> Result<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Ok(url),
+        _ => bail!("set DATABASE_URL to the database to work on, e.g. DATABASE_URL=postgres://user@host/db"),
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Refuses a name no model declares, listing the ones that exist.
+fn known_migration(target: &Target, name: &str) -> Result<()> {
+    let projects = codegen_cli::load_all(target)?;
+    let names: Vec<&str> = projects
+        .iter()
+        .flat_map(|p| p.extracts.iter().map(|m| m.extract.name.as_str()))
+        .collect();
+    if names.contains(&name) {
+        return Ok(());
+    }
+    bail!(
+        "no zmig migration named `{name}`; the workspace declares: {}",
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Write) -> Result<()> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let applied: Vec<String> =
+        match diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+            .load::<Version>(conn)
+        {
+            Ok(rows) => rows.into_iter().map(|v| v.version).collect(),
+            Err(_) => Vec::new(),
+        };
+    for project in projects {
+        for model in &project.extracts {
+            let x = &model.extract;
+            writeln!(
+                out,
+                "{}: code at stage `{}` ({} of 6)",
+                x.name,
+                x.stage,
+                x.stage.number()
+            )?;
+            for planned in model.folders() {
+                let state = match migrations::existing_folder(&project.migrations_dir, &planned)? {
+                    None => "not generated".to_owned(),
+                    Some(path) => {
+                        let folder = path
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let version: String = folder
+                            .split('_')
+                            .next()
+                            .unwrap_or_default()
+                            .chars()
+                            .filter(char::is_ascii_digit)
+                            .collect();
+                        if applied.contains(&version) {
+                            format!("applied ({folder})")
+                        } else {
+                            format!("pending ({folder})")
+                        }
+                    }
+                };
+                writeln!(out, "  migration {:<11} {state}", planned.stage.as_str())?;
+            }
+            match backfill::status(conn, &x.name)? {
+                None => writeln!(out, "  backfill              not started")?,
+                Some(status) => {
+                    let percent = if status.keys_total > 0 {
+                        100.0 * status.keys_done as f64 / status.keys_total as f64
+                    } else {
+                        100.0
+                    };
+                    let state = if status.finished {
+                        "complete"
+                    } else if status.paused {
+                        "paused"
+                    } else {
+                        "in progress or stopped"
+                    };
+                    writeln!(
+                        out,
+                        "  backfill              {state}: {percent:.1}% of keys, {} owners read, {} rows written",
+                        status.owners, status.written
+                    )?;
+                }
+            }
+            match verify::last_verification(conn, &x.name)? {
+                None => writeln!(out, "  verify                never run")?,
+                Some((differing, when)) => writeln!(
+                    out,
+                    "  verify                {differing} rows differing (at {when})"
+                )?,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,38 @@
+//! What `#[derive(Zmig)]` says about a model: its migration, as plain constants.
+
+/// The phases of an extract, in the order they ship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    Expand,
+    DualWrite,
+    Backfill,
+    ReadNew,
+    WriteNew,
+    Contract,
+}
+
+/// An extract as the attribute declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractInfo {
+    /// The migration's name (folder names, `cargo xtask zmig backfill <name>`).
+    pub name: &'static str,
+    /// The Diesel `table!` name of the owner table.
+    pub owner_table: &'static str,
+    /// The new table's name in the database.
+    pub new_table: &'static str,
+    /// `(owner column, new column)` Rust / SQL names of the moved columns.
+    pub columns: &'static [(&'static str, &'static str)],
+    /// The stage the code is at.
+    pub stage: Stage,
+}
+
+/// The migration a `#[derive(Zmig)]` model takes part in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    Extract(ExtractInfo),
+}
+
+/// Implemented by `#[derive(Zmig)]`.
+pub trait ZmigModel {
+    const MIGRATION: Migration;
+}

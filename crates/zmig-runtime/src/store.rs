@@ -1,0 +1,117 @@
+//! zmig's bookkeeping tables: backfill runs and their key ranges (the checkpoints), and
+//! verifications. They are created on first use, in the connection's current schema, and hold
+//! nothing of the application's data.
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Integer, Text};
+
+use crate::Result;
+
+/// Advisory-lock class for zmig ('zmig' in ASCII), so its locks stand apart from the application's.
+pub(crate) const LOCK_CLASS: i32 = 0x7a6d_6967;
+
+/// Creates the bookkeeping tables if they are missing. Serialized by an advisory lock: two
+/// workers starting together must not race on `CREATE TABLE IF NOT EXISTS`.
+pub(crate) fn ensure_tables(conn: &mut PgConnection) -> Result<()> {
+    conn.transaction(|conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, 0)")
+            .bind::<Integer, _>(LOCK_CLASS)
+            .execute(conn)?;
+        conn.batch_execute(
+            "CREATE TABLE IF NOT EXISTS zmig_backfill_runs (
+                migration text PRIMARY KEY,
+                started_at timestamptz NOT NULL DEFAULT now(),
+                finished_at timestamptz,
+                -- The owner keys walked: every owner that existed when the run started.
+                lowest bigint,
+                highest bigint,
+                paused boolean NOT NULL DEFAULT false
+            );
+            CREATE TABLE IF NOT EXISTS zmig_backfill_ranges (
+                migration text NOT NULL REFERENCES zmig_backfill_runs ON DELETE CASCADE,
+                range_no integer NOT NULL,
+                start_after bigint NOT NULL,
+                end_at bigint NOT NULL,
+                -- The checkpoint: keys up to here are done. Moved in the batch's own transaction.
+                done_through bigint NOT NULL,
+                owners bigint NOT NULL DEFAULT 0,
+                written bigint NOT NULL DEFAULT 0,
+                done boolean NOT NULL DEFAULT false,
+                worker text,
+                updated_at timestamptz,
+                PRIMARY KEY (migration, range_no)
+            );
+            CREATE TABLE IF NOT EXISTS zmig_verifications (
+                migration text NOT NULL,
+                finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                differing bigint NOT NULL,
+                examples text NOT NULL DEFAULT '',
+                PRIMARY KEY (migration, finished_at)
+            );",
+        )?;
+        Ok(())
+    })
+}
+
+/// A backfill run as recorded.
+#[derive(Debug, Clone, QueryableByName)]
+pub(crate) struct Run {
+    #[diesel(sql_type = Bool)]
+    pub paused: bool,
+    #[diesel(sql_type = Bool)]
+    pub finished: bool,
+}
+
+pub(crate) fn load_run(conn: &mut PgConnection, migration: &str) -> Result<Option<Run>> {
+    Ok(diesel::sql_query(
+        "SELECT paused, finished_at IS NOT NULL AS finished FROM zmig_backfill_runs WHERE migration = $1",
+    )
+    .bind::<Text, _>(migration)
+    .get_result(conn)
+    .optional()?)
+}
+
+/// Totals over a run's ranges.
+#[derive(Debug, Clone, Default, QueryableByName)]
+pub(crate) struct RangeTotals {
+    #[diesel(sql_type = BigInt)]
+    pub ranges: i64,
+    #[diesel(sql_type = BigInt)]
+    pub ranges_done: i64,
+    /// Keys walked so far (summed over ranges).
+    #[diesel(sql_type = BigInt)]
+    pub keys_done: i64,
+    #[diesel(sql_type = BigInt)]
+    pub keys_total: i64,
+    #[diesel(sql_type = BigInt)]
+    pub owners: i64,
+    #[diesel(sql_type = BigInt)]
+    pub written: i64,
+}
+
+pub(crate) fn range_totals(conn: &mut PgConnection, migration: &str) -> Result<RangeTotals> {
+    Ok(diesel::sql_query(
+        "SELECT count(*)::bigint AS ranges,
+                count(*) FILTER (WHERE done)::bigint AS ranges_done,
+                coalesce(sum(done_through - start_after), 0)::bigint AS keys_done,
+                coalesce(sum(end_at - start_after), 0)::bigint AS keys_total,
+                coalesce(sum(owners), 0)::bigint AS owners,
+                coalesce(sum(written), 0)::bigint AS written
+         FROM zmig_backfill_ranges WHERE migration = $1",
+    )
+    .bind::<Text, _>(migration)
+    .get_result(conn)?)
+}
+
+/// A 32-bit key for advisory locks on one migration's ranges.
+pub(crate) fn lock_key(migration: &str) -> i32 {
+    // FNV-1a: stable across processes and machines, which is all an advisory key needs.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in migration.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash as i32
+}
