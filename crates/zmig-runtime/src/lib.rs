@@ -83,3 +83,23 @@ pub(crate) fn check_migration_name(name: &str) -> Result<()> {
         )))
     }
 }
+
+#[cfg(all(test, feature = "cli"))]
+mod tests {
+    use zmig_codegen::sql::extract as generated;
+
+    /// The runtime calls the functions the dual_write migration creates: same names, always.
+    #[test]
+    fn function_names_agree_with_the_generated_migrations() {
+        let name = "a_forty_character_migration_name_is_long";
+        assert_eq!(name.len(), 40);
+        let functions = super::Functions::of(name);
+        assert_eq!(functions.backfill, generated::backfill_function_name(name));
+        assert_eq!(functions.diff, generated::diff_function_name(name));
+        assert_eq!(
+            functions.key_range,
+            generated::key_range_function_name(name)
+        );
+        assert!(functions.backfill.len() <= 63);
+    }
+}
