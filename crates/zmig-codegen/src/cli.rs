@@ -11,6 +11,7 @@ use clap::Subcommand;
 use crate::migrations::{self, FolderState};
 use crate::plan::{extract_phases, Ships};
 use crate::project::{self, Project};
+use crate::shim;
 
 #[derive(Subcommand, Debug)]
 pub enum ZmigCommand {
@@ -27,11 +28,13 @@ pub enum ZmigCommand {
     ///
     /// Existing folders are never rewritten; advancing `stage` adds the next ones. A folder edited
     /// by hand, or stale because the attribute or schema changed, is reported and nothing is
-    /// written until it is resolved.
+    /// written until it is resolved. At `write_new` it also keeps the moved columns out of
+    /// `schema.rs` with a patch for `diesel print-schema` (the ignored-column shim).
     Generate {
         #[command(flatten)]
         target: Target,
-        /// Write nothing; exit non-zero when a folder is missing, stale or edited (for CI).
+        /// Write nothing; exit non-zero when a folder is missing, stale or edited, or the
+        /// ignored-column shim is not as generate leaves it (for CI).
         #[arg(long)]
         check: bool,
     },
@@ -239,16 +242,23 @@ pub struct Outcome {
     pub up_to_date: usize,
     pub missing: Vec<String>,
     pub problems: Vec<String>,
+    /// Files of the ignored-column shim (`schema.rs`, zmig's schema patch, `diesel.toml`) that
+    /// were written or removed.
+    pub shim_written: Vec<PathBuf>,
+    /// Shim files that are not as `generate` leaves them (what `--check` reports; emptied by a
+    /// write).
+    pub shim_pending: Vec<PathBuf>,
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty() && self.missing.is_empty()
+        self.problems.is_empty() && self.missing.is_empty() && self.shim_pending.is_empty()
     }
 }
 
-/// Compares every planned folder with the disk; writes the missing ones unless `check` or any
-/// folder is stale or edited (then it writes nothing).
+/// Compares every planned folder and the ignored-column shim ([`shim`]) with the disk; writes the
+/// missing folders and the shim's files unless `check` or any folder is stale or edited, or the
+/// shim cannot be built (then it writes nothing).
 pub fn generate(
     projects: &[Project],
     check: bool,
@@ -257,6 +267,7 @@ pub fn generate(
 ) -> Result<Outcome> {
     let mut outcome = Outcome::default();
     let mut to_write = Vec::new();
+    let mut shim_changes = Vec::new();
     for project in projects {
         for model in &project.extracts {
             let ahead = migrations::folders_past_stage(&project.migrations_dir, &model.extract)
@@ -309,6 +320,18 @@ pub fn generate(
                 }
             }
         }
+        match shim::plan(project) {
+            Ok(plan) => {
+                for note in &plan.notes {
+                    writeln!(out, "warning: {note}")?;
+                }
+                outcome
+                    .shim_pending
+                    .extend(plan.changes.iter().map(|c| c.path.clone()));
+                shim_changes.extend(plan.changes);
+            }
+            Err(problems) => outcome.problems.extend(problems),
+        }
     }
     for problem in &outcome.problems {
         writeln!(out, "error: {problem}")?;
@@ -318,6 +341,19 @@ pub fn generate(
             writeln!(
                 out,
                 "error: missing migration folder `*_{missing}`: run `cargo xtask zmig generate`"
+            )?;
+        }
+        for change in &shim_changes {
+            let state = if change.contents.is_some() {
+                "is not up to date"
+            } else {
+                "should be gone"
+            };
+            writeln!(
+                out,
+                "error: {} {state} ({}): run `cargo xtask zmig generate`",
+                display_path(&change.path),
+                change.what
             )?;
         }
         if outcome.ok() {
@@ -346,7 +382,26 @@ pub fn generate(
         outcome.written.push(path);
     }
     outcome.missing.clear();
-    if outcome.written.is_empty() {
+    // The shim after the folders: schema.rs may only leave the columns out once write_new's
+    // folder is there to make them nullable.
+    for change in &shim_changes {
+        shim::apply(std::slice::from_ref(change))
+            .with_context(|| format!("writing {}", display_path(&change.path)))?;
+        let verb = if change.contents.is_some() {
+            "wrote"
+        } else {
+            "removed"
+        };
+        writeln!(
+            out,
+            "{verb} {} ({})",
+            display_path(&change.path),
+            change.what
+        )?;
+        outcome.shim_written.push(change.path.clone());
+    }
+    outcome.shim_pending.clear();
+    if outcome.written.is_empty() && outcome.shim_written.is_empty() {
         writeln!(
             out,
             "{} migration folders up to date; nothing to write",

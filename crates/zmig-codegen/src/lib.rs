@@ -9,5 +9,7 @@ pub mod plan;
 #[cfg(feature = "cli")]
 pub mod project;
 pub mod schema;
+#[cfg(feature = "cli")]
+pub mod shim;
 pub mod spec;
 pub mod sql;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::migrations::{self, PlannedFolder, OWNER_SNAPSHOT};
 use crate::plan::{resolve_extract, Extract, SourceRef};
-use crate::schema::{parse_schema, Schema};
+use crate::schema::{parse_schema, Schema, Table};
 use crate::spec::{parse_model_attrs, MigrationSpec, ModelSpec};
 
 /// An error in one of the crate's files, with its place.
@@ -84,6 +84,9 @@ pub struct ResolvedModel {
     pub extract: Extract,
     /// The owner table as recorded for this migration (see [`OWNER_SNAPSHOT`]).
     pub owner_snapshot: String,
+    /// The owner's `table!` from that record: its columns with their types and attributes, the
+    /// moved ones included after `schema.rs` has left them out (see [`crate::shim`]).
+    pub owner: Table,
 }
 
 impl ResolvedModel {
@@ -221,9 +224,14 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
                     let owner_snapshot = serde_json::to_string_pretty(&snapshot)
                         .expect("a schema serializes")
                         + "\n";
+                    // Resolution found the owner in the record, so it is there.
+                    let Some(owner) = snapshot.table(model.spec.table()).cloned() else {
+                        continue;
+                    };
                     extracts.push(ResolvedModel {
                         extract,
                         owner_snapshot,
+                        owner,
                     });
                 }
                 Err(error) => errors.extend(from_syn(&model.file, error)),
