@@ -41,3 +41,11 @@ fn renames_widening_and_moved_primary_key() {
 fn identifiers_that_need_quoting() {
     insta::assert_snapshot!(snapshot_of(&fixtures::weird("sql_weird"), "weird"));
 }
+
+#[test]
+fn app_sync_mode() {
+    insta::assert_snapshot!(snapshot_of(
+        &fixtures::caterers_app("sql_app"),
+        "caterers_app"
+    ));
+}

@@ -89,3 +89,12 @@ pub fn weird(label: &str) -> FixtureCrate {
         "DROP TABLE \"Order Items\";\n",
     )
 }
+
+/// The caterers extract with `sync = app`: the generated wrappers sync instead of triggers.
+pub const CATERERS_APP: &str =
+    "#[zmig(extract(into = addresses, columns(street1, street2, city, state, zip), \
+     sync = app, name = caterers_addresses_app), stage = \"contract\")]";
+
+pub fn caterers_app(label: &str) -> FixtureCrate {
+    FixtureCrate::caterers(label, CATERERS_APP)
+}

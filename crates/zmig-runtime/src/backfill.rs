@@ -77,6 +77,8 @@ pub struct BackfillReport {
     pub finished: bool,
     /// Ranges not done that other workers hold (or that this call left when stopped).
     pub ranges_left: i64,
+    /// Times a worker paused because the database was under strain.
+    pub backoffs: u64,
 }
 
 /// Runs (or resumes) the backfill of `migration` against `database_url`.
@@ -154,6 +156,7 @@ pub fn backfill(
         batches: counters.batches,
         finished,
         ranges_left: totals.ranges - totals.ranges_done,
+        backoffs: counters.backoffs,
     })
 }
 
@@ -219,11 +222,13 @@ fn check_dual_write_in_place(
     }
     let present: Present = diesel::sql_query(
         "SELECT (SELECT count(*) FROM pg_proc WHERE proname IN ($1, $2)) = 2 AS functions,
-                EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $3) AS trigger",
+                (EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $3)
+                 OR EXISTS (SELECT 1 FROM pg_proc WHERE proname = $4)) AS trigger",
     )
     .bind::<Text, _>(&functions.backfill)
     .bind::<Text, _>(&functions.key_range)
     .bind::<Text, _>(format!("zmig_{migration}_to_new_ins"))
+    .bind::<Text, _>(&functions.sync_owner)
     .get_result(conn)?;
     if present.functions && present.trigger {
         return Ok(());
@@ -301,6 +306,7 @@ struct Counters {
     batches: u64,
     paused: bool,
     backing_off: bool,
+    backoffs: u64,
 }
 
 /// A range this worker holds the advisory lock of.
@@ -335,7 +341,6 @@ fn run_worker(
     let mut batch_size = options
         .batch_size
         .clamp(options.min_batch_size, options.max_batch_size);
-    let mut backoff = Duration::ZERO;
     loop {
         if shared.stop.load(Ordering::SeqCst) || shared.failed.load(Ordering::SeqCst) {
             return Ok(());
@@ -355,7 +360,10 @@ fn run_worker(
                     // Let the range go; the outer loop waits for the resume.
                     return Ok(());
                 }
-                backoff = back_off_under_strain(&mut conn, options, shared, backoff)?;
+                back_off_under_strain(&mut conn, options, shared)?;
+                if shared.stop.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
                 let started = Instant::now();
                 let batch = run_batch(
                     &mut conn,
@@ -513,34 +521,53 @@ fn adapt(size: i32, elapsed: Duration, options: &BackfillOptions) -> i32 {
     ((f64::from(size) * factor) as i32).clamp(options.min_batch_size, options.max_batch_size)
 }
 
-/// Sleeps while the database shows strain; returns the back-off to use next time.
+/// Signs that the database is under strain, as the backfill reads them before each batch.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct Strain {
+    /// Sessions of this database waiting more than half a second for a lock.
+    #[diesel(sql_type = BigInt)]
+    pub lock_waiters: i64,
+    /// The largest replay lag of any replica, in seconds (0 without replicas, or without the
+    /// right to see them).
+    #[diesel(sql_type = Double)]
+    pub replication_lag_seconds: f64,
+}
+
+/// Reads the current [`Strain`].
+pub fn database_strain(conn: &mut PgConnection) -> Result<Strain> {
+    Ok(diesel::sql_query(
+        "SELECT (SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+                 WHERE NOT l.granted AND a.datname = current_database()
+                   AND l.waitstart < clock_timestamp() - interval '500 milliseconds')::bigint AS lock_waiters,
+                (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication)::float8
+                    AS replication_lag_seconds",
+    )
+    .get_result(conn)?)
+}
+
+/// Waits, with a growing sleep (100 ms doubling up to 5 s), for as long as the database shows
+/// strain, or until the backfill is stopped.
 fn back_off_under_strain(
     conn: &mut PgConnection,
     options: &BackfillOptions,
     shared: &Shared,
-    backoff: Duration,
-) -> Result<Duration> {
-    #[derive(QueryableByName)]
-    struct Strain {
-        #[diesel(sql_type = BigInt)]
-        waiters: i64,
-        #[diesel(sql_type = Double)]
-        lag: f64,
+) -> Result<()> {
+    let mut sleep = Duration::from_millis(100);
+    loop {
+        let strain = database_strain(conn)?;
+        let strained = strain.lock_waiters > options.max_lock_waiters
+            || strain.replication_lag_seconds > options.max_replication_lag.as_secs_f64();
+        {
+            let mut counters = shared.counters.lock().expect("counters");
+            counters.backing_off = strained;
+            counters.backoffs += u64::from(strained);
+        }
+        if !strained || shared.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        std::thread::sleep(sleep);
+        sleep = (sleep * 2).min(Duration::from_secs(5));
     }
-    let strain: Strain = diesel::sql_query(
-        "SELECT (SELECT count(*) FROM pg_locks WHERE NOT granted AND waitstart < now() - interval '500 milliseconds')::bigint AS waiters,
-                (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication)::float8 AS lag",
-    )
-    .get_result(conn)?;
-    let strained = strain.waiters > options.max_lock_waiters
-        || strain.lag > options.max_replication_lag.as_secs_f64();
-    shared.counters.lock().expect("counters").backing_off = strained;
-    if !strained {
-        return Ok(Duration::ZERO);
-    }
-    let next = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    std::thread::sleep(next);
-    Ok(next)
 }
 
 fn hostname() -> String {

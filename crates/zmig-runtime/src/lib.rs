@@ -27,10 +27,30 @@ pub mod cli;
 pub mod migrate;
 mod model;
 mod progress;
+pub mod sql_type;
 mod store;
 pub mod verify;
 
 pub use model::{ExtractInfo, Migration, Stage, ZmigModel};
+pub use sql_type::RustType;
+
+/// `sync = app`: brings the new row of one owner in step, in the caller's transaction. The
+/// wrappers `#[derive(Zmig)]` generates call it after every write of an owner.
+pub fn sync_owner(
+    conn: &mut diesel::pg::PgConnection,
+    migration: &str,
+    owner_key: i64,
+) -> diesel::QueryResult<()> {
+    use diesel::RunQueryDsl;
+    debug_assert!(check_migration_name(migration).is_ok());
+    diesel::sql_query(format!(
+        "SELECT \"{}\"($1)",
+        Functions::of(migration).sync_owner
+    ))
+    .bind::<diesel::sql_types::BigInt, _>(owner_key)
+    .execute(conn)
+    .map(|_| ())
+}
 #[cfg(feature = "derive")]
 pub use zmig_derive::Zmig;
 
@@ -55,6 +75,7 @@ pub(crate) struct Functions {
     pub backfill: String,
     pub diff: String,
     pub key_range: String,
+    pub sync_owner: String,
 }
 
 impl Functions {
@@ -63,6 +84,7 @@ impl Functions {
             backfill: format!("zmig_{migration}_backfill"),
             diff: format!("zmig_{migration}_diff"),
             key_range: format!("zmig_{migration}_key_range"),
+            sync_owner: format!("zmig_{migration}_sync_owner"),
         }
     }
 }

@@ -149,8 +149,10 @@ pub fn last_verification(
         finished_at: String,
     }
     let last: Option<Last> = diesel::sql_query(
-        "SELECT differing, to_char(finished_at, 'YYYY-MM-DD HH24:MI:SS TZ') AS finished_at
-         FROM zmig_verifications WHERE migration = $1 ORDER BY finished_at DESC LIMIT 1",
+        // Ordered by the timestamp itself: ordering by the text (to the second) could pick
+        // the wrong one of two verifications a few milliseconds apart.
+        "SELECT v.differing, to_char(v.finished_at, 'YYYY-MM-DD HH24:MI:SS TZ') AS finished_at
+         FROM zmig_verifications AS v WHERE v.migration = $1 ORDER BY v.finished_at DESC LIMIT 1",
     )
     .bind::<Text, _>(migration)
     .get_result(conn)

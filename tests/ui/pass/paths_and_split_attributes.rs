@@ -19,7 +19,7 @@ mod schema {
 #[derive(Queryable, Selectable, Zmig)]
 #[diesel(table_name = crate::schema::caterers, primary_key(code))]
 #[zmig(extract(into = "Addresses", columns(street1, r#type as kind, city)))]
-#[zmig(stage = "contract")]
+#[zmig(stage = "backfill")]
 #[allow(dead_code)]
 struct Caterer {
     code: String,
@@ -38,5 +38,5 @@ fn main() {
         info.columns,
         &[("street1", "street1"), ("type", "kind"), ("city", "city")]
     );
-    assert_eq!(info.stage, Stage::Contract);
+    assert_eq!(info.stage, Stage::Backfill);
 }

@@ -1,8 +1,10 @@
 //! The Rust that `#[derive(Zmig)]` expands to. The proc-macro crate only forwards to
 //! [`derive_zmig`], so expansion can be unit-tested and shares the parser with the xtask.
 
+mod rust_side;
+
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned, ToTokens};
 
 use crate::spec::{self, MigrationSpec, ModelSpec, Stage};
 
@@ -25,29 +27,47 @@ fn expand(input: &syn::DeriveInput, model: &ModelSpec) -> TokenStream {
     let name = model.migration_name();
     let owner = model.table();
     let new_table = &extract.into.value;
-    let stage = stage_tokens(model.stage.value);
+    let stage_value = model.stage.value;
+    let stage = stage_tokens(stage_value);
     let pairs = extract.columns.iter().map(|c| {
         let source = &c.source.value;
         let target = c.target();
         quote!((#source, #target))
     });
 
-    // Each moved column must exist in the Diesel table: referencing it makes rustc say so, at the
-    // column the user wrote, exactly as a typo in a Diesel query would.
-    let table_path: syn::Path = syn::parse_str(&model.table_path.value.join("::"))
-        .unwrap_or_else(|_| syn::parse_quote!(self));
-    let column_checks = extract.columns.iter().map(|c| {
-        let column = format_ident!("{}", c.source.value, span = c.source.span);
-        let column = if syn::parse_str::<syn::Ident>(&c.source.value).is_ok() {
-            column
-        } else {
-            format_ident!("r#{}", c.source.value, span = c.source.span)
-        };
-        let table_path = respan(&table_path, c.source.span);
-        quote_spanned!(c.source.span=> let _ = #table_path::#column;)
+    let mut errors = crate::spec::Ctxt::new();
+    if stage_value >= Stage::WriteNew {
+        check_owner_stopped_writing(&mut errors, input, extract, stage_value);
+    }
+    // With the model itself wrong for its stage, generated code would only add follow-up errors.
+    let rust_side = match rust_side::RustSide::new(input, model, extract) {
+        Ok(_) if errors.has_errors() => TokenStream::new(),
+        Ok(side) => side.expand(),
+        Err(error) => error.to_compile_error(),
+    };
+
+    // Until write_new, each moved column must exist in the owner's `table!`: referencing it
+    // makes rustc say so, at the column the user wrote, as a typo in a Diesel query would. From
+    // write_new on the shim removes them from `table!`, and the row struct checks the new table.
+    let column_checks = (stage_value < Stage::WriteNew).then(|| {
+        let table_path = table_path(model);
+        let checks = extract.columns.iter().map(|c| {
+            let column = ident_for(&c.source.value, c.source.span);
+            let table_path = respan(&table_path, c.source.span);
+            quote_spanned!(c.source.span=> let _ = #table_path::#column;)
+        });
+        quote! {
+            #[allow(dead_code, clippy::let_underscore_untyped)]
+            fn __zmig_moved_columns_exist() {
+                #(#checks)*
+            }
+        }
     });
+    let errors = errors.check().err().map(|e| e.to_compile_error());
 
     quote! {
+        #errors
+        #rust_side
         const _: () = {
             #[automatically_derived]
             impl #impl_generics ::zmig_runtime::ZmigModel for #ident #ty_generics #where_clause {
@@ -59,12 +79,100 @@ fn expand(input: &syn::DeriveInput, model: &ModelSpec) -> TokenStream {
                     stage: #stage,
                 });
             }
-
-            #[allow(dead_code, clippy::let_underscore_untyped)]
-            fn __zmig_moved_columns_exist() {
-                #(#column_checks)*
-            }
+            #column_checks
         };
+    }
+}
+
+/// From write_new on, the application stops writing the old columns: the owner model must not
+/// carry them any more (the shim removes them from `table!`, and contract drops them).
+fn check_owner_stopped_writing(
+    cx: &mut crate::spec::Ctxt,
+    input: &syn::DeriveInput,
+    extract: &crate::spec::ExtractSpec,
+    stage: Stage,
+) {
+    let syn::Data::Struct(data) = &input.data else {
+        return;
+    };
+    for field in &data.fields {
+        let Some(column) = field_column(field) else {
+            continue;
+        };
+        if let Some(moved) = extract.columns.iter().find(|c| c.source.value == column) {
+            cx.error_spanned_by(
+                field.ident.as_ref().map(|i| i.to_token_stream()).unwrap_or_else(|| field.ty.to_token_stream()),
+                format!(
+                    "at stage `{stage}` `{}` no longer reads or writes the old column `{column}`: it lives in `{}` now\n\
+                     help: remove this field and use the generated `{}` (`{}` there)",
+                    input.ident,
+                    extract.into.value,
+                    extract.model_name(),
+                    moved.target(),
+                ),
+            );
+        }
+    }
+}
+
+/// The column a field maps to: `#[diesel(column_name = …)]` or its own name.
+fn field_column(field: &syn::Field) -> Option<String> {
+    let mut column = field
+        .ident
+        .as_ref()
+        .map(|i| syn::ext::IdentExt::unraw(i).to_string());
+    for attr in field.attrs.iter().filter(|a| a.path().is_ident("diesel")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("column_name") {
+                let value: syn::Ident = meta
+                    .value()
+                    .and_then(|v| syn::ext::IdentExt::parse_any(v))?;
+                column = Some(syn::ext::IdentExt::unraw(&value).to_string());
+            } else if meta.input.peek(syn::Token![=]) {
+                let _: syn::Expr = meta.value()?.parse()?;
+            } else if meta.input.peek(syn::token::Paren) {
+                let content;
+                syn::parenthesized!(content in meta.input);
+                let _: TokenStream = content.parse()?;
+            }
+            Ok(())
+        });
+    }
+    column
+}
+
+/// The owner's `table!` path as written in `table_name`.
+fn table_path(model: &ModelSpec) -> syn::Path {
+    let segments = model.table_path.value.iter().map(|s| match s.as_str() {
+        // Path keywords are identifiers in a path, and can never be raw.
+        "crate" | "self" | "super" => syn::Ident::new(s, model.table_path.span),
+        _ => ident_for(s, model.table_path.span),
+    });
+    syn::parse_quote!(#(#segments)::*)
+}
+
+/// `name` as an identifier, raw when it is a keyword (`r#type`). Only for names that are
+/// identifiers already (parsed as such from the attribute or `table!`).
+fn ident_for(name: &str, span: proc_macro2::Span) -> syn::Ident {
+    rust_ident(name, span).unwrap_or_else(|| syn::Ident::new("__zmig_not_an_identifier", span))
+}
+
+/// `name` as a Rust identifier, raw for keywords; `None` when it cannot be one ("SKU Code").
+pub(crate) fn rust_ident(name: &str, span: proc_macro2::Span) -> Option<syn::Ident> {
+    let shaped = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if !shaped || name == "_" {
+        return None;
+    }
+    if syn::parse_str::<syn::Ident>(name).is_ok() {
+        Some(syn::Ident::new(name, span))
+    } else if ["self", "Self", "super", "crate"].contains(&name) {
+        None
+    } else {
+        Some(syn::Ident::new_raw(name, span))
     }
 }
 
@@ -104,6 +212,30 @@ mod tests {
             #[zmig(extract(into = addresses, columns(street1, r#type as kind, zip: Int8)), stage = "dual_write")]
             pub struct Caterer {
                 pub id: i32,
+            }
+        }));
+    }
+
+    #[test]
+    fn expands_readers_and_writers_at_write_new() {
+        insta::assert_snapshot!(expand_pretty(quote! {
+            #[diesel(table_name = crate::schema::caterers)]
+            #[zmig(extract(into = addresses, columns(street1, zip)), stage = "write_new")]
+            pub struct Caterer {
+                pub id: i32,
+                pub name: String,
+            }
+        }));
+    }
+
+    #[test]
+    fn expands_app_mode_wrappers_at_dual_write() {
+        insta::assert_snapshot!(expand_pretty(quote! {
+            #[diesel(table_name = caterers)]
+            #[zmig(extract(into = addresses, columns(street1), sync = app, model = PostalAddress), stage = "dual_write")]
+            pub(crate) struct Caterer {
+                pub id: i32,
+                pub street1: String,
             }
         }));
     }

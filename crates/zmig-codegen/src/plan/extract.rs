@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{SourceRef, TableName};
 use crate::schema::{self, pg_type_for, Column, Schema, SqlType, Table};
-use crate::spec::{default_key_column, ExtractSpec, ModelSpec, Spanned, Stage};
+use crate::spec::{default_key_column, ExtractSpec, ModelSpec, Spanned, Stage, SyncMode};
 use crate::sql::filter::Filter;
 
 /// An extract, resolved: what the SQL emitter and the plan printer work from.
@@ -29,6 +29,8 @@ pub struct Extract {
     /// `created_at` / `updated_at` that the owner has and the new table mirrors.
     pub timestamps: Vec<Timestamp>,
     pub filter: Option<ExtractFilter>,
+    /// Who keeps the new table in step from dual_write on.
+    pub sync: SyncMode,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,6 +263,7 @@ pub fn resolve_extract(
         columns,
         timestamps,
         filter,
+        sync: extract.sync_mode(),
     })
 }
 

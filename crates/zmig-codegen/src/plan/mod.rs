@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::spec::Stage;
+use crate::spec::{Stage, SyncMode};
 
 /// Where a model's attribute was found: named in generated headers and error messages.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -82,6 +82,11 @@ pub fn extract_phases(extract: &Extract) -> Vec<Phase> {
                     Ships::Migration,
                     format!("create table {new} with a foreign key and unique owner key to {owner}; the application is unchanged"),
                     "the migration is applied everywhere".to_owned(),
+                ),
+                Stage::DualWrite if extract.sync == SyncMode::App => (
+                    Ships::MigrationAndCode,
+                    format!("a sync function, then code whose every write of {owner} goes through the generated wrappers, which sync ({moved}) into {new} in the same transaction"),
+                    "every running instance writes through the wrappers before any backfill starts, or rows changed during the backfill would be lost".to_owned(),
                 ),
                 Stage::DualWrite => (
                     Ships::Migration,

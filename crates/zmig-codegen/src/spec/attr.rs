@@ -13,16 +13,28 @@ use syn::spanned::Spanned as _;
 use syn::{Attribute, DeriveInput, Ident, LitStr, Token};
 
 use super::valid;
-use super::{Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, Spanned, Stage};
+use super::{
+    Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, Spanned, Stage, SyncMode,
+};
 
 /// The whole attribute, as a user would copy it.
 pub(crate) const ZMIG_FORMAT: &str =
     "#[zmig(extract(into = addresses, columns(street1, city)), stage = \"expand\")]";
 /// `extract(...)` with every key, required ones first.
 const EXTRACT_FORMAT: &str = "extract(into = addresses, columns(street1, gh_login as login, visits: Int8), \
-     key = caterer_id, primary_key = id, filter = \"street1 IS NOT NULL\", name = caterers_addresses)";
+     key = caterer_id, primary_key = id, filter = \"street1 IS NOT NULL\", name = caterers_addresses, \
+     sync = trigger, model = Address)";
 const COLUMNS_FORMAT: &str = "columns(street1, gh_login as login, visits: Int8)";
-const EXTRACT_KEYS: [&str; 6] = ["into", "columns", "key", "primary_key", "filter", "name"];
+const EXTRACT_KEYS: [&str; 8] = [
+    "into",
+    "columns",
+    "key",
+    "primary_key",
+    "filter",
+    "name",
+    "sync",
+    "model",
+];
 
 /// Parses and validates the attributes of a struct deriving `Zmig`.
 pub fn parse_model(input: &DeriveInput) -> Result<ModelSpec, syn::Error> {
@@ -273,6 +285,8 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
     let mut primary_key = None;
     let mut columns: Option<Vec<MovedColumnSpec>> = None;
     let mut filter = None;
+    let mut sync: Option<Spanned<SyncMode>> = None;
+    let mut model = None;
     let mut broken = false;
     let extract_path = meta.path.clone();
     let help = format!("help: the correct format looks like `{EXTRACT_FORMAT}`");
@@ -290,6 +304,9 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
         } else if inner.path.is_ident("primary_key") {
             // primary_key = id | caterer_id | <moved column>
             Some(&mut primary_key)
+        } else if inner.path.is_ident("model") {
+            // model = Address
+            Some(&mut model)
         } else {
             None
         };
@@ -325,6 +342,26 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
                     let _: TokenStream = content.parse()?;
                     broken = true;
                 }
+            }
+        // sync = trigger | app
+        } else if inner.path.is_ident("sync") {
+            let value = parse_name_value(&inner)?;
+            let mode = match value.value.as_str() {
+                "trigger" => Some(SyncMode::Trigger),
+                "app" => Some(SyncMode::App),
+                _ => None,
+            };
+            match mode {
+                None => cx.error_at(
+                    value.span,
+                    format!(
+                        "unknown sync mode `{}`; expected `trigger` (the default: database triggers keep the new table in step) \
+                         or `app` (generated wrappers do, in the application's transactions)\nhelp: `sync = trigger` or `sync = app`",
+                        value.value
+                    ),
+                ),
+                Some(_) if sync.is_some() => cx.error_spanned_by(&inner.path, "duplicate `sync`"),
+                Some(mode) => sync = Some(Spanned::new(mode, value.span)),
             }
         // filter = "street1 IS NOT NULL"
         } else if inner.path.is_ident("filter") {
@@ -371,6 +408,8 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
             primary_key,
             columns,
             filter,
+            sync,
+            model,
         })),
         _ => Ok(None),
     }

@@ -89,6 +89,53 @@ pub struct ExtractSpec {
     pub columns: Vec<MovedColumnSpec>,
     /// `filter = "street1 IS NOT NULL"`: only owners matching it get a row in the new table.
     pub filter: Option<Spanned<String>>,
+    /// `sync = trigger | app`: who keeps the new table in step from dual_write on.
+    pub sync: Option<Spanned<SyncMode>>,
+    /// `model = Address`: the generated struct for a row of the new table.
+    pub model: Option<Spanned<String>>,
+}
+
+/// Who keeps the new table in step with the owner from dual_write on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Triggers on the owner table, in the writer's transaction: every write is synced,
+    /// whichever code makes it.
+    Trigger,
+    /// Wrappers the derive generates call the migration's sync function in the application's
+    /// transaction; writes that bypass them are not synced.
+    App,
+}
+
+impl ExtractSpec {
+    pub fn sync_mode(&self) -> SyncMode {
+        self.sync
+            .as_ref()
+            .map(|s| s.value)
+            .unwrap_or(SyncMode::Trigger)
+    }
+
+    /// The generated row struct's name: `model = …`, or the new table's singular in PascalCase.
+    pub fn model_name(&self) -> String {
+        match &self.model {
+            Some(model) => model.value.clone(),
+            None => pascal_case(&valid::singular(&self.into.value)),
+        }
+    }
+}
+
+/// `street_addresses` → `StreetAddresses`.
+pub fn pascal_case(name: &str) -> String {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut chars = w.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// One entry of `columns(…)`.
@@ -200,6 +247,9 @@ impl ExtractSpec {
         }
         if let Some(n) = &self.name {
             parts.push(format!("name = {}", name(&n.value)));
+        }
+        if self.sync_mode() == SyncMode::App {
+            parts.push("sync = app".to_owned());
         }
         format!("extract({})", parts.join(", "))
     }

@@ -51,6 +51,8 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
             values.push(format!("b.{}", q(&t.name)));
         } else {
             values.push("now()".to_owned());
+            // As the triggers do: a row changed by the backfill is a row changed now.
+            updates.push(format!("{0} = EXCLUDED.{0}", q(&t.name)));
         }
     }
     out.comment(&format!(

@@ -10,10 +10,10 @@ mod backfill;
 mod sync;
 
 use self::backfill::{backfill_functions, drop_backfill_functions, verified_gate};
-use self::sync::{drop_forward_sync, drop_reverse_sync, forward_sync, reverse_sync};
+use self::sync::{drop_owner_sync, drop_reverse_sync, owner_sync, reverse_sync};
 use super::{object_name, quote_ident as q, quote_literal, PhaseSql, Script};
 use crate::plan::{Extract, NewPrimaryKey};
-use crate::spec::Stage;
+use crate::spec::{Stage, SyncMode};
 
 /// The SQL of `stage`, or `None` for phases that ship no migration (backfill, read_new).
 pub fn phase_sql(extract: &Extract, stage: Stage) -> Option<PhaseSql> {
@@ -38,6 +38,7 @@ pub(crate) struct Names {
     backfill_fn: String,
     diff_fn: String,
     key_range_fn: String,
+    sync_owner_fn: String,
 }
 
 impl Names {
@@ -53,6 +54,7 @@ impl Names {
             backfill_fn: backfill_function_name(&extract.name),
             diff_fn: diff_function_name(&extract.name),
             key_range_fn: key_range_function_name(&extract.name),
+            sync_owner_fn: sync_owner_function_name(&extract.name),
         }
     }
 }
@@ -66,6 +68,11 @@ pub fn backfill_function_name(migration: &str) -> String {
 /// The function that says which owner keys the backfill walks.
 pub fn key_range_function_name(migration: &str) -> String {
     format!("zmig_{migration}_key_range")
+}
+
+/// The function the derive's `sync = app` wrappers call after each write of an owner.
+pub fn sync_owner_function_name(migration: &str) -> String {
+    format!("zmig_{migration}_sync_owner")
 }
 
 /// The function `verify` calls for each chunk of keys.
@@ -206,16 +213,22 @@ fn expand(x: &Extract) -> PhaseSql {
 fn dual_write(x: &Extract, n: &Names) -> PhaseSql {
     let owner = x.owner.sql();
     let mut up = Script::new();
-    up.comment(&lock_timeout_comment(&owner));
+    match x.sync {
+        SyncMode::Trigger => up.comment(&lock_timeout_comment(&owner)),
+        SyncMode::App => up.comment(
+            "This migration only creates functions: it locks no table. The usual short timeouts stay, \
+             so that nothing here can ever wait behind traffic.",
+        ),
+    }
     up.statement(LOCK_TIMEOUT);
-    forward_sync(x, n, false, &mut up);
+    owner_sync(x, n, false, &mut up);
     backfill_functions(x, n, false, &mut up);
 
     let mut down = Script::new();
     down.comment(&lock_timeout_comment(&owner));
     down.statement(LOCK_TIMEOUT);
     down.comment("Stops the sync; the rows already copied stay until expand is reverted.");
-    for statement in drop_forward_sync(x, n)
+    for statement in drop_owner_sync(x, n)
         .into_iter()
         .chain(drop_backfill_functions(n))
     {
@@ -345,7 +358,7 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
     up.comment("The sync ends: every instance reads and writes the new table since write_new.");
     for statement in drop_reverse_sync(x, n)
         .into_iter()
-        .chain(drop_forward_sync(x, n))
+        .chain(drop_owner_sync(x, n))
         .chain(drop_backfill_functions(n))
     {
         up.statement(&statement);
@@ -396,7 +409,7 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         "ALTER TABLE {owner}\n    {};",
         adds.join(",\n    ")
     ));
-    forward_sync(x, n, true, &mut down);
+    owner_sync(x, n, true, &mut down);
     backfill_functions(x, n, true, &mut down);
     reverse_sync(x, n, &mut down);
     down.commit();

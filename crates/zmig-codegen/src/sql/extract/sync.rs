@@ -3,6 +3,7 @@
 
 use super::Names;
 use crate::plan::Extract;
+use crate::spec::SyncMode;
 use crate::sql::{quote_ident as q, quote_literal, Script};
 
 /// `(NEW."a", NEW."b")`: a row constructor over `columns` read from `row`.
@@ -47,17 +48,34 @@ fn set_syncing(x: &Extract) -> String {
 
 const CLEAR_SYNCING: &str = "PERFORM set_config('zmig.syncing', '', true);";
 
-/// The owner → new sync: function and both triggers. `or_replace` for non-transactional scripts,
-/// where a retry must not trip over what a first attempt created.
-pub(super) fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
-    let owner = x.owner.sql();
+/// The owner → new sync, in the mode the attribute asks for.
+pub(super) fn owner_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
+    match x.sync {
+        SyncMode::Trigger => forward_sync(x, n, or_replace, out),
+        SyncMode::App => app_sync(x, n, or_replace, out),
+    }
+}
+
+/// Drops what [`owner_sync`] created.
+pub(super) fn drop_owner_sync(x: &Extract, n: &Names) -> Vec<String> {
+    match x.sync {
+        SyncMode::Trigger => drop_forward_sync(x, n),
+        SyncMode::App => vec![format!(
+            "DROP FUNCTION IF EXISTS {}(bigint);",
+            q(&n.sync_owner_fn)
+        )],
+    }
+}
+
+/// The body shared by the trigger function and the app-mode function: upsert the new row of the
+/// owner row `row` when it carries the moved columns, delete it when it does not.
+fn sync_row(x: &Extract, row: &str) -> String {
     let new = x.new_table.sql();
-    let replace = if or_replace { "OR REPLACE " } else { "" };
     let mut insert_columns = vec![q(&x.key)];
-    let mut values = vec![format!("NEW.{}", q(&x.owner_pk))];
+    let mut values = vec![format!("{row}.{}", q(&x.owner_pk))];
     for c in &x.columns {
         insert_columns.push(q(&c.target));
-        values.push(format!("NEW.{}", q(&c.source)));
+        values.push(format!("{row}.{}", q(&c.source)));
     }
     let mut updates: Vec<String> = x
         .columns
@@ -67,24 +85,17 @@ pub(super) fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut S
     for t in &x.timestamps {
         insert_columns.push(q(&t.name));
         if t.name == "created_at" {
-            values.push(format!("NEW.{}", q(&t.name)));
+            values.push(format!("{row}.{}", q(&t.name)));
         } else {
             values.push("now()".to_owned());
             updates.push(format!("{0} = EXCLUDED.{0}", q(&t.name)));
         }
     }
     let targets: Vec<String> = x.columns.iter().map(|c| c.target.clone()).collect();
-    out.comment(&format!(
-        "Keeps {new} in step with {owner}, in the writer's own transaction: a row that carries the\n\
-         moved columns is upserted, one that stops carrying them (it left the filter) loses its row.\n\
-         Deleting an owner needs nothing here: the foreign key cascades. `zmig.syncing` marks the\n\
-         write so the reverse sync added at write_new does not echo it back."
-    ));
-    out.statement(&format!(
-        "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF {} THEN\n        INSERT INTO {new} AS n ({})\n        VALUES ({})\n        ON CONFLICT ({}) DO UPDATE\n            SET {}\n            WHERE {} IS DISTINCT FROM {};\n    ELSE\n        DELETE FROM {new} WHERE {} = NEW.{};\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
-        q(&n.to_new_fn),
+    format!(
+        "    {}\n    IF {} THEN\n        INSERT INTO {new} AS n ({})\n        VALUES ({})\n        ON CONFLICT ({}) DO UPDATE\n            SET {}\n            WHERE {} IS DISTINCT FROM {};\n    ELSE\n        DELETE FROM {new} WHERE {} = {row}.{};\n    END IF;\n    {CLEAR_SYNCING}",
         set_syncing(x),
-        carries(x, "NEW"),
+        carries(x, row),
         insert_columns.join(", "),
         values.join(", "),
         q(&x.key),
@@ -93,6 +104,46 @@ pub(super) fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut S
         row_of("EXCLUDED", &targets),
         q(&x.key),
         q(&x.owner_pk),
+    )
+}
+
+/// `sync = app`: no triggers; the wrappers the derive generates call this function after each
+/// write of an owner, in the same transaction.
+fn app_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
+    let owner = x.owner.sql();
+    let new = x.new_table.sql();
+    let replace = if or_replace { "OR REPLACE " } else { "" };
+    out.comment(&format!(
+        "`sync = app`: the application keeps {new} in step by calling this function in the same \
+         transaction as each write of an owner (the derive's generated wrappers do). Writes that \
+         bypass the wrappers are not synced. The owner row is read under the lock the write just \
+         took, so the backfill, which locks owners too, never interleaves with it. A deleted owner \
+         needs nothing: the foreign key cascaded."
+    ));
+    out.statement(&format!(
+        "CREATE {replace}FUNCTION {}(owner_key bigint) RETURNS void\nLANGUAGE plpgsql AS $zmig$\nDECLARE\n    o {owner}%ROWTYPE;\nBEGIN\n    SELECT * INTO o FROM {owner} WHERE {} = owner_key;\n    IF NOT FOUND THEN\n        RETURN;\n    END IF;\n{}\nEND\n$zmig$;",
+        q(&n.sync_owner_fn),
+        q(&x.owner_pk),
+        sync_row(x, "o"),
+    ));
+}
+
+/// The owner → new sync: function and both triggers. `or_replace` for non-transactional scripts,
+/// where a retry must not trip over what a first attempt created.
+fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
+    let owner = x.owner.sql();
+    let new = x.new_table.sql();
+    let replace = if or_replace { "OR REPLACE " } else { "" };
+    out.comment(&format!(
+        "Keeps {new} in step with {owner}, in the writer's own transaction: a row that carries the\n\
+         moved columns is upserted, one that stops carrying them (it left the filter) loses its row.\n\
+         Deleting an owner needs nothing here: the foreign key cascades. `zmig.syncing` marks the\n\
+         write so the reverse sync added at write_new does not echo it back."
+    ));
+    out.statement(&format!(
+        "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n{}\n    RETURN NULL;\nEND\n$zmig$;",
+        q(&n.to_new_fn),
+        sync_row(x, "NEW"),
     ));
 
     // What the update trigger watches: the moved columns, what the filter reads, and the key.
@@ -200,7 +251,7 @@ pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
     ));
 }
 
-pub(super) fn drop_forward_sync(x: &Extract, n: &Names) -> Vec<String> {
+fn drop_forward_sync(x: &Extract, n: &Names) -> Vec<String> {
     let owner = x.owner.sql();
     vec![
         format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_insert)),

@@ -1,0 +1,347 @@
+//! The Rust side of an extract, generated per stage: the new table's row struct, readers
+//! (read_new on), writers (write_new on), and the `sync = app` wrappers (dual_write on).
+//!
+//! Field types come from the new table's own `table!` through `zmig_runtime::RustType`, not
+//! from the owner's fields: from write_new on the owner model no longer has those fields.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+
+use super::{rust_ident, table_path};
+use crate::spec::{default_key_column, ExtractSpec, ModelSpec, Stage, SyncMode};
+
+pub(super) struct RustSide<'a> {
+    input: &'a syn::DeriveInput,
+    model: &'a ModelSpec,
+    extract: &'a ExtractSpec,
+    /// The row struct's name (`Address`) and its snake case for method names (`address`).
+    row: syn::Ident,
+    row_snake: String,
+    owner_table: syn::Path,
+    new_table: syn::Path,
+    key: syn::Ident,
+    owner_pk: syn::Ident,
+    /// `(field, column)` of the moved columns in the new table.
+    targets: Vec<syn::Ident>,
+}
+
+impl<'a> RustSide<'a> {
+    /// Fails (with a spanned error) only when the stage needs Rust names that the attribute does
+    /// not give.
+    pub(super) fn new(
+        input: &'a syn::DeriveInput,
+        model: &'a ModelSpec,
+        extract: &'a ExtractSpec,
+    ) -> syn::Result<Self> {
+        let span = Span::call_site();
+        let needed = model.stage.value >= Stage::ReadNew
+            || (extract.sync_mode() == SyncMode::App && model.stage.value >= Stage::DualWrite);
+        let name_error = |what: &str, name: &str, at: Span, help: &str| {
+            syn::Error::new(at, format!("the Rust side generated at this stage needs {what} `{name}` to be a Rust identifier\nhelp: {help}"))
+        };
+        let into = rust_ident(&extract.into.value, extract.into.span);
+        let row_name = extract.model_name();
+        let row = rust_ident(
+            &row_name,
+            extract
+                .model
+                .as_ref()
+                .map(|m| m.span)
+                .unwrap_or(extract.into.span),
+        );
+        let key_name = extract
+            .key
+            .as_ref()
+            .map(|k| k.value.clone())
+            .unwrap_or_else(|| default_key_column(model.table()));
+        let key = rust_ident(
+            &key_name,
+            extract.key.as_ref().map(|k| k.span).unwrap_or(span),
+        );
+        let mut targets = Vec::new();
+        let mut bad_target = None;
+        for c in &extract.columns {
+            let at = c.rename.as_ref().unwrap_or(&c.source).span;
+            match rust_ident(c.target(), at) {
+                Some(ident) => targets.push(ident),
+                None => bad_target = bad_target.or(Some((c.target().to_owned(), at))),
+            }
+        }
+        let owner_pk = model
+            .primary_key
+            .first()
+            .and_then(|pk| rust_ident(&pk.value, pk.span));
+        match (into, row, key, owner_pk, bad_target) {
+            (Some(into), Some(row), Some(key), Some(owner_pk), None) => {
+                let owner_table = table_path(model);
+                let mut new_table = owner_table.clone();
+                if let Some(last) = new_table.segments.last_mut() {
+                    last.ident = into;
+                }
+                Ok(RustSide {
+                    input,
+                    model,
+                    extract,
+                    row_snake: snake_case(&row.to_string()),
+                    row,
+                    owner_table,
+                    new_table,
+                    key,
+                    owner_pk,
+                    targets,
+                })
+            }
+            _ if !needed => Ok(RustSide::none(input, model, extract)),
+            (None, ..) => Err(name_error("the new table", &extract.into.value, extract.into.span, "name the new table with an identifier (`into = item_details`); the database name can keep its case through `#[sql_name]` in `table!`")),
+            (_, None, ..) => Err(name_error("the row struct", &row_name, extract.into.span, "name it with `model = ItemDetail`")),
+            (_, _, None, ..) => Err(name_error("the owner key", &key_name, extract.into.span, "name it with `key = order_id`")),
+            (_, _, _, None, _) => Err(syn::Error::new(model.struct_name.span, "the owner's primary key needs a Rust name")),
+            (_, _, _, _, Some((name, at))) => Err(name_error("the column", &name, at, "rename it to an identifier: `column as new_name`")),
+        }
+    }
+
+    /// A placeholder for stages that generate no Rust side.
+    fn none(input: &'a syn::DeriveInput, model: &'a ModelSpec, extract: &'a ExtractSpec) -> Self {
+        let placeholder = syn::Ident::new("__zmig_none", Span::call_site());
+        RustSide {
+            input,
+            model,
+            extract,
+            row: placeholder.clone(),
+            row_snake: String::new(),
+            owner_table: syn::parse_quote!(self),
+            new_table: syn::parse_quote!(self),
+            key: placeholder.clone(),
+            owner_pk: placeholder,
+            targets: Vec::new(),
+        }
+    }
+
+    pub(super) fn expand(&self) -> TokenStream {
+        let stage = self.model.stage.value;
+        let app = self.extract.sync_mode() == SyncMode::App;
+        if self.row_snake.is_empty() {
+            return TokenStream::new();
+        }
+        let mut out = TokenStream::new();
+        if stage >= Stage::ReadNew || (app && stage >= Stage::DualWrite) {
+            out.extend(self.row_struct());
+        }
+        if stage >= Stage::ReadNew {
+            out.extend(self.readers());
+        }
+        if stage >= Stage::WriteNew {
+            out.extend(self.writers());
+        }
+        if app && stage >= Stage::DualWrite && stage < Stage::Contract {
+            out.extend(self.app_wrappers());
+        }
+        out
+    }
+
+    /// `<<new::column as Expression>::SqlType as RustType>::Rust`: the field type of a column.
+    fn column_type(&self, column: &syn::Ident) -> TokenStream {
+        let new_table = &self.new_table;
+        quote!(<<#new_table::#column as ::diesel::Expression>::SqlType as ::zmig_runtime::RustType>::Rust)
+    }
+
+    fn key_type(&self) -> TokenStream {
+        self.column_type(&self.key)
+    }
+
+    fn row_struct(&self) -> TokenStream {
+        let vis = &self.input.vis;
+        let row = &self.row;
+        let new_table = &self.new_table;
+        let key = &self.key;
+        let key_type = self.key_type();
+        let fields = self.targets.iter().map(|field| {
+            let ty = self.column_type(field);
+            quote!(pub #field: #ty,)
+        });
+        let doc = format!(
+            " A row of `{}`: the columns moved out of `{}` by zmig migration `{}`. Generated by `#[derive(Zmig)]` on `{}`.",
+            self.extract.into.value,
+            self.model.table(),
+            self.model.migration_name(),
+            self.input.ident
+        );
+        let key_doc = format!(" The `{}` row this row belongs to.", self.model.table());
+        quote! {
+            #[doc = #doc]
+            #[derive(Debug, Clone, PartialEq, ::diesel::Queryable, ::diesel::Selectable, ::diesel::Insertable, ::diesel::AsChangeset)]
+            #[diesel(table_name = #new_table)]
+            #[diesel(check_for_backend(::diesel::pg::Pg))]
+            #[diesel(treat_none_as_null = true)]
+            #vis struct #row {
+                #[doc = #key_doc]
+                pub #key: #key_type,
+                #(#fields)*
+            }
+        }
+    }
+
+    fn readers(&self) -> TokenStream {
+        let owner = &self.input.ident;
+        let row = &self.row;
+        let new_table = &self.new_table;
+        let owner_table = &self.owner_table;
+        let key = &self.key;
+        let owner_pk = &self.owner_pk;
+        let key_type = self.key_type();
+        let find_with = format_ident!("find_with_{}", self.row_snake);
+        let with = format_ident!("with_{}", self.row_snake);
+        quote! {
+            #[automatically_derived]
+            impl #row {
+                /// The row of the owner whose key is `owner_key`, if it has one.
+                pub fn find_for(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<Self>> {
+                    use ::diesel::prelude::*;
+                    #new_table::table.filter(#new_table::#key.eq(owner_key)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()).first(conn).optional()
+                }
+
+                /// The rows of these owners (of those that have one), in no particular order.
+                pub fn find_for_many(conn: &mut ::diesel::pg::PgConnection, owner_keys: &[#key_type]) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
+                    use ::diesel::prelude::*;
+                    #new_table::table.filter(#new_table::#key.eq_any(owner_keys)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()).load(conn)
+                }
+            }
+
+            #[automatically_derived]
+            impl #owner {
+                /// The owner whose key is `owner_key` with its row in the new table, read in one query.
+                pub fn #find_with(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<(Self, ::std::option::Option<#row>)>> {
+                    use ::diesel::prelude::*;
+                    #owner_table::table
+                        .left_join(#new_table::table.on(#new_table::#key.eq(#owner_table::#owner_pk)))
+                        .filter(#owner_table::#owner_pk.eq(owner_key))
+                        .select((<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select(), <::std::option::Option<#row> as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()))
+                        .first(conn)
+                        .optional()
+                }
+
+                /// `owners` (loaded by the caller) with their rows in the new table, in the same order.
+                pub fn #with(conn: &mut ::diesel::pg::PgConnection, owners: ::std::vec::Vec<Self>) -> ::diesel::QueryResult<::std::vec::Vec<(Self, ::std::option::Option<#row>)>> {
+                    let keys: ::std::vec::Vec<#key_type> = owners.iter().map(|owner| owner.#owner_pk.clone()).collect();
+                    let mut rows: ::std::collections::HashMap<#key_type, #row> =
+                        #row::find_for_many(conn, &keys)?.into_iter().map(|row| (row.#key.clone(), row)).collect();
+                    Ok(owners.into_iter().map(|owner| { let row = rows.remove(&owner.#owner_pk); (owner, row) }).collect())
+                }
+            }
+        }
+    }
+
+    fn writers(&self) -> TokenStream {
+        let owner = &self.input.ident;
+        let row = &self.row;
+        let new_table = &self.new_table;
+        let key = &self.key;
+        let owner_pk = &self.owner_pk;
+        let key_type = self.key_type();
+        let save_with = format_ident!("save_with_{}", self.row_snake);
+        quote! {
+            #[automatically_derived]
+            impl #row {
+                /// Inserts this row, or replaces the row its owner has.
+                pub fn save(&self, conn: &mut ::diesel::pg::PgConnection) -> ::diesel::QueryResult<Self> {
+                    use ::diesel::prelude::*;
+                    ::diesel::insert_into(#new_table::table)
+                        .values(self)
+                        .on_conflict(#new_table::#key)
+                        .do_update()
+                        .set(self)
+                        .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning())
+                        .get_result(conn)
+                }
+
+                /// Deletes the row of the owner `owner_key`; returns how many rows went (0 or 1).
+                pub fn delete_for(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
+                    use ::diesel::prelude::*;
+                    ::diesel::delete(#new_table::table.filter(#new_table::#key.eq(owner_key))).execute(conn)
+                }
+            }
+
+            #[automatically_derived]
+            impl #owner {
+                /// Writes an owner and then its row in the new table, in one transaction.
+                /// `write_owner` inserts or updates the owner and returns it; `row` builds its new
+                /// row from it (`None`: the owner has none, and any it had is deleted).
+                pub fn #save_with(
+                    conn: &mut ::diesel::pg::PgConnection,
+                    write_owner: impl ::std::ops::FnOnce(&mut ::diesel::pg::PgConnection) -> ::diesel::QueryResult<Self>,
+                    row: impl ::std::ops::FnOnce(&Self) -> ::std::option::Option<#row>,
+                ) -> ::diesel::QueryResult<(Self, ::std::option::Option<#row>)> {
+                    ::diesel::Connection::transaction(conn, |conn| {
+                        let owner = write_owner(conn)?;
+                        let saved = match row(&owner) {
+                            ::std::option::Option::Some(row) => ::std::option::Option::Some(row.save(conn)?),
+                            ::std::option::Option::None => {
+                                #row::delete_for(conn, owner.#owner_pk.clone())?;
+                                ::std::option::Option::None
+                            }
+                        };
+                        ::std::result::Result::Ok((owner, saved))
+                    })
+                }
+            }
+        }
+    }
+
+    fn app_wrappers(&self) -> TokenStream {
+        let owner = &self.input.ident;
+        let owner_table = &self.owner_table;
+        let owner_pk = &self.owner_pk;
+        let key_type = self.key_type();
+        let name = self.model.migration_name();
+        quote! {
+            #[automatically_derived]
+            impl #owner {
+                /// `sync = app`: inserts an owner with `insert` and brings its new row in step, in
+                /// one transaction. Every insert of an owner must go through here.
+                pub fn zmig_insert(
+                    conn: &mut ::diesel::pg::PgConnection,
+                    insert: impl ::std::ops::FnOnce(&mut ::diesel::pg::PgConnection) -> ::diesel::QueryResult<Self>,
+                ) -> ::diesel::QueryResult<Self> {
+                    ::diesel::Connection::transaction(conn, |conn| {
+                        let owner = insert(conn)?;
+                        ::zmig_runtime::sync_owner(conn, #name, i64::from(owner.#owner_pk.clone()))?;
+                        ::std::result::Result::Ok(owner)
+                    })
+                }
+
+                /// `sync = app`: runs `update` on the owner `owner_key` and brings its new row in
+                /// step, in one transaction. Every update of an owner must go through here.
+                pub fn zmig_update<T>(
+                    conn: &mut ::diesel::pg::PgConnection,
+                    owner_key: #key_type,
+                    update: impl ::std::ops::FnOnce(&mut ::diesel::pg::PgConnection) -> ::diesel::QueryResult<T>,
+                ) -> ::diesel::QueryResult<T> {
+                    ::diesel::Connection::transaction(conn, |conn| {
+                        let out = update(conn)?;
+                        ::zmig_runtime::sync_owner(conn, #name, i64::from(owner_key))?;
+                        ::std::result::Result::Ok(out)
+                    })
+                }
+
+                /// `sync = app`: deletes the owner `owner_key`; its new row goes with it (the
+                /// foreign key cascades).
+                pub fn zmig_delete(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
+                    use ::diesel::prelude::*;
+                    ::diesel::delete(#owner_table::table.filter(#owner_table::#owner_pk.eq(owner_key))).execute(conn)
+                }
+            }
+        }
+    }
+}
+
+/// `StreetAddress` → `street_address`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
