@@ -105,6 +105,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Runs the command line `args` (starting with the program name, as `std::env::args`),
+/// writing the report to `out`: what [`main`] does, callable from tests and other tools.
+/// Parse errors (and `--help`) come back as an error carrying clap's text.
+pub fn run_from<I, T>(args: I, out: &mut dyn Write) -> Result<ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    let Top::Zmig(args) = cli.command;
+    run(args.command, out)
+}
+
 fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
     match command {
         Command::Codegen(command) => codegen_cli::run(command, out),

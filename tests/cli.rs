@@ -1,0 +1,166 @@
+//! `cargo xtask zmig …` as users run it, through `zmig_runtime::cli::run_from`: plan, generate
+//! (and --check), backfill, verify and status on a fixture crate and a real database, and the
+//! errors a user meets. (One test in this binary: it sets DATABASE_URL for the process.)
+
+use std::fs;
+use std::path::Path;
+use std::process::ExitCode;
+
+use diesel_migrations::MigrationHarness;
+use zmig_runtime::cli::run_from;
+use zmig_tests::{exec, fixtures, TestDb};
+
+/// Runs `cargo xtask zmig <args>`; returns whether it succeeded and what it printed (or the
+/// error it returned).
+fn zmig(manifest: &Path, args: &[&str]) -> (bool, String) {
+    let mut argv = vec!["cargo xtask", "zmig"];
+    argv.extend_from_slice(args);
+    let manifest = manifest.to_str().unwrap();
+    if !matches!(args.first(), Some(&"help")) {
+        argv.extend(["--manifest-path", manifest]);
+    }
+    let mut out = Vec::new();
+    match run_from(argv, &mut out) {
+        Ok(code) => (code == ExitCode::SUCCESS, String::from_utf8(out).unwrap()),
+        Err(error) => (
+            false,
+            format!("{}error: {error:#}", String::from_utf8(out).unwrap()),
+        ),
+    }
+}
+
+#[test]
+fn the_command_line_walks_an_extract_from_plan_to_verify() {
+    let fixture = fixtures::caterers("cli");
+    // A real crate: cargo metadata must find it and its zmig dependency.
+    let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/zmig-runtime");
+    fs::write(
+        fixture.root.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"cli-fixture\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n\n[dependencies]\nzmig-runtime = {{ path = {:?} }}\n",
+            runtime.canonicalize().unwrap()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        fixture.root.join("src/lib.rs"),
+        "pub mod models;\npub mod schema;\n",
+    )
+    .unwrap();
+    let manifest = fixture.root.join("Cargo.toml");
+
+    let (ok, plan) = zmig(&manifest, &["plan"]);
+    assert!(ok, "{plan}");
+    assert!(plan.contains("caterers_addresses: extract (street1, street2, city, state, zip) from caterers into addresses"), "{plan}");
+    assert!(
+        plan.contains("3. backfill   [shipped] ships: runtime task"),
+        "{plan}"
+    );
+
+    let (ok, check) = zmig(&manifest, &["generate", "--check"]);
+    assert!(!ok && check.contains("missing migration folder"), "{check}");
+    let (ok, generated) = zmig(&manifest, &["generate"]);
+    assert!(
+        ok && generated.matches("wrote ").count() >= 4,
+        "{generated}"
+    );
+    let (ok, check) = zmig(&manifest, &["generate", "--check"]);
+    assert!(ok, "{check}");
+
+    let db = TestDb::new("cli");
+    std::env::set_var("DATABASE_URL", &db.url);
+    let mut conn = db.conn();
+    let pending = conn.pending_migrations(fixture.migrations()).unwrap();
+    conn.run_migration(&*pending[0]).unwrap();
+    exec(
+        &mut conn,
+        "INSERT INTO caterers (name, email, phone, street1, city, zip, state)
+         SELECT 'c' || g, g || '@x', '1', g || ' Main St', 'Boston', '02110', 'MA' FROM generate_series(1, 5000) g",
+    );
+
+    // Before dual_write the backfill refuses, saying what to do.
+    let (ok, refused) = zmig(&manifest, &["backfill", "caterers_addresses"]);
+    assert!(
+        !ok && refused.contains("dual_write migration of `caterers_addresses` is not applied"),
+        "{refused}"
+    );
+    let (ok, unknown) = zmig(&manifest, &["backfill", "caterers_adresses"]);
+    assert!(
+        !ok && unknown.contains("no zmig migration named `caterers_adresses`")
+            && unknown.contains("caterers_addresses"),
+        "{unknown}"
+    );
+
+    conn.run_migration(&*pending[1]).unwrap();
+    conn.run_migration(&*pending[2]).unwrap();
+    let (ok, status) = zmig(&manifest, &["status"]);
+    assert!(ok, "{status}");
+    assert!(status.contains("migration dual_write  applied"), "{status}");
+    assert!(status.contains("migration write_new   pending"), "{status}");
+    assert!(
+        status.contains("backfill              not started"),
+        "{status}"
+    );
+
+    let (ok, backfilled) = zmig(
+        &manifest,
+        &[
+            "backfill",
+            "caterers_addresses",
+            "--workers",
+            "2",
+            "--batch-size",
+            "300",
+        ],
+    );
+    assert!(
+        ok && backfilled.contains("backfill complete"),
+        "{backfilled}"
+    );
+    let (ok, verified) = zmig(&manifest, &["verify", "caterers_addresses"]);
+    assert!(
+        ok && verified.contains("caterers_addresses: 0 rows differing"),
+        "{verified}"
+    );
+
+    exec(
+        &mut conn,
+        "DELETE FROM addresses WHERE caterer_id IN (7, 8)",
+    );
+    let (ok, verified) = zmig(&manifest, &["verify", "caterers_addresses"]);
+    assert!(!ok, "verify exits non-zero when rows differ: {verified}");
+    assert!(
+        verified.contains("2 rows differing")
+            && verified.contains("missing: 2")
+            && verified.contains("7 (missing)"),
+        "{verified}"
+    );
+
+    let (ok, status) = zmig(&manifest, &["status"]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains(
+            "backfill              complete: 100.0% of keys, 5000 owners read, 5000 rows written"
+        ),
+        "{status}"
+    );
+    assert!(
+        status.contains("verify                2 rows differing"),
+        "{status}"
+    );
+
+    let (ok, paused) = zmig(&manifest, &["backfill", "caterers_addresses", "--pause"]);
+    assert!(ok && paused.contains("paused"), "{paused}");
+
+    std::env::remove_var("DATABASE_URL");
+    let (ok, no_url) = zmig(&manifest, &["verify", "caterers_addresses"]);
+    assert!(!ok && no_url.contains("set DATABASE_URL"), "{no_url}");
+    let (ok, bad_flag) = zmig(
+        &manifest,
+        &["backfill", "caterers_addresses", "--workers", "many"],
+    );
+    assert!(
+        !ok && bad_flag.contains("invalid value 'many'"),
+        "{bad_flag}"
+    );
+}
