@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::result::{DatabaseErrorKind, Error};
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 use diesel_migrations::MigrationHarness;
 use rand::rngs::StdRng;
@@ -33,7 +32,9 @@ use zmig_runtime::backfill::{
     backfill, set_paused, status, BackfillOptions, BackfillReport, BackfillStatus, ProgressMode,
 };
 use zmig_runtime::verify::{last_verification, verify, Difference};
-use zmig_tests::{apply_first, count, exec, fixtures, FixtureCrate, TestDb};
+use zmig_tests::{
+    apply_first, count, exec, fixtures, is_retryable, writer_conn, FixtureCrate, TestDb,
+};
 
 /// A transaction retried more often than this is a livelock, not bad luck.
 const MAX_ATTEMPTS: u32 = 200;
@@ -320,27 +321,6 @@ fn offenders(conn: &mut PgConnection, shape: &Shape) -> String {
 // ---------------------------------------------------------------------------------------------
 
 type Events = Vec<&'static str>;
-
-/// A connection for one writer thread (see extract_concurrent.rs: deadlocks are found in
-/// milliseconds and reported in English, so they can be recognised and retried).
-fn writer_conn(url: &str) -> PgConnection {
-    let mut conn = PgConnection::establish(url).unwrap();
-    let _ = diesel::sql_query("SET deadlock_timeout = '10ms'").execute(&mut conn);
-    let _ = diesel::sql_query("SET lc_messages = 'C'").execute(&mut conn);
-    conn
-}
-
-fn is_retryable(e: &Error) -> Option<&'static str> {
-    match e {
-        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
-            Some("serialization_failure")
-        }
-        Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => {
-            Some("deadlock")
-        }
-        _ => None,
-    }
-}
 
 /// What one writer did: events counted only once their transaction committed, and retries.
 #[derive(Default)]

@@ -27,7 +27,7 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel_migrations::MigrationHarness;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use zmig_tests::{count, exec, fixtures, FixtureCrate, TestDb};
+use zmig_tests::{count, exec, fixtures, is_retryable, writer_conn, FixtureCrate, TestDb};
 
 /// Caterers in the table before the migration starts (ids 1..=SEEDED).
 const SEEDED: i32 = 2_000;
@@ -116,28 +116,6 @@ fn seed_caterers(conn: &mut PgConnection) {
         count(conn, "SELECT max(id)::bigint AS n FROM caterers"),
         i64::from(SEEDED)
     );
-}
-
-/// A connection for one writer thread.
-fn writer_conn(url: &str) -> PgConnection {
-    let mut conn = PgConnection::establish(url).unwrap();
-    // Both need a superuser (the local test server's `postgres`); without one, deadlocks are
-    // still found, only after a second, and the message check still works on an English server.
-    let _ = diesel::sql_query("SET deadlock_timeout = '10ms'").execute(&mut conn);
-    let _ = diesel::sql_query("SET lc_messages = 'C'").execute(&mut conn);
-    conn
-}
-
-fn is_retryable(e: &Error) -> Option<&'static str> {
-    match e {
-        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
-            Some("serialization_failure")
-        }
-        Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => {
-            Some("deadlock")
-        }
-        _ => None,
-    }
 }
 
 /// What one writer did: events counted only once their transaction committed, and retries.

@@ -25,122 +25,13 @@ use rand::{Rng, SeedableRng};
 use zmig_runtime::backfill::{backfill, BackfillOptions, ProgressMode};
 use zmig_runtime::migrate::{run_pending_with_retry, RetryPolicy};
 use zmig_runtime::verify::verify;
-use zmig_tests::{count, exec, fixtures, FixtureCrate, TestDb};
+use zmig_tests::caterers_app::{read_new, schema, write_new};
+use zmig_tests::{count, exec, fixtures, is_retryable, writer_conn, FixtureCrate, TestDb};
 
 const SEEDED: i32 = 30_000;
 const WRITERS: usize = 4;
 /// Operations each writer does at least per stage (and goes on while the stage's work runs).
 const OPS_PER_STAGE: usize = 300;
-
-/// `schema.rs` once expand ran (print-schema), and as the shim leaves it from write_new on.
-mod schema {
-    pub mod full {
-        diesel::table! {
-            addresses (id) {
-                id -> Int8,
-                caterer_id -> Int4,
-                street1 -> Varchar,
-                street2 -> Nullable<Varchar>,
-                city -> Varchar,
-                state -> Varchar,
-                zip -> Varchar,
-                created_at -> Timestamp,
-                updated_at -> Timestamp,
-            }
-        }
-
-        diesel::table! {
-            caterers (id) {
-                id -> Int4,
-                name -> Varchar,
-                email -> Varchar,
-                phone -> Varchar,
-                street1 -> Varchar,
-                street2 -> Nullable<Varchar>,
-                city -> Varchar,
-                zip -> Varchar,
-                state -> Varchar,
-                created_at -> Timestamp,
-                updated_at -> Timestamp,
-            }
-        }
-
-        diesel::allow_tables_to_appear_in_same_query!(addresses, caterers,);
-    }
-
-    pub mod shimmed {
-        diesel::table! {
-            addresses (id) {
-                id -> Int8,
-                caterer_id -> Int4,
-                street1 -> Varchar,
-                street2 -> Nullable<Varchar>,
-                city -> Varchar,
-                state -> Varchar,
-                zip -> Varchar,
-                created_at -> Timestamp,
-                updated_at -> Timestamp,
-            }
-        }
-
-        diesel::table! {
-            caterers (id) {
-                id -> Int4,
-                name -> Varchar,
-                email -> Varchar,
-                phone -> Varchar,
-                created_at -> Timestamp,
-                updated_at -> Timestamp,
-            }
-        }
-
-        diesel::allow_tables_to_appear_in_same_query!(addresses, caterers,);
-    }
-}
-
-/// The application's model at read_new: it still writes the old columns, and reads the new
-/// table through the generated readers.
-mod read_new {
-    use chrono::NaiveDateTime;
-    use diesel::prelude::*;
-    use zmig_runtime::Zmig;
-
-    #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Zmig)]
-    #[diesel(table_name = crate::schema::full::caterers)]
-    #[zmig(extract(into = addresses, columns(street1, street2, city, state, zip)), stage = "read_new")]
-    pub struct Caterer {
-        pub id: i32,
-        pub name: String,
-        pub email: String,
-        pub phone: String,
-        pub street1: String,
-        pub street2: Option<String>,
-        pub city: String,
-        pub zip: String,
-        pub state: String,
-        pub created_at: NaiveDateTime,
-        pub updated_at: NaiveDateTime,
-    }
-}
-
-/// The application's model from write_new on: no old columns; writes go to the new table.
-mod write_new {
-    use chrono::NaiveDateTime;
-    use diesel::prelude::*;
-    use zmig_runtime::Zmig;
-
-    #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Zmig)]
-    #[diesel(table_name = crate::schema::shimmed::caterers)]
-    #[zmig(extract(into = addresses, columns(street1, street2, city, state, zip)), stage = "contract")]
-    pub struct Caterer {
-        pub id: i32,
-        pub name: String,
-        pub email: String,
-        pub phone: String,
-        pub created_at: NaiveDateTime,
-        pub updated_at: NaiveDateTime,
-    }
-}
 
 /// An address as the writers' logs record it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +81,6 @@ enum Release {
     New,
 }
 
-fn writer_conn(url: &str) -> PgConnection {
-    let mut conn = PgConnection::establish(url).unwrap();
-    // Deadlocks between the two releases' lock orders are detected fast and retried.
-    exec(&mut conn, "SET deadlock_timeout = '20ms'");
-    conn
-}
-
 /// Runs `op` in a transaction, retrying deadlocks and serialization failures; `None` when the
 /// row it needed is gone (not ours to worry about: nobody else writes our rows).
 fn retrying<T>(
@@ -206,14 +90,7 @@ fn retrying<T>(
     for _ in 0..200 {
         match conn.transaction(|conn| op(conn)) {
             Ok(value) => return value,
-            Err(diesel::result::Error::DatabaseError(kind, info))
-                if matches!(
-                    kind,
-                    diesel::result::DatabaseErrorKind::SerializationFailure
-                ) || info.message().contains("deadlock detected") =>
-            {
-                continue
-            }
+            Err(error) if is_retryable(&error).is_some() => continue,
             Err(error) => panic!("writer failed: {error}"),
         }
     }

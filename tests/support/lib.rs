@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a PostgreSQL database of their own for each test,
 //! and throwaway Diesel crates that zmig generates migrations for.
 
+pub mod caterers_app;
 pub mod fixtures;
 
 use std::fs;
@@ -284,5 +285,31 @@ pub fn apply_first(conn: &mut PgConnection, fixture: &FixtureCrate, n: usize) {
     for migration in pending.iter().take(n) {
         conn.run_migration(&**migration)
             .unwrap_or_else(|e| panic!("{}: {e}", migration.name()));
+    }
+}
+
+/// A connection for a writer thread of a concurrency test: deadlocks are found in milliseconds
+/// (not a second) and reported in English, so they can be recognised and retried. Both settings
+/// need a superuser (the local test server's `postgres`); without one, deadlocks are found after
+/// a second and the message check still works on an English server.
+pub fn writer_conn(url: &str) -> PgConnection {
+    let mut conn = PgConnection::establish(url).unwrap();
+    let _ = diesel::sql_query("SET deadlock_timeout = '10ms'").execute(&mut conn);
+    let _ = diesel::sql_query("SET lc_messages = 'C'").execute(&mut conn);
+    conn
+}
+
+/// Whether a failed transaction is worth retrying, and why: a serialization failure or a
+/// deadlock (opposite lock orders between the sync directions are expected to meet).
+pub fn is_retryable(error: &diesel::result::Error) -> Option<&'static str> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+            Some("serialization_failure")
+        }
+        Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => {
+            Some("deadlock")
+        }
+        _ => None,
     }
 }
