@@ -1,0 +1,170 @@
+//! The database a benchmark runs in: created on the server `DATABASE_URL` names, dropped when the
+//! benchmark ends (also on error or panic), so runs leave nothing behind.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+
+/// The server: `DATABASE_URL`, or the local PostgreSQL.
+pub fn server_url() -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A database of the benchmark's own, `zmig_bench_<pid>_<n>`, dropped on drop.
+pub struct BenchDb {
+    pub name: String,
+    pub url: String,
+    server: String,
+}
+
+impl BenchDb {
+    pub fn create() -> Result<BenchDb> {
+        let server = server_url();
+        let name = format!(
+            "zmig_bench_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin = PgConnection::establish(&server).with_context(|| {
+            format!(
+                "cannot reach PostgreSQL at {} (set DATABASE_URL to a server where this user may create databases)",
+                redact(&server)
+            )
+        })?;
+        // Two statements: neither may run in a (multi-statement) transaction.
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
+        let url = with_database(&server, &name);
+        Ok(BenchDb { name, url, server })
+    }
+
+    pub fn conn(&self) -> Result<PgConnection> {
+        PgConnection::establish(&self.url)
+            .with_context(|| format!("connecting to {}", redact(&self.url)))
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&self.server) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// Runs `sql` (one or more statements, no parameters).
+pub fn exec(conn: &mut PgConnection, sql: &str) -> Result<()> {
+    conn.batch_execute(sql)
+        .with_context(|| format!("running: {}", first_line(sql)))
+}
+
+/// The `bigint` column `n` of the single row `sql` returns.
+pub fn count(conn: &mut PgConnection, sql: &str) -> Result<i64> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    Ok(diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .with_context(|| format!("running: {}", first_line(sql)))?
+        .n)
+}
+
+/// The text column `t` of the single row `sql` returns.
+pub fn text(conn: &mut PgConnection, sql: &str) -> Result<String> {
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = Text)]
+        t: String,
+    }
+    Ok(diesel::sql_query(sql)
+        .get_result::<Line>(conn)
+        .with_context(|| format!("running: {}", first_line(sql)))?
+        .t)
+}
+
+/// A checkpoint before a timed step, so every step starts with the same amount of dirty data to
+/// write and the same full-page-image cost, and no timed checkpoint falls in the middle of one.
+/// Needs a superuser or `pg_checkpoint`; without the right it is skipped.
+pub fn checkpoint(conn: &mut PgConnection) {
+    let _ = conn.batch_execute("CHECKPOINT");
+}
+
+/// `PostgreSQL 15.20` from the server's version string.
+pub fn server_version(conn: &mut PgConnection) -> Result<String> {
+    let version = text(conn, "SELECT version() AS t")?;
+    Ok(version
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+fn first_line(sql: &str) -> &str {
+    sql.trim().lines().next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "b"),
+            "postgres://u@h:5432/b"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/postgres?sslmode=disable", "b"),
+            "postgres://u@h/b?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "b"), "postgres://u@h/b");
+    }
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,268 @@
+//! The caterers data set the database benchmarks share: a throwaway Diesel crate holding the
+//! caterers example's schema and first migration, with zmig's extract attribute at `dual_write`
+//! and the folders `generate` writes for it; a database with that crate's migrations applied
+//! through diesel_migrations; and the caterers rows, made in one statement.
+//!
+//! The example's schema is copied here rather than read from `examples/caterers`: that crate
+//! moves through the stages (its `schema.rs` loses the moved columns at write_new), while the
+//! benchmarks always measure the same starting point.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{anyhow, bail, Context, Result};
+use diesel::migration::MigrationSource;
+use diesel::pg::{Pg, PgConnection};
+use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+
+use crate::db::{self, BenchDb};
+
+/// The zmig migration the benchmarks measure.
+pub const MIGRATION: &str = "caterers_addresses";
+
+/// The fixed version stamp of the generated folders (after the create migration's).
+const TIMESTAMP: &str = "2026-11-21-120000";
+
+/// The caterers example's `schema.rs`.
+pub const SCHEMA_RS: &str = r#"// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    caterers (id) {
+        id -> Int4,
+        name -> Varchar,
+        email -> Varchar,
+        phone -> Varchar,
+        street1 -> Varchar,
+        street2 -> Nullable<Varchar>,
+        city -> Varchar,
+        zip -> Varchar,
+        state -> Varchar,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+"#;
+
+/// The caterers example's first migration.
+const CREATE_SQL: &str = "CREATE TABLE caterers (
+    id serial PRIMARY KEY,
+    name character varying NOT NULL,
+    email character varying NOT NULL,
+    phone character varying NOT NULL,
+    street1 character varying NOT NULL,
+    street2 character varying,
+    city character varying NOT NULL,
+    zip character varying NOT NULL,
+    state character varying NOT NULL,
+    created_at timestamp without time zone NOT NULL DEFAULT now(),
+    updated_at timestamp without time zone NOT NULL DEFAULT now()
+);
+";
+
+const MODELS_RS: &str = "use zmig_runtime::Zmig;
+
+#[derive(Zmig)]
+#[diesel(table_name = caterers)]
+#[zmig(
+    extract(into = addresses, columns(street1, street2, city, state, zip)),
+    stage = \"dual_write\"
+)]
+pub struct Caterer {
+    pub id: i32,
+}
+";
+
+diesel::table! {
+    /// The owner table, for the writers' typed (and so prepared, cached) statements, as a
+    /// Diesel application writes.
+    caterers (id) {
+        id -> Int4,
+        name -> Varchar,
+        email -> Varchar,
+        phone -> Varchar,
+        street1 -> Varchar,
+        street2 -> Nullable<Varchar>,
+        city -> Varchar,
+        zip -> Varchar,
+        state -> Varchar,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A temporary Diesel crate with zmig's generated migrations for the caterers extract at
+/// `dual_write`: create_caterers, then expand, then dual_write. Removed on drop.
+pub struct TempCrate {
+    pub root: PathBuf,
+}
+
+impl TempCrate {
+    pub fn caterers() -> Result<TempCrate> {
+        let root = std::env::temp_dir().join(format!(
+            "zmig-bench-caterers-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&root);
+        let krate = TempCrate { root };
+        let create = krate
+            .root
+            .join("migrations/2020-01-01-000000-0000_create_caterers");
+        fs::create_dir_all(krate.root.join("src"))?;
+        fs::create_dir_all(&create)?;
+        fs::write(
+            krate.root.join("diesel.toml"),
+            "[print_schema]\nfile = \"src/schema.rs\"\n\n[migrations_directory]\ndir = \"migrations\"\n",
+        )?;
+        fs::write(krate.root.join("src/schema.rs"), SCHEMA_RS)?;
+        fs::write(krate.root.join("src/models.rs"), MODELS_RS)?;
+        fs::write(create.join("up.sql"), CREATE_SQL)?;
+        fs::write(create.join("down.sql"), "DROP TABLE caterers;\n")?;
+        let project = zmig_codegen::project::load(&krate.root).map_err(|e| anyhow!("{e}"))?;
+        let mut out = Vec::new();
+        let outcome = zmig_codegen::cli::generate(&[project], false, TIMESTAMP, &mut out)?;
+        if !outcome.ok() || outcome.written.len() != 2 {
+            bail!(
+                "generating the caterers migrations failed:\n{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        Ok(krate)
+    }
+
+    pub fn migrations(&self) -> Result<FileBasedMigrations> {
+        FileBasedMigrations::from_path(self.root.join("migrations"))
+            .map_err(|e| anyhow!("reading the generated migrations: {e}"))
+    }
+}
+
+impl Drop for TempCrate {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A benchmark database holding the caterers table, seeded, with the crate whose migrations it
+/// applies.
+pub struct Caterers {
+    pub db: BenchDb,
+    pub krate: TempCrate,
+}
+
+impl Caterers {
+    /// A new database with `rows` caterers, analyzed, and no zmig migration applied yet.
+    pub fn seeded(rows: i64) -> Result<Caterers> {
+        let krate = TempCrate::caterers()?;
+        let db = BenchDb::create()?;
+        let fixture = Caterers { db, krate };
+        let mut conn = fixture.db.conn()?;
+        fixture.apply_next(&mut conn, "create_caterers")?;
+        seed(&mut conn, rows)?;
+        Ok(fixture)
+    }
+
+    /// Applies the next pending migration, which must be the one whose name contains `what`.
+    pub fn apply_next(&self, conn: &mut PgConnection, what: &str) -> Result<()> {
+        let source = self.krate.migrations()?;
+        let pending = conn
+            .pending_migrations(source)
+            .map_err(|e| anyhow!("listing pending migrations: {e}"))?;
+        let Some(next) = pending.first() else {
+            bail!("no migration pending, expected {what}");
+        };
+        let name = next.name().to_string();
+        if !name.contains(what) {
+            bail!("the next pending migration is {name}, expected {what}");
+        }
+        conn.run_migration(&**next)
+            .map_err(|e| anyhow!("applying {name}: {e}"))?;
+        Ok(())
+    }
+
+    /// Reverts the last applied migration, which must be the one whose name contains `what`.
+    pub fn revert_last(&self, conn: &mut PgConnection, what: &str) -> Result<()> {
+        let expected = MigrationSource::<Pg>::migrations(&self.krate.migrations()?)
+            .map_err(|e| anyhow!("reading the generated migrations: {e}"))?
+            .iter()
+            .map(|m| m.name())
+            .find(|name| name.to_string().contains(what))
+            .map(|name| name.version().as_owned())
+            .ok_or_else(|| anyhow!("no migration named like {what}"))?;
+        let reverted = conn
+            .revert_last_migration(self.krate.migrations()?)
+            .map_err(|e| anyhow!("reverting {what}: {e}"))?;
+        if reverted != expected {
+            bail!("reverted migration {reverted}, expected {what} ({expected})");
+        }
+        Ok(())
+    }
+
+    /// Empties the new table and forgets the backfill, so the next backfill starts from scratch.
+    pub fn reset_new_table(&self, conn: &mut PgConnection) -> Result<()> {
+        db::exec(
+            conn,
+            &format!(
+                "TRUNCATE addresses;
+                 DO $$ BEGIN
+                     IF to_regclass('zmig_backfill_runs') IS NOT NULL THEN
+                         DELETE FROM zmig_backfill_runs WHERE migration = '{MIGRATION}';
+                     END IF;
+                 END $$;"
+            ),
+        )
+    }
+}
+
+/// `rows` caterers with ids `1..=rows`, in one `INSERT … SELECT … FROM generate_series`, with
+/// varied values from a seeded `random()`: street numbers and random-looking street names, a
+/// third without `street2`, cities and states from small lists, five-digit zips; then
+/// `VACUUM ANALYZE`, so the planner has statistics and every page is all-visible (a first read
+/// does not pay for setting hint bits in one of the timed steps).
+pub fn seed(conn: &mut PgConnection, rows: i64) -> Result<()> {
+    let started = std::time::Instant::now();
+    db::exec(
+        conn,
+        &format!(
+            "SELECT setseed(0.42);
+             INSERT INTO caterers (name, email, phone, street1, street2, city, zip, state, created_at, updated_at)
+             SELECT (ARRAY['Golden', 'Blue', 'Happy', 'Little', 'Royal', 'Green', 'Silver', 'Sunny', 'Urban', 'Rustic'])[1 + floor(random() * 10)::int]
+                        || ' ' || (ARRAY['Fork', 'Spoon', 'Table', 'Kitchen', 'Plate', 'Oven', 'Feast', 'Pantry'])[1 + floor(random() * 8)::int]
+                        || ' ' || i,
+                    'caterer' || i || '@example.com',
+                    '+1 ' || (200 + floor(random() * 800)::int) || '-555-' || lpad(floor(random() * 10000)::int::text, 4, '0'),
+                    (1 + floor(random() * 9999)::int)
+                        || ' ' || (ARRAY['', '', '', 'North ', 'South ', 'East ', 'West ', 'Old '])[1 + floor(random() * 8)::int]
+                        || (ARRAY['Maple', 'Oak', 'Cedar', 'Pine', 'Elm', 'Willow', 'Birch', 'Aspen', 'Hickory', 'Walnut',
+                                  'Lake', 'River', 'Hill', 'Park', 'Meadow', 'Forest', 'Spring', 'Valley', 'Sunset', 'Harbor',
+                                  'Washington', 'Lincoln', 'Jefferson', 'Madison', 'Franklin', 'Jackson', 'Adams', 'Monroe',
+                                  'Church', 'Mill', 'Market', 'Center', 'Union', 'Highland', 'Prospect', 'Broad'])[1 + floor(random() * 36)::int]
+                        || ' ' || (ARRAY['St', 'Ave', 'Rd', 'Blvd', 'Ln', 'Dr', 'Way', 'Ct', 'Pl', 'Ter'])[1 + floor(random() * 10)::int],
+                    CASE WHEN random() < 1.0 / 3 THEN NULL
+                         ELSE (ARRAY['Suite', 'Apt', 'Unit', 'Floor', 'Building'])[1 + floor(random() * 5)::int]
+                              || ' ' || (1 + floor(random() * 500)::int) END,
+                    (ARRAY['Boston', 'Austin', 'Denver', 'Tulsa', 'Reno', 'Salem', 'Dayton', 'Fresno', 'Portland',
+                           'Madison', 'Raleigh', 'Tucson', 'Omaha', 'Spokane', 'Savannah', 'Boise'])[1 + floor(random() * 16)::int],
+                    lpad(floor(random() * 100000)::int::text, 5, '0'),
+                    (ARRAY['MA', 'TX', 'CO', 'OK', 'NV', 'OR', 'OH', 'CA', 'WI', 'NC', 'AZ', 'NE', 'WA', 'GA', 'ID'])[1 + floor(random() * 15)::int],
+                    timestamp '2019-01-01' + random() * interval '6 years',
+                    timestamp '2025-01-01' + random() * interval '300 days'
+             FROM generate_series(1, {rows}) AS i;"
+        ),
+    )
+    .context("seeding caterers")?;
+    // Not in the statement above: VACUUM cannot run in a multi-statement transaction.
+    db::exec(conn, "VACUUM ANALYZE caterers")?;
+    let n = db::count(conn, "SELECT count(*) AS n FROM caterers")?;
+    if n != rows {
+        bail!("seeded {n} caterers, expected {rows}");
+    }
+    crate::progress(&format!(
+        "seeded {} caterers in {:.1} s",
+        crate::report::thousands(rows),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Every benchmark still runs: each with tiny sizes against the test server (`DATABASE_URL`,
+//! default `postgres://postgres@127.0.0.1:5432/postgres`), checking that its report carries
+//! every figure, finite, and positive where it must be; and `swap` is refused. Nothing here
+//! judges a figure's size: these are benchmarks, and timings are not a test's business.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use zmig_bench::{run, BenchArgs, Report};
+
+fn bench(args: &[&str]) -> Report {
+    let args = BenchArgs::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+        .expect("the arguments parse");
+    run(&args).unwrap_or_else(|e| panic!("{args:?} failed: {e:#}"))
+}
+
+/// Every key is a finite figure of the medians and of each round; the `positive` ones are > 0.
+fn check(report: &Report, rounds: usize, finite: &[&str], positive: &[&str]) {
+    assert_eq!(report.rounds.len(), rounds, "rounds asked for");
+    for key in finite.iter().chain(positive) {
+        for figures in std::iter::once(&report.figures).chain(&report.rounds) {
+            let value = figures
+                .get(key)
+                .unwrap_or_else(|| panic!("{}: no figure `{key}`", report.benchmark));
+            assert!(value.is_finite(), "{}: {key} = {value}", report.benchmark);
+        }
+    }
+    for key in positive {
+        let value = report.figures.at(key);
+        assert!(value > 0.0, "{}: {key} = {value}", report.benchmark);
+    }
+    // The JSON object carries the same figures, and the table names every ratio it prints.
+    let json = report.json();
+    for key in finite.iter().chain(positive) {
+        assert!(
+            json["figures"][key].is_f64(),
+            "{}: {key} missing from the JSON: {json}",
+            report.benchmark
+        );
+    }
+    assert_eq!(json["benchmark"], report.benchmark.as_str());
+    let table = report.table();
+    for line in &report.lines {
+        assert!(table.contains(&line.measure), "{table}");
+        if let Some((key, _)) = &line.ratio {
+            assert!(table.contains(key.as_str()), "{table}");
+        }
+    }
+}
+
+#[test]
+fn backfill() {
+    let report = bench(&["backfill", "--rows", "2000", "--rounds", "1"]);
+    check(
+        &report,
+        1,
+        &[],
+        &[
+            "baseline_s",
+            "baseline_insert_s",
+            "baseline_constraints_s",
+            "baseline_rows_per_s",
+            "constrained_s",
+            "constrained_rows_per_s",
+            "zmig_1_worker_s",
+            "zmig_1_worker_rows_per_s",
+            "zmig_1_worker_batches",
+            "zmig_2_workers_s",
+            "zmig_2_workers_rows_per_s",
+            "zmig_2_workers_batches",
+            "backfill_ratio",
+            "backfill_ratio_2_workers",
+        ],
+    );
+}
+
+#[test]
+fn dual_write() {
+    // Two rounds: the second starts with the triggers and reverts dual_write for its baseline.
+    let report = bench(&[
+        "dual-write",
+        "--rows",
+        "2000",
+        "--seconds",
+        "0.2",
+        "--rounds",
+        "2",
+    ]);
+    let mut positive = Vec::new();
+    for side in ["baseline", "zmig"] {
+        for kind in ["moved", "other", "insert"] {
+            positive.push(format!("{side}_{kind}_per_s"));
+            positive.push(format!("{side}_{kind}_p50_ms"));
+        }
+    }
+    let positive: Vec<&str> = positive.iter().map(String::as_str).collect();
+    check(
+        &report,
+        2,
+        &[
+            "dual_write_overhead_moved",
+            "dual_write_overhead_other",
+            "dual_write_overhead_insert",
+        ],
+        &positive,
+    );
+    for kind in ["moved", "other", "insert"] {
+        let overhead = report.figures.at(&format!("dual_write_overhead_{kind}"));
+        assert!(overhead < 1.0, "{kind}: {overhead}");
+    }
+}
+
+#[test]
+fn concurrent() {
+    let report = bench(&[
+        "concurrent",
+        "--rows",
+        "2000",
+        "--seconds",
+        "0.5",
+        "--rounds",
+        "1",
+    ]);
+    check(
+        &report,
+        1,
+        &[
+            "baseline_retries",
+            "during_retries",
+            "backfill_finished",
+            "backfill_backoffs",
+        ],
+        &[
+            "baseline_p50_ms",
+            "baseline_p99_ms",
+            "baseline_p999_ms",
+            "baseline_max_ms",
+            "baseline_mean_ms",
+            "baseline_per_s",
+            "during_p50_ms",
+            "during_p99_ms",
+            "during_p999_ms",
+            "during_max_ms",
+            "during_mean_ms",
+            "during_per_s",
+            "window_s",
+            "concurrent_p99_ratio",
+            "backfill_rows_per_s",
+            "backfill_owners",
+        ],
+    );
+}
+
+#[test]
+fn generate() {
+    let report = bench(&["generate", "--models", "12", "--rounds", "1"]);
+    check(
+        &report,
+        1,
+        &[],
+        &["generate_ms", "check_ms", "folders", "schema_lines"],
+    );
+    // Two models at each of the six stages: 2 × (1 + 2 + 2 + 2 + 3 + 4) folders.
+    assert_eq!(report.figures.at("folders"), 28.0);
+}
+
+#[test]
+fn swap_is_refused_until_it_exists() {
+    let args = BenchArgs::try_parse_from(["bench", "swap"]).expect("swap is a known name");
+    let error = run(&args).expect_err("swap must be refused");
+    assert!(error.to_string().contains("not available yet"), "{error:#}");
+    assert_eq!(
+        zmig_bench::main_from(["xtask", "bench", "swap"]),
+        ExitCode::FAILURE
+    );
+}
