@@ -13,7 +13,7 @@
 //! and they have done a minimum of operations; waits poll the database for a condition a bounded
 //! number of times. Nothing sleeps to let something else happen.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -21,10 +21,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use diesel::pg::{Pg, PgConnection};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Integer, Text};
 use diesel_migrations::MigrationHarness;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -32,12 +31,9 @@ use zmig_runtime::backfill::{
     backfill, set_paused, status, BackfillOptions, BackfillReport, BackfillStatus, ProgressMode,
 };
 use zmig_runtime::verify::{last_verification, verify, Difference};
-use zmig_tests::{
-    apply_first, count, exec, fixtures, is_retryable, writer_conn, FixtureCrate, TestDb,
-};
+use zmig_tests::writes::{boxed, insert_caterer, Addr, Change, Events, Shape, Stats};
+use zmig_tests::{apply_first, count, exec, fixtures, writer_conn, FixtureCrate, TestDb};
 
-/// A transaction retried more often than this is a livelock, not bad luck.
-const MAX_ATTEMPTS: u32 = 200;
 /// Bounds on polling the database for a condition: tries, and the pause between two.
 const POLL_TRIES: u32 = 1_500;
 const POLL_EVERY: Duration = Duration::from_millis(10);
@@ -206,33 +202,6 @@ impl Drop for DecrementOnDrop<'_> {
 // The two fixtures, and the comparison of owners with their new rows
 // ---------------------------------------------------------------------------------------------
 
-struct Shape {
-    label: &'static str,
-    make: fn(&str) -> FixtureCrate,
-    migration: &'static str,
-    /// The new table's owner key column.
-    key: &'static str,
-    filtered: bool,
-    seed: u64,
-}
-
-impl Shape {
-    /// Whether the caterer row `alias` carries an address: the moved columns that are NOT NULL
-    /// in the new table are all set and (if the fixture has one) it passes the filter. Never
-    /// NULL.
-    fn carries(&self, alias: &str) -> String {
-        let mut rule = format!(
-            "{alias}.street1 IS NOT NULL AND {alias}.city IS NOT NULL AND {alias}.state IS NOT NULL AND {alias}.zip IS NOT NULL"
-        );
-        if self.filtered {
-            rule.push_str(&format!(
-                " AND ({alias}.street2 IS NOT NULL AND {alias}.state <> 'XX')"
-            ));
-        }
-        format!("COALESCE(({rule}), false)")
-    }
-}
-
 /// Owners against new rows, by our own rule, independent of the generated diff function.
 #[derive(QueryableByName, Debug, PartialEq, Eq)]
 struct Comparison {
@@ -320,86 +289,9 @@ fn offenders(conn: &mut PgConnection, shape: &Shape) -> String {
 // 1. The backfill under concurrent writers
 // ---------------------------------------------------------------------------------------------
 
-type Events = Vec<&'static str>;
-
-/// What one writer did: events counted only once their transaction committed, and retries.
-#[derive(Default)]
-struct Stats {
-    events: BTreeMap<&'static str, u64>,
-    retries: BTreeMap<&'static str, u64>,
-}
-
-impl Stats {
-    /// Runs `op` (one transaction), again while it fails with a deadlock or serialization
-    /// failure; counts its events once it succeeds.
-    fn run(
-        &mut self,
-        what: &str,
-        conn: &mut PgConnection,
-        mut op: impl FnMut(&mut PgConnection) -> QueryResult<Events>,
-    ) {
-        for _ in 0..MAX_ATTEMPTS {
-            match op(conn) {
-                Ok(events) => {
-                    for event in events {
-                        self.count(event);
-                    }
-                    return;
-                }
-                Err(e) => match is_retryable(&e) {
-                    Some(kind) => *self.retries.entry(kind).or_default() += 1,
-                    None => panic!("{what}: {e}"),
-                },
-            }
-        }
-        panic!("{what}: still failing after {MAX_ATTEMPTS} attempts");
-    }
-
-    fn count(&mut self, event: &'static str) {
-        *self.events.entry(event).or_default() += 1;
-    }
-
-    fn merge(all: Vec<Stats>) -> Stats {
-        let mut total = Stats::default();
-        for stats in all {
-            for (k, v) in stats.events {
-                *total.events.entry(k).or_default() += v;
-            }
-            for (k, v) in stats.retries {
-                *total.retries.entry(k).or_default() += v;
-            }
-        }
-        total
-    }
-
-    fn get(&self, event: &str) -> u64 {
-        self.events.get(event).copied().unwrap_or(0)
-    }
-
-    fn assert_at_least(&self, label: &str, minimums: &[(&str, u64)]) {
-        for &(event, min) in minimums {
-            let n = self.get(event);
-            assert!(
-                n >= min,
-                "{label}: only {n} `{event}` (want at least {min}); all: {:?}",
-                self.events
-            );
-        }
-    }
-}
-
-/// Five address columns, all set except perhaps `street2`.
-#[derive(Clone, Debug)]
-struct Addr {
-    street1: String,
-    street2: Option<String>,
-    city: String,
-    state: String,
-    zip: String,
-}
-
 /// A full address. `in_filter` decides whether it passes the filtered fixture's
-/// `street2 IS NOT NULL AND state <> 'XX'`.
+/// `street2 IS NOT NULL AND state <> 'XX'`. (Draws the suite number and the kind of address
+/// outside the filter whether it uses them or not.)
 fn random_addr(rng: &mut StdRng, tag: &str, in_filter: bool) -> Addr {
     let valid_state = STATES[rng.gen_range(0..STATES.len())].to_owned();
     let suite = format!("Suite {}", rng.gen_range(1..500));
@@ -410,16 +302,12 @@ fn random_addr(rng: &mut StdRng, tag: &str, in_filter: bool) -> Addr {
         (false, _) => (None, "XX".to_owned()),
     };
     Addr {
-        street1: format!("{} {tag} Ave", rng.gen_range(1..10_000)),
+        street1: Some(format!("{} {tag} Ave", rng.gen_range(1..10_000))),
         street2,
-        city: CITIES[rng.gen_range(0..CITIES.len())].to_owned(),
-        state,
-        zip: format!("{:05}", rng.gen_range(0..100_000)),
+        city: Some(CITIES[rng.gen_range(0..CITIES.len())].to_owned()),
+        state: Some(state),
+        zip: Some(format!("{:05}", rng.gen_range(0..100_000))),
     }
-}
-
-fn boxed(sql: impl Into<String>) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
-    diesel::sql_query(sql.into()).into_boxed::<Pg>()
 }
 
 /// Where a written caterer stood relative to the backfill when the write's statement began:
@@ -443,99 +331,72 @@ fn position_event(position: &str) -> &'static str {
     }
 }
 
-/// A change to some address columns of a caterer (every NOT NULL column stays set).
-enum Change {
-    Street2(Option<String>),
-    State(String),
-    Lines {
-        street1: String,
-        city: String,
-        zip: String,
-    },
-    All(Addr),
+/// A random change to some address columns of a caterer.
+fn random_change(rng: &mut StdRng, tag: &str) -> Change {
+    match rng.gen_range(0..4) {
+        0 => Change::Street2(if rng.gen_bool(0.5) {
+            None
+        } else {
+            Some(format!("Floor {tag}"))
+        }),
+        1 => Change::State(if rng.gen_bool(0.45) {
+            "XX".to_owned()
+        } else {
+            STATES[rng.gen_range(0..STATES.len())].to_owned()
+        }),
+        2 => Change::Lines {
+            street1: format!("{} {tag} Rd", rng.gen_range(1..10_000)),
+            city: CITIES[rng.gen_range(0..CITIES.len())].to_owned(),
+            zip: format!("{:05}", rng.gen_range(0..100_000)),
+        },
+        _ => {
+            let in_filter = rng.gen_bool(0.5);
+            Change::All(random_addr(rng, tag, in_filter))
+        }
+    }
 }
 
-impl Change {
-    fn random(rng: &mut StdRng, tag: &str) -> Change {
-        match rng.gen_range(0..4) {
-            0 => Change::Street2(if rng.gen_bool(0.5) {
-                None
-            } else {
-                Some(format!("Floor {tag}"))
-            }),
-            1 => Change::State(if rng.gen_bool(0.45) {
-                "XX".to_owned()
-            } else {
-                STATES[rng.gen_range(0..STATES.len())].to_owned()
-            }),
-            2 => Change::Lines {
-                street1: format!("{} {tag} Rd", rng.gen_range(1..10_000)),
-                city: CITIES[rng.gen_range(0..CITIES.len())].to_owned(),
-                zip: format!("{:05}", rng.gen_range(0..100_000)),
-            },
-            _ => {
-                let in_filter = rng.gen_bool(0.5);
-                Change::All(random_addr(rng, tag, in_filter))
-            }
-        }
+/// Applies `change` to the first existing caterer with an id from `from` on, in one UPDATE
+/// that also reports whether the row carried an address before and after (the sub-select locks
+/// the row, so what it reads is the version the UPDATE replaces) and where it stood relative to
+/// the backfill.
+fn apply_change(
+    change: &Change,
+    conn: &mut PgConnection,
+    shape: &Shape,
+    from: i32,
+) -> QueryResult<Events> {
+    #[derive(QueryableByName)]
+    struct Transition {
+        #[diesel(sql_type = Bool)]
+        was: bool,
+        #[diesel(sql_type = Bool)]
+        now: bool,
+        #[diesel(sql_type = Text)]
+        position: String,
     }
-
-    /// Applies the change to the first existing caterer with an id from `from` on, in one
-    /// UPDATE that also reports whether the row carried an address before and after (the
-    /// sub-select locks the row, so what it reads is the version the UPDATE replaces) and where
-    /// it stood relative to the backfill.
-    fn apply(&self, conn: &mut PgConnection, shape: &Shape, from: i32) -> QueryResult<Events> {
-        #[derive(QueryableByName)]
-        struct Transition {
-            #[diesel(sql_type = Bool)]
-            was: bool,
-            #[diesel(sql_type = Bool)]
-            now: bool,
-            #[diesel(sql_type = Text)]
-            position: String,
-        }
-        let set = match self {
-            Change::Street2(_) => "street2 = $2",
-            Change::State(_) => "state = $2",
-            Change::Lines { .. } => "street1 = $2, city = $3, zip = $4",
-            Change::All(_) => "street1 = $2, street2 = $3, city = $4, state = $5, zip = $6",
-        };
-        let sql = format!(
-            "UPDATE caterers c SET {set}
-             FROM (SELECT o.id, {was} AS was FROM caterers o WHERE o.id >= $1
-                   ORDER BY o.id LIMIT 1 FOR NO KEY UPDATE) o
-             WHERE c.id = o.id
-             RETURNING o.was, {now} AS now, {position} AS position",
-            was = shape.carries("o"),
-            now = shape.carries("c"),
-            position = position(shape.migration, "c"),
-        );
-        let q = boxed(sql).bind::<Integer, _>(from);
-        let q = match self {
-            Change::Street2(v) => q.bind::<Nullable<Text>, _>(v.clone()),
-            Change::State(v) => q.bind::<Text, _>(v.clone()),
-            Change::Lines { street1, city, zip } => q
-                .bind::<Text, _>(street1.clone())
-                .bind::<Text, _>(city.clone())
-                .bind::<Text, _>(zip.clone()),
-            Change::All(a) => q
-                .bind::<Text, _>(a.street1.clone())
-                .bind::<Nullable<Text>, _>(a.street2.clone())
-                .bind::<Text, _>(a.city.clone())
-                .bind::<Text, _>(a.state.clone())
-                .bind::<Text, _>(a.zip.clone()),
-        };
-        let Some(t) = q.get_results::<Transition>(conn)?.into_iter().next() else {
-            return Ok(vec!["target_gone"]);
-        };
-        let mut events = vec!["address_updated", position_event(&t.position)];
-        match (t.was, t.now) {
-            (false, true) => events.push("started_carrying"),
-            (true, false) => events.push("stopped_carrying"),
-            _ => {}
-        }
-        Ok(events)
+    let set = change.set_list();
+    let sql = format!(
+        "UPDATE caterers c SET {set}
+         FROM (SELECT o.id, {was} AS was FROM caterers o WHERE o.id >= $1
+               ORDER BY o.id LIMIT 1 FOR NO KEY UPDATE) o
+         WHERE c.id = o.id
+         RETURNING o.was, {now} AS now, {position} AS position",
+        was = shape.carries("o"),
+        now = shape.carries("c"),
+        position = position(shape.migration, "c"),
+    );
+    let q = change.bind_values(boxed(sql).bind::<Integer, _>(from));
+    let Some(t) = q.get_results::<Transition>(conn)?.into_iter().next() else {
+        return Ok(vec!["target_gone"]);
+    };
+    let mut events = vec!["address_updated", position_event(&t.position)];
+    match (t.was, t.now) {
+        (false, true) => events.push("started_carrying"),
+        (true, false) => events.push("stopped_carrying"),
+        _ => {}
     }
+    Ok(events)
 }
 
 #[derive(QueryableByName)]
@@ -589,25 +450,7 @@ fn writer(url: &str, shape: &Shape, thread: u64, crew: &Crew) -> Stats {
                 let in_filter = rng.gen_bool(0.5);
                 let a = random_addr(&mut rng, &tag, in_filter);
                 stats.run(&what, &mut conn, |c| {
-                    #[derive(QueryableByName)]
-                    struct Id {
-                        #[diesel(sql_type = Integer)]
-                        id: i32,
-                    }
-                    let id = boxed(
-                        "INSERT INTO caterers (name, email, phone, street1, street2, city, state, zip)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                    )
-                    .bind::<Text, _>(format!("caterer {tag}"))
-                    .bind::<Text, _>(format!("{tag}@example.com"))
-                    .bind::<Text, _>(format!("555-{tag}"))
-                    .bind::<Text, _>(a.street1.clone())
-                    .bind::<Nullable<Text>, _>(a.street2.clone())
-                    .bind::<Text, _>(a.city.clone())
-                    .bind::<Text, _>(a.state.clone())
-                    .bind::<Text, _>(a.zip.clone())
-                    .get_result::<Id>(c)?
-                    .id;
+                    let id = insert_caterer(c, &tag, &a)?;
                     max_id.fetch_max(id, Ordering::Relaxed);
                     Ok(vec![
                         "inserted",
@@ -621,8 +464,8 @@ fn writer(url: &str, shape: &Shape, thread: u64, crew: &Crew) -> Stats {
             }
             // Change address columns, into and out of the filter too.
             12..=51 => {
-                let change = Change::random(&mut rng, &tag);
-                stats.run(&what, &mut conn, |c| change.apply(c, shape, from));
+                let change = random_change(&mut rng, &tag);
+                stats.run(&what, &mut conn, |c| apply_change(&change, c, shape, from));
             }
             // Change only columns the sync does not watch.
             52..=66 => {
@@ -681,13 +524,13 @@ fn writer(url: &str, shape: &Shape, thread: u64, crew: &Crew) -> Stats {
             _ => {
                 let other = rng.gen_range(1..=max_id.load(Ordering::Relaxed));
                 let (a, b) = (from.min(other), from.max(other));
-                let first = Change::random(&mut rng, &tag);
-                let second = Change::random(&mut rng, &format!("{tag}b"));
+                let first = random_change(&mut rng, &tag);
+                let second = random_change(&mut rng, &format!("{tag}b"));
                 stats.run(&what, &mut conn, |c| {
                     c.transaction(|c| {
                         let mut events = vec!["txn_two_rows"];
-                        events.extend(first.apply(c, shape, a)?);
-                        events.extend(second.apply(c, shape, b)?);
+                        events.extend(apply_change(&first, c, shape, a)?);
+                        events.extend(apply_change(&second, c, shape, b)?);
                         Ok(events)
                     })
                 });

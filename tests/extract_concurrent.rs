@@ -13,21 +13,22 @@
 //! its message, which each writer pins to English with `lc_messages = 'C'`. Each writer also
 //! lowers `deadlock_timeout` (1 s by default) so that a deadlock costs milliseconds, not a second.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::Instant;
 
-use diesel::pg::{Pg, PgConnection};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::result::{DatabaseErrorKind, Error};
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel_migrations::MigrationHarness;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use zmig_tests::{count, exec, fixtures, is_retryable, writer_conn, FixtureCrate, TestDb};
+use zmig_tests::writes::{
+    bind_addr, boxed, insert_caterer, Addr, Change, Events, Id, Shape, Stats,
+};
+use zmig_tests::{count, exec, fixtures, writer_conn, FixtureCrate, TestDb};
 
 /// Caterers in the table before the migration starts (ids 1..=SEEDED).
 const SEEDED: i32 = 2_000;
@@ -37,13 +38,9 @@ const SEEDED: i32 = 2_000;
 const HOT_DUAL_WRITE: u32 = 16;
 const HOT_WRITE_NEW: u32 = 4;
 const COLD_FROM: u32 = 32;
-/// A transaction retried more often than this is a livelock, not bad luck.
-const MAX_ATTEMPTS: u32 = 200;
 
 const CITIES: [&str; 5] = ["Boston", "Austin", "Denver", "Tulsa", "Reno"];
 const STATES: [&str; 5] = ["MA", "TX", "CO", "OK", "NV"];
-
-type Events = Vec<&'static str>;
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
@@ -118,86 +115,6 @@ fn seed_caterers(conn: &mut PgConnection) {
     );
 }
 
-/// What one writer did: events counted only once their transaction committed, and retries.
-#[derive(Default)]
-struct Stats {
-    events: BTreeMap<&'static str, u64>,
-    retries: BTreeMap<&'static str, u64>,
-    /// The first retried error, with PostgreSQL's detail, for the record.
-    first_retry: Option<String>,
-}
-
-impl Stats {
-    /// Runs `op` (one transaction), again while it fails with a deadlock or serialization
-    /// failure; counts its events once it succeeds.
-    fn run(
-        &mut self,
-        what: &str,
-        conn: &mut PgConnection,
-        mut op: impl FnMut(&mut PgConnection) -> QueryResult<Events>,
-    ) {
-        for _ in 0..MAX_ATTEMPTS {
-            match op(conn) {
-                Ok(events) => {
-                    for event in events {
-                        *self.events.entry(event).or_default() += 1;
-                    }
-                    return;
-                }
-                Err(e) => match is_retryable(&e) {
-                    Some(kind) => {
-                        *self.retries.entry(kind).or_default() += 1;
-                        if self.first_retry.is_none() {
-                            let detail = match &e {
-                                Error::DatabaseError(_, info) => {
-                                    info.details().unwrap_or_default().replace('\n', " ")
-                                }
-                                _ => String::new(),
-                            };
-                            self.first_retry = Some(format!("{what}: {e} ({detail})"));
-                        }
-                    }
-                    None => panic!("{what}: {e}"),
-                },
-            }
-        }
-        panic!("{what}: still failing after {MAX_ATTEMPTS} attempts");
-    }
-
-    fn merge(all: Vec<Stats>) -> Stats {
-        let mut total = Stats::default();
-        for stats in all {
-            for (k, v) in stats.events {
-                *total.events.entry(k).or_default() += v;
-            }
-            for (k, v) in stats.retries {
-                *total.retries.entry(k).or_default() += v;
-            }
-            total.first_retry = total.first_retry.or(stats.first_retry);
-        }
-        total
-    }
-
-    fn get(&self, event: &str) -> u64 {
-        self.events.get(event).copied().unwrap_or(0)
-    }
-
-    fn retries(&self) -> u64 {
-        self.retries.values().sum()
-    }
-
-    fn assert_at_least(&self, label: &str, minimums: &[(&str, u64)]) {
-        for &(event, min) in minimums {
-            let n = self.get(event);
-            assert!(
-                n >= min,
-                "{label}: only {n} `{event}` (want at least {min}); all: {:?}",
-                self.events
-            );
-        }
-    }
-}
-
 /// An id to write to: half the time one of the hot rows 1..=`hot`, else any id handed out so
 /// far (it may be deleted by now; the write then touches nothing). Draws the same number of
 /// random values whatever `max_id` is, so each thread's sequence of operations depends on its
@@ -229,35 +146,9 @@ fn pick_two(rng: &mut StdRng, max_id: &AtomicI32, hot: u32) -> (i32, i32) {
     (a.min(b), a.max(b))
 }
 
-/// The five moved columns.
-#[derive(Clone, Debug, PartialEq, QueryableByName)]
-struct Addr {
-    #[diesel(sql_type = Nullable<Text>)]
-    street1: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    street2: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    city: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    state: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    zip: Option<String>,
-}
-
-impl Addr {
-    fn none() -> Addr {
-        Addr {
-            street1: None,
-            street2: None,
-            city: None,
-            state: None,
-            zip: None,
-        }
-    }
-}
-
 /// A full address, unique to `tag`. `in_filter` decides whether it passes the filtered
-/// fixture's `street2 IS NOT NULL AND state <> 'XX'`.
+/// fixture's `street2 IS NOT NULL AND state <> 'XX'`. (Draws the suite number only where it
+/// uses it.)
 fn random_addr(rng: &mut StdRng, tag: &str, in_filter: bool) -> Addr {
     let valid_state = STATES[rng.gen_range(0..STATES.len())].to_owned();
     let (street2, state) = if in_filter {
@@ -284,37 +175,6 @@ fn random_addr(rng: &mut StdRng, tag: &str, in_filter: bool) -> Addr {
     }
 }
 
-/// Binds street1, street2, city, state, zip, in that order.
-fn bind_addr<'f>(q: BoxedSqlQuery<'f, Pg, SqlQuery>, a: &Addr) -> BoxedSqlQuery<'f, Pg, SqlQuery> {
-    q.bind::<Nullable<Text>, _>(a.street1.clone())
-        .bind::<Nullable<Text>, _>(a.street2.clone())
-        .bind::<Nullable<Text>, _>(a.city.clone())
-        .bind::<Nullable<Text>, _>(a.state.clone())
-        .bind::<Nullable<Text>, _>(a.zip.clone())
-}
-
-fn boxed(sql: impl Into<String>) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
-    diesel::sql_query(sql.into()).into_boxed::<Pg>()
-}
-
-#[derive(QueryableByName)]
-struct Id {
-    #[diesel(sql_type = Integer)]
-    id: i32,
-}
-
-/// Inserts a caterer with all its columns, as the release before write_new does.
-fn insert_caterer(conn: &mut PgConnection, tag: &str, a: &Addr) -> QueryResult<i32> {
-    let q = boxed(
-        "INSERT INTO caterers (name, email, phone, street1, street2, city, state, zip)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-    )
-    .bind::<Text, _>(format!("caterer {tag}"))
-    .bind::<Text, _>(format!("{tag}@example.com"))
-    .bind::<Text, _>(format!("555-{tag}"));
-    bind_addr(q, a).get_result::<Id>(conn).map(|row| row.id)
-}
-
 /// Changes columns the sync does not watch. Returns whether the row still existed.
 fn update_other(conn: &mut PgConnection, id: i32, tag: &str) -> QueryResult<bool> {
     boxed("UPDATE caterers SET name = $2, phone = $3, updated_at = now() WHERE id = $1")
@@ -336,44 +196,18 @@ fn delete_caterer(conn: &mut PgConnection, id: i32) -> QueryResult<bool> {
 // dual_write: the owner table is written, the triggers follow in the new table
 // ---------------------------------------------------------------------------------------------
 
-/// One of the two fixtures and how to state its carries-rule in SQL.
-struct Shape {
-    label: &'static str,
-    make: fn(&str) -> FixtureCrate,
-    /// The new table's owner key column.
-    key: &'static str,
-    filtered: bool,
-    seed: u64,
-}
-
-impl Shape {
-    /// Whether the caterer row `alias` carries an address: its NOT NULL moved columns are all
-    /// set and (if the fixture has one) it passes the filter. Never NULL.
-    fn carries(&self, alias: &str) -> String {
-        let mut rule = format!(
-            "{alias}.street1 IS NOT NULL AND {alias}.city IS NOT NULL AND {alias}.state IS NOT NULL AND {alias}.zip IS NOT NULL"
-        );
-        if self.filtered {
-            rule.push_str(&format!(
-                " AND ({alias}.street2 IS NOT NULL AND {alias}.state <> 'XX')"
-            ));
-        }
-        format!("COALESCE(({rule}), false)")
-    }
-
-    /// The backfill, done while nothing writes: one row per carrying owner.
-    fn copy_existing(&self, conn: &mut PgConnection) -> usize {
-        exec(
-            conn,
-            &format!(
-                "INSERT INTO addresses ({key}, street1, street2, city, state, zip, created_at, updated_at)
-                 SELECT c.id, c.street1, c.street2, c.city, c.state, c.zip, c.created_at, c.updated_at
-                 FROM caterers c WHERE {carries}",
-                key = self.key,
-                carries = self.carries("c"),
-            ),
-        )
-    }
+/// The backfill, done while nothing writes: one row per carrying owner.
+fn copy_existing(conn: &mut PgConnection, shape: &Shape) -> usize {
+    exec(
+        conn,
+        &format!(
+            "INSERT INTO addresses ({key}, street1, street2, city, state, zip, created_at, updated_at)
+             SELECT c.id, c.street1, c.street2, c.city, c.state, c.zip, c.created_at, c.updated_at
+             FROM caterers c WHERE {carries}",
+            key = shape.key,
+            carries = shape.carries("c"),
+        ),
+    )
 }
 
 /// The outcome of comparing owners and new rows.
@@ -444,94 +278,68 @@ fn sync_offenders(conn: &mut PgConnection, shape: &Shape) -> String {
     )
 }
 
-/// A change to some address columns of a caterer, as the release before write_new makes them
-/// (every NOT NULL column stays set).
-enum Change {
-    Street2(Option<String>),
-    State(String),
-    Lines {
-        street1: String,
-        city: String,
-        zip: String,
-    },
-    All(Addr),
+/// A random change to some address columns of a caterer, as the release before write_new
+/// makes them.
+fn random_change(rng: &mut StdRng, tag: &str) -> Change {
+    match rng.gen_range(0..4) {
+        0 => Change::Street2(if rng.gen_bool(0.5) {
+            None
+        } else {
+            Some(format!("Floor {tag}"))
+        }),
+        1 => Change::State(if rng.gen_bool(0.45) {
+            "XX".to_owned()
+        } else {
+            STATES[rng.gen_range(0..5)].to_owned()
+        }),
+        2 => Change::Lines {
+            street1: format!("{} {tag} Rd", rng.gen_range(1..10_000)),
+            city: CITIES[rng.gen_range(0..CITIES.len())].to_owned(),
+            zip: format!("{:05}", rng.gen_range(0..100_000)),
+        },
+        _ => {
+            let in_filter = rng.gen_bool(0.5);
+            Change::All(random_addr(rng, tag, in_filter))
+        }
+    }
 }
 
-impl Change {
-    fn random(rng: &mut StdRng, tag: &str) -> Change {
-        match rng.gen_range(0..4) {
-            0 => Change::Street2(if rng.gen_bool(0.5) {
-                None
-            } else {
-                Some(format!("Floor {tag}"))
-            }),
-            1 => Change::State(if rng.gen_bool(0.45) {
-                "XX".to_owned()
-            } else {
-                STATES[rng.gen_range(0..5)].to_owned()
-            }),
-            2 => Change::Lines {
-                street1: format!("{} {tag} Rd", rng.gen_range(1..10_000)),
-                city: CITIES[rng.gen_range(0..CITIES.len())].to_owned(),
-                zip: format!("{:05}", rng.gen_range(0..100_000)),
-            },
-            _ => {
-                let in_filter = rng.gen_bool(0.5);
-                Change::All(random_addr(rng, tag, in_filter))
-            }
-        }
-    }
-
-    /// A change that moves a row carrying under the filter out of it, or one outside back in.
-    fn crossing(rng: &mut StdRng, tag: &str, in_filter_now: bool) -> Change {
-        if in_filter_now {
-            if rng.gen_bool(0.5) {
-                Change::Street2(None)
-            } else {
-                Change::State("XX".to_owned())
-            }
+/// A change that moves a row carrying under the filter out of it, or one outside back in.
+fn crossing_change(rng: &mut StdRng, tag: &str, in_filter_now: bool) -> Change {
+    if in_filter_now {
+        if rng.gen_bool(0.5) {
+            Change::Street2(None)
         } else {
-            Change::All(random_addr(rng, tag, true))
+            Change::State("XX".to_owned())
         }
+    } else {
+        Change::All(random_addr(rng, tag, true))
     }
+}
 
-    /// Applies the change to caterer `id` in one UPDATE, which also reports, exactly, whether
-    /// the row carried an address before and after (the sub-select locks the row, so what it
-    /// reads is the version the UPDATE replaces). `None`: the row is gone.
-    fn apply(
-        &self,
-        conn: &mut PgConnection,
-        shape: &Shape,
-        id: i32,
-    ) -> QueryResult<Option<Transition>> {
-        let set = match self {
-            Change::Street2(_) => "street2 = $2",
-            Change::State(_) => "state = $2",
-            Change::Lines { .. } => "street1 = $2, city = $3, zip = $4",
-            Change::All(_) => "street1 = $2, street2 = $3, city = $4, state = $5, zip = $6",
-        };
-        let sql = format!(
-            "UPDATE caterers c SET {set}
-             FROM (SELECT o.id, {was} AS was, o.street2 IS NULL AS street2_was_null
-                   FROM caterers o WHERE o.id = $1 FOR NO KEY UPDATE) o
-             WHERE c.id = o.id
-             RETURNING o.was, {now} AS now, o.street2_was_null, c.street2 IS NULL AS street2_now_null",
-            was = shape.carries("o"),
-            now = shape.carries("c"),
-        );
-        let q = boxed(sql).bind::<Integer, _>(id);
-        let q = match self {
-            Change::Street2(v) => q.bind::<Nullable<Text>, _>(v.clone()),
-            Change::State(v) => q.bind::<Text, _>(v.clone()),
-            Change::Lines { street1, city, zip } => q
-                .bind::<Text, _>(street1.clone())
-                .bind::<Text, _>(city.clone())
-                .bind::<Text, _>(zip.clone()),
-            Change::All(a) => bind_addr(q, a),
-        };
-        q.get_results::<Transition>(conn)
-            .map(|rows| rows.into_iter().next())
-    }
+/// Applies `change` to caterer `id` in one UPDATE, which also reports, exactly, whether the row
+/// carried an address before and after (the sub-select locks the row, so what it reads is the
+/// version the UPDATE replaces). `None`: the row is gone.
+fn apply_change(
+    change: &Change,
+    conn: &mut PgConnection,
+    shape: &Shape,
+    id: i32,
+) -> QueryResult<Option<Transition>> {
+    let set = change.set_list();
+    let sql = format!(
+        "UPDATE caterers c SET {set}
+         FROM (SELECT o.id, {was} AS was, o.street2 IS NULL AS street2_was_null
+               FROM caterers o WHERE o.id = $1 FOR NO KEY UPDATE) o
+         WHERE c.id = o.id
+         RETURNING o.was, {now} AS now, o.street2_was_null, c.street2 IS NULL AS street2_now_null",
+        was = shape.carries("o"),
+        now = shape.carries("c"),
+    );
+    change
+        .bind_values(boxed(sql).bind::<Integer, _>(id))
+        .get_results::<Transition>(conn)
+        .map(|rows| rows.into_iter().next())
 }
 
 #[derive(QueryableByName)]
@@ -620,10 +428,10 @@ fn dual_write_writer(
             // Change address columns.
             14..=39 => {
                 let id = pick(&mut rng, max_id, HOT_DUAL_WRITE);
-                let change = Change::random(&mut rng, &tag);
+                let change = random_change(&mut rng, &tag);
                 stats.run(&what, &mut conn, |c| {
                     let mut events = vec![];
-                    record(&mut events, change.apply(c, shape, id)?);
+                    record(&mut events, apply_change(&change, c, shape, id)?);
                     Ok(events)
                 });
             }
@@ -729,13 +537,13 @@ fn multi_statement(
         0 => {
             let in_filter = rng.gen_bool(0.5);
             let a = random_addr(rng, tag, in_filter);
-            let change = Change::crossing(rng, &format!("{tag}x"), in_filter);
+            let change = crossing_change(rng, &format!("{tag}x"), in_filter);
             let rename = rng.gen_bool(0.5);
             stats.run(what, conn, |c| {
                 c.transaction(|c| {
                     let id = insert_caterer(c, tag, &a)?;
                     let mut events = vec!["txn_insert_then_change", "inserted"];
-                    record(&mut events, change.apply(c, shape, id)?);
+                    record(&mut events, apply_change(&change, c, shape, id)?);
                     if rename {
                         update_other(c, id, tag)?;
                     }
@@ -753,7 +561,7 @@ fn multi_statement(
                     (
                         id,
                         if rng.gen_bool(0.7) {
-                            Some(Change::random(rng, tag))
+                            Some(random_change(rng, tag))
                         } else {
                             None
                         },
@@ -765,7 +573,9 @@ fn multi_statement(
                     let mut events = vec!["txn_two_rows"];
                     for (id, change) in &changes {
                         match change {
-                            Some(change) => record(&mut events, change.apply(c, shape, *id)?),
+                            Some(change) => {
+                                record(&mut events, apply_change(change, c, shape, *id)?)
+                            }
                             None => events.push(if update_other(c, *id, tag)? {
                                 "other_updated"
                             } else {
@@ -781,7 +591,7 @@ fn multi_statement(
         2 => {
             let updated = pick(rng, max_id, HOT_DUAL_WRITE);
             let deleted = pick_cold(rng, max_id);
-            let change = Change::random(rng, tag);
+            let change = random_change(rng, tag);
             stats.run(what, conn, |c| {
                 c.transaction(|c| {
                     let mut events = vec!["txn_update_and_delete"];
@@ -791,9 +601,9 @@ fn multi_statement(
                         } else {
                             "target_gone"
                         });
-                        record(&mut events, change.apply(c, shape, updated)?);
+                        record(&mut events, apply_change(&change, c, shape, updated)?);
                     } else {
-                        record(&mut events, change.apply(c, shape, updated)?);
+                        record(&mut events, apply_change(&change, c, shape, updated)?);
                         events.push(if delete_caterer(c, deleted)? {
                             "deleted"
                         } else {
@@ -807,14 +617,14 @@ fn multi_statement(
         // An address change, a second one in a savepoint that is rolled back, then a rename.
         3 => {
             let id = pick(rng, max_id, HOT_DUAL_WRITE);
-            let kept = Change::random(rng, tag);
-            let undone = Change::random(rng, &format!("{tag}u"));
+            let kept = random_change(rng, tag);
+            let undone = random_change(rng, &format!("{tag}u"));
             stats.run(what, conn, |c| {
                 c.transaction(|c| {
                     let mut events = vec!["txn_savepoint"];
-                    record(&mut events, kept.apply(c, shape, id)?);
+                    record(&mut events, apply_change(&kept, c, shape, id)?);
                     let inner = c.transaction::<(), Error, _>(|c| {
-                        undone.apply(c, shape, id)?;
+                        apply_change(&undone, c, shape, id)?;
                         Err(Error::RollbackTransaction)
                     });
                     match inner {
@@ -830,12 +640,12 @@ fn multi_statement(
         // An address change and an insert, rolled back whole.
         _ => {
             let id = pick(rng, max_id, HOT_DUAL_WRITE);
-            let change = Change::random(rng, tag);
+            let change = random_change(rng, tag);
             let in_filter = rng.gen_bool(0.5);
             let a = random_addr(rng, tag, in_filter);
             stats.run(what, conn, |c| {
                 let outcome = c.transaction::<(), Error, _>(|c| {
-                    change.apply(c, shape, id)?;
+                    apply_change(&change, c, shape, id)?;
                     insert_caterer(c, tag, &a)?;
                     Err(Error::RollbackTransaction)
                 });
@@ -869,7 +679,7 @@ fn dual_write_case(shape: &Shape) {
         &apply_through(&mut conn, &fixture, "dual_write"),
         &["expand", "dual_write"],
     );
-    let copied = shape.copy_existing(&mut conn);
+    let copied = copy_existing(&mut conn, shape);
     let before = sync_report(&mut conn, shape);
     assert!(
         before.clean(),
@@ -964,6 +774,7 @@ fn dual_write_keeps_new_table_in_step_under_concurrent_writers() {
         Shape {
             label: "conc_dual",
             make: fixtures::caterers,
+            migration: "caterers_addresses",
             key: "caterer_id",
             filtered: false,
             seed: 11,
@@ -971,6 +782,7 @@ fn dual_write_keeps_new_table_in_step_under_concurrent_writers() {
         Shape {
             label: "conc_dual_filtered",
             make: fixtures::caterers_filtered,
+            migration: "caterers_addr_filtered",
             key: "owner_id",
             filtered: true,
             seed: 23,
@@ -1445,6 +1257,7 @@ fn write_new_reverse_sync_keeps_old_columns_in_step_under_mixed_releases() {
     let shape = Shape {
         label: "conc_write_new",
         make: fixtures::caterers,
+        migration: "caterers_addresses",
         key: "caterer_id",
         filtered: false,
         seed: 0,
@@ -1463,7 +1276,7 @@ fn write_new_reverse_sync_keeps_old_columns_in_step_under_mixed_releases() {
         &apply_through(&mut conn, &fixture, "dual_write"),
         &["expand", "dual_write"],
     );
-    assert_eq!(shape.copy_existing(&mut conn), SEEDED as usize);
+    assert_eq!(copy_existing(&mut conn, &shape), SEEDED as usize);
     // No backfill nor read_new folder: write_new comes next.
     assert_phases(
         &apply_through(&mut conn, &fixture, "write_new"),

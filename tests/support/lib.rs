@@ -3,6 +3,7 @@
 
 pub mod caterers_app;
 pub mod fixtures;
+pub mod writes;
 
 use std::fs;
 use std::path::{Path, PathBuf};
