@@ -28,7 +28,8 @@ use diesel_migrations::MigrationHarness;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zmig_runtime::backfill::{
-    backfill, set_paused, status, BackfillOptions, BackfillReport, BackfillStatus, ProgressMode,
+    backfill, create_bookkeeping_tables, set_paused, status, BackfillOptions, BackfillReport,
+    BackfillStatus, ProgressMode,
 };
 use zmig_runtime::verify::{last_verification, verify, Difference};
 use zmig_tests::writes::{boxed, insert_caterer, Addr, Change, Events, Shape, Stats};
@@ -559,7 +560,9 @@ fn backfill_under_writers(shape: &Shape) {
     seed(&mut conn, SEEDED);
     apply_first(&mut conn, &fixture, 2); // expand, dual_write
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM addresses"), 0);
-    // Creates zmig's bookkeeping tables, so that writers can tell where the backfill stands.
+    // zmig's bookkeeping tables exist before the writers start, so they can tell where the
+    // backfill stands.
+    create_bookkeeping_tables(&mut conn).unwrap();
     assert_eq!(status(&mut conn, shape.migration).unwrap(), None);
 
     let crew = Crew {

@@ -2,7 +2,7 @@
 //! row struct and readers (read_new), writers (write_new), and the `sync = app` wrappers.
 
 use diesel::prelude::*;
-use zmig_tests::{apply_first, count, exec, fixtures, model_source, FixtureCrate, TestDb};
+use zmig_tests::{apply_first, count, exec, fixtures, FixtureCrate, TestDb};
 
 use zmig_tests::caterers_app::schema::full::caterers;
 use zmig_tests::caterers_app::{app, read_new, schema, write_new};
@@ -220,5 +220,4 @@ fn app_mode_wrappers_sync_in_the_writers_transaction() {
 
     assert_eq!(app::Caterer::zmig_delete(&mut conn, owner.id).unwrap(), 1);
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM addresses"), 0);
-    let _ = model_source;
 }

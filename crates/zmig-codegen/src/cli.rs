@@ -117,45 +117,45 @@ fn zmig_crates(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
     }
     let metadata: serde_json::Value =
         serde_json::from_slice(&output.stdout).context("reading `cargo metadata` output")?;
-    let wanted = manifest_path.map(|p| p.canonicalize()).transpose()?;
-    let mut roots = Vec::new();
-    for package in metadata["packages"].as_array().into_iter().flatten() {
-        let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap_or_default());
-        let uses_zmig = package["dependencies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|d| {
-                matches!(d["name"].as_str(), Some("zmig-runtime" | "zmig-derive"))
-                    && d["kind"].is_null()
-            });
-        let chosen = match &wanted {
-            Some(wanted) => manifest.canonicalize().ok().as_ref() == Some(wanted),
-            None => uses_zmig,
-        };
-        if chosen {
-            roots.push(manifest.parent().map(Path::to_owned).unwrap_or_default());
-        }
-    }
-    if let (Some(path), true) = (manifest_path, roots.is_empty()) {
-        // A virtual workspace manifest: every member that uses zmig.
-        let _ = path;
-        for package in metadata["packages"].as_array().into_iter().flatten() {
+    let packages: Vec<(PathBuf, bool)> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|package| {
+            let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap_or_default());
+            // A normal (not dev or build) dependency on zmig.
             let uses_zmig = package["dependencies"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|d| matches!(d["name"].as_str(), Some("zmig-runtime" | "zmig-derive")));
-            if uses_zmig {
-                roots.push(
-                    PathBuf::from(package["manifest_path"].as_str().unwrap_or_default())
-                        .parent()
-                        .map(Path::to_owned)
-                        .unwrap_or_default(),
-                );
-            }
-        }
-    }
+                .any(|d| {
+                    matches!(d["name"].as_str(), Some("zmig-runtime" | "zmig-derive"))
+                        && d["kind"].is_null()
+                });
+            (manifest, uses_zmig)
+        })
+        .collect();
+    // A package manifest names that crate; a virtual workspace manifest (or none) means every
+    // member that uses zmig.
+    let wanted = manifest_path.map(|p| p.canonicalize()).transpose()?;
+    let named: Vec<&PathBuf> = packages
+        .iter()
+        .filter(|(manifest, _)| wanted.is_some() && manifest.canonicalize().ok() == wanted)
+        .map(|(manifest, _)| manifest)
+        .collect();
+    let chosen: Vec<&PathBuf> = if named.is_empty() {
+        packages
+            .iter()
+            .filter(|(_, uses)| *uses)
+            .map(|(manifest, _)| manifest)
+            .collect()
+    } else {
+        named
+    };
+    let mut roots: Vec<PathBuf> = chosen
+        .into_iter()
+        .map(|m| m.parent().map(Path::to_owned).unwrap_or_default())
+        .collect();
     roots.sort();
     Ok(roots)
 }

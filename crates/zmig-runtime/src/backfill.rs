@@ -160,10 +160,21 @@ pub fn backfill(
     })
 }
 
+/// Creates zmig's bookkeeping tables now, if they are missing (a backfill or verify creates
+/// them on first use anyway): for a deploy step that holds the DDL rights the workers lack, or
+/// for tools that watch the checkpoints before a backfill starts.
+pub fn create_bookkeeping_tables(conn: &mut PgConnection) -> Result<()> {
+    store::ensure_tables(conn)
+}
+
 /// Pauses (or resumes) a backfill: running workers finish their batch and wait.
 pub fn set_paused(conn: &mut PgConnection, migration: &str, paused: bool) -> Result<()> {
     check_migration_name(migration)?;
-    store::ensure_tables(conn)?;
+    if !store::tables_exist(conn)? {
+        return Err(Error::NotReady(format!(
+            "no backfill of `{migration}` has started on this database"
+        )));
+    }
     let updated =
         diesel::sql_query("UPDATE zmig_backfill_runs SET paused = $2 WHERE migration = $1")
             .bind::<Text, _>(migration)
@@ -191,7 +202,9 @@ pub struct BackfillStatus {
 /// The recorded state of `migration`'s backfill, `None` when none has started.
 pub fn status(conn: &mut PgConnection, migration: &str) -> Result<Option<BackfillStatus>> {
     check_migration_name(migration)?;
-    store::ensure_tables(conn)?;
+    if !store::tables_exist(conn)? {
+        return Ok(None);
+    }
     let Some(run) = store::load_run(conn, migration)? else {
         return Ok(None);
     };

@@ -55,6 +55,22 @@ pub(crate) fn ensure_tables(conn: &mut PgConnection) -> Result<()> {
     })
 }
 
+/// Whether the bookkeeping tables exist: readers (status, the last verification) look without
+/// creating anything.
+pub(crate) fn tables_exist(conn: &mut PgConnection) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = Bool)]
+        exists: bool,
+    }
+    let found: Exists = diesel::sql_query(
+        "SELECT to_regclass('zmig_backfill_runs') IS NOT NULL
+                AND to_regclass('zmig_verifications') IS NOT NULL AS exists",
+    )
+    .get_result(conn)?;
+    Ok(found.exists)
+}
+
 /// A backfill run as recorded.
 #[derive(Debug, Clone, QueryableByName)]
 pub(crate) struct Run {

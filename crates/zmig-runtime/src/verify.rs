@@ -140,7 +140,9 @@ pub fn last_verification(
     migration: &str,
 ) -> Result<Option<(i64, String)>> {
     check_migration_name(migration)?;
-    store::ensure_tables(conn)?;
+    if !store::tables_exist(conn)? {
+        return Ok(None);
+    }
     #[derive(QueryableByName)]
     struct Last {
         #[diesel(sql_type = BigInt)]

@@ -41,8 +41,8 @@ fn expand(input: &syn::DeriveInput, model: &ModelSpec) -> TokenStream {
     }
     // With the model itself wrong for its stage, generated code would only add follow-up errors.
     let rust_side = match rust_side::RustSide::new(input, model, extract) {
-        Ok(_) if errors.has_errors() => TokenStream::new(),
-        Ok(side) => side.expand(),
+        Ok(Some(side)) if !errors.has_errors() => side.expand(),
+        Ok(_) => TokenStream::new(),
         Err(error) => error.to_compile_error(),
     };
 

@@ -21,21 +21,24 @@ pub(super) struct RustSide<'a> {
     new_table: syn::Path,
     key: syn::Ident,
     owner_pk: syn::Ident,
-    /// `(field, column)` of the moved columns in the new table.
+    /// The moved columns' names in the new table: the row struct's fields.
     targets: Vec<syn::Ident>,
 }
 
 impl<'a> RustSide<'a> {
-    /// Fails (with a spanned error) only when the stage needs Rust names that the attribute does
-    /// not give.
+    /// `None` at stages that generate no Rust side; an error (spanned) when the stage needs Rust
+    /// names that the attribute does not give.
     pub(super) fn new(
         input: &'a syn::DeriveInput,
         model: &'a ModelSpec,
         extract: &'a ExtractSpec,
-    ) -> syn::Result<Self> {
-        let span = Span::call_site();
+    ) -> syn::Result<Option<Self>> {
         let needed = model.stage.value >= Stage::ReadNew
             || (extract.sync_mode() == SyncMode::App && model.stage.value >= Stage::DualWrite);
+        if !needed {
+            return Ok(None);
+        }
+        let span = Span::call_site();
         let name_error = |what: &str, name: &str, at: Span, help: &str| {
             syn::Error::new(at, format!("the Rust side generated at this stage needs {what} `{name}` to be a Rust identifier\nhelp: {help}"))
         };
@@ -78,7 +81,7 @@ impl<'a> RustSide<'a> {
                 if let Some(last) = new_table.segments.last_mut() {
                     last.ident = into;
                 }
-                Ok(RustSide {
+                Ok(Some(RustSide {
                     input,
                     model,
                     extract,
@@ -89,9 +92,8 @@ impl<'a> RustSide<'a> {
                     key,
                     owner_pk,
                     targets,
-                })
+                }))
             }
-            _ if !needed => Ok(RustSide::none(input, model, extract)),
             (None, ..) => Err(name_error("the new table", &extract.into.value, extract.into.span, "name the new table with an identifier (`into = item_details`); the database name can keep its case through `#[sql_name]` in `table!`")),
             (_, None, ..) => Err(name_error("the row struct", &row_name, extract.into.span, "name it with `model = ItemDetail`")),
             (_, _, None, ..) => Err(name_error("the owner key", &key_name, extract.into.span, "name it with `key = order_id`")),
@@ -100,29 +102,9 @@ impl<'a> RustSide<'a> {
         }
     }
 
-    /// A placeholder for stages that generate no Rust side.
-    fn none(input: &'a syn::DeriveInput, model: &'a ModelSpec, extract: &'a ExtractSpec) -> Self {
-        let placeholder = syn::Ident::new("__zmig_none", Span::call_site());
-        RustSide {
-            input,
-            model,
-            extract,
-            row: placeholder.clone(),
-            row_snake: String::new(),
-            owner_table: syn::parse_quote!(self),
-            new_table: syn::parse_quote!(self),
-            key: placeholder.clone(),
-            owner_pk: placeholder,
-            targets: Vec::new(),
-        }
-    }
-
     pub(super) fn expand(&self) -> TokenStream {
         let stage = self.model.stage.value;
         let app = self.extract.sync_mode() == SyncMode::App;
-        if self.row_snake.is_empty() {
-            return TokenStream::new();
-        }
         let mut out = TokenStream::new();
         if stage >= Stage::ReadNew || (app && stage >= Stage::DualWrite) {
             out.extend(self.row_struct());
