@@ -9,9 +9,10 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use crate::migrations::{self, FolderState};
-use crate::plan::{extract_phases, Ships};
+use crate::plan::{extract_phases, swap_phases, Phase, Ships};
 use crate::project::{self, Project};
 use crate::shim;
+use crate::spec::Stage;
 
 #[derive(Subcommand, Debug)]
 pub enum ZmigCommand {
@@ -164,13 +165,24 @@ fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<(
     if json {
         let all: Vec<serde_json::Value> = projects
             .iter()
-            .flat_map(|p| p.extracts.iter().map(move |m| (p, m)))
-            .map(|(p, m)| {
-                serde_json::json!({
-                    "crate": p.root,
-                    "migration": m.extract,
-                    "phases": extract_phases(&m.extract),
-                })
+            .flat_map(|p| {
+                let extracts = p.extracts.iter().map(move |m| {
+                    serde_json::json!({
+                        "crate": p.root,
+                        "strategy": "extract",
+                        "migration": m.extract,
+                        "phases": extract_phases(&m.extract),
+                    })
+                });
+                let swaps = p.swaps.iter().map(move |m| {
+                    serde_json::json!({
+                        "crate": p.root,
+                        "strategy": "swap",
+                        "migration": m.swap,
+                        "phases": swap_phases(&m.swap),
+                    })
+                });
+                extracts.chain(swaps)
             })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
@@ -193,36 +205,68 @@ fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<(
                 x.stage,
                 x.stage.number()
             )?;
-            for phase in extract_phases(x) {
-                let status = match phase.stage.cmp(&x.stage) {
-                    std::cmp::Ordering::Less => "shipped",
-                    std::cmp::Ordering::Equal => "current",
-                    std::cmp::Ordering::Greater if phase.stage.number() == x.stage.number() + 1 => {
-                        "next"
-                    }
-                    std::cmp::Ordering::Greater => "later",
-                };
-                let ships = match phase.ships {
-                    Ships::Migration => "migration",
-                    Ships::Code => "code deploy",
-                    Ships::MigrationAndCode => "migration, then code deploy",
-                    Ships::RuntimeTask => "runtime task",
-                };
-                writeln!(
-                    out,
-                    "  {}. {:<10} [{status}] ships: {ships}",
-                    phase.stage.number(),
-                    phase.stage.as_str()
-                )?;
-                writeln!(out, "     {}", phase.summary)?;
-                writeln!(out, "     before moving on: {}", phase.gate)?;
-            }
-            writeln!(out)?;
+            print_phases(&extract_phases(x), x.stage, out)?;
+        }
+        for model in &project.swaps {
+            any = true;
+            let x = &model.swap;
+            let changes: Vec<String> = x
+                .columns
+                .iter()
+                .filter(|c| c.changes())
+                .map(|c| format!("{} → {}", c.name, c.new_type))
+                .chain(
+                    x.references
+                        .iter()
+                        .map(|r| format!("{}.{} → {}", r.table.name, r.column, r.new_type)),
+                )
+                .collect();
+            writeln!(
+                out,
+                "{}: swap {} behind a view ({})\n  declared on `{}` in {}; code is at stage `{}` ({} of {})\n",
+                x.name,
+                x.table.name,
+                changes.join(", "),
+                x.source.model,
+                display_path(&project.root.join(&x.source.file)),
+                x.stage,
+                x.stage.number(),
+                Stage::SWAP.len()
+            )?;
+            print_phases(&swap_phases(x), x.stage, out)?;
         }
     }
     if !any {
         writeln!(out, "no #[derive(Zmig)] models found")?;
     }
+    Ok(())
+}
+
+/// One migration's phases, each with where the code stands relative to it.
+fn print_phases(phases: &[Phase], current: Stage, out: &mut dyn Write) -> Result<()> {
+    for phase in phases {
+        let status = match phase.stage.cmp(&current) {
+            std::cmp::Ordering::Less => "shipped",
+            std::cmp::Ordering::Equal => "current",
+            std::cmp::Ordering::Greater if phase.stage.number() == current.number() + 1 => "next",
+            std::cmp::Ordering::Greater => "later",
+        };
+        let ships = match phase.ships {
+            Ships::Migration => "migration",
+            Ships::Code => "code deploy",
+            Ships::MigrationAndCode => "migration, then code deploy",
+            Ships::RuntimeTask => "runtime task",
+        };
+        writeln!(
+            out,
+            "  {}. {:<10} [{status}] ships: {ships}",
+            phase.stage.number(),
+            phase.stage.as_str()
+        )?;
+        writeln!(out, "     {}", phase.summary)?;
+        writeln!(out, "     before moving on: {}", phase.gate)?;
+    }
+    writeln!(out)?;
     Ok(())
 }
 
@@ -269,20 +313,24 @@ pub fn generate(
     let mut to_write = Vec::new();
     let mut shim_changes = Vec::new();
     for project in projects {
-        for model in &project.extracts {
-            let ahead = migrations::folders_past_stage(&project.migrations_dir, &model.extract)
-                .with_context(|| format!("reading {}", project.migrations_dir.display()))?;
+        for migration in project.migrations() {
+            let ahead = migrations::folders_past_stage(
+                &project.migrations_dir,
+                migration.name,
+                migration.stage,
+            )
+            .with_context(|| format!("reading {}", project.migrations_dir.display()))?;
             for (stage, path) in ahead {
                 outcome.problems.push(format!(
                     "{}: phase `{stage}` is generated but `{}` is at stage `{}`; it would run on the next deploy.\n  \
                      Set the stage back to `{stage}`, or revert that migration where it ran and delete the folder.",
                     display_path(&path),
-                    model.extract.source.model,
-                    model.extract.stage
+                    migration.model,
+                    migration.stage
                 ));
             }
             let mut later_exists = false;
-            for planned in model.folders().into_iter().rev() {
+            for planned in migration.folders.into_iter().rev() {
                 let state = migrations::folder_state(&project.migrations_dir, &planned)
                     .with_context(|| format!("reading {}", project.migrations_dir.display()))?;
                 match state {
@@ -409,4 +457,229 @@ pub fn generate(
         )?;
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    const CARS_SCHEMA: &str = "diesel::table! {
+    cars (id) {
+        id -> Int4,
+        make -> Text,
+        model -> Text,
+        year -> Int4,
+        mileage -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    trips (id) {
+        id -> Int8,
+        car_id -> Int4,
+        km -> Int4,
+    }
+}
+
+diesel::joinable!(trips -> cars (car_id));
+diesel::allow_tables_to_appear_in_same_query!(cars, trips);
+";
+
+    /// A crate with the cars example's schema and model, in a directory of its own.
+    struct Cars {
+        root: PathBuf,
+    }
+
+    impl Cars {
+        fn new(label: &str) -> Cars {
+            let root =
+                std::env::temp_dir().join(format!("zmig-codegen-{label}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(root.join("src")).unwrap();
+            fs::write(root.join("src/schema.rs"), CARS_SCHEMA).unwrap();
+            let cars = Cars { root };
+            cars.set_stage("prepare");
+            cars
+        }
+
+        fn set_stage(&self, stage: &str) {
+            let model = format!(
+                "use zmig_runtime::Zmig;
+
+#[derive(Zmig)]
+#[diesel(table_name = crate::schema::cars)]
+#[zmig(swap(columns(id: Int8), references(trips.car_id), name = cars_bigint), stage = \"{stage}\")]
+pub struct Car {{
+    pub id: i32,
+}}
+"
+            );
+            fs::write(self.root.join("src/models.rs"), model).unwrap();
+        }
+
+        fn generate(&self, check: bool) -> (Outcome, String) {
+            let project = project::load(&self.root)
+                .map_err(|e| e.to_string())
+                .unwrap();
+            let mut out = Vec::new();
+            let outcome = generate(&[project], check, "2026-11-21-070921", &mut out).unwrap();
+            (outcome, String::from_utf8(out).unwrap())
+        }
+
+        fn folders(&self) -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(self.root.join("migrations"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+
+        fn read(&self, path: &str) -> String {
+            fs::read_to_string(self.root.join("migrations").join(path)).unwrap()
+        }
+    }
+
+    impl Drop for Cars {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+
+    #[test]
+    fn a_swap_writes_prepare_then_finalize_and_keeps_them_after_print_schema() {
+        let cars = Cars::new("swap-generate");
+        let (outcome, report) = cars.generate(false);
+        assert!(outcome.ok(), "{report}");
+        assert_eq!(
+            cars.folders(),
+            ["2026-11-21-070921-0001_cars_bigint_prepare"]
+        );
+        let prepare = "2026-11-21-070921-0001_cars_bigint_prepare";
+        let up = cars.read(&format!("{prepare}/up.sql"));
+        assert!(
+            up.contains("-- zmig migration `cars_bigint`, phase 1 of 3: prepare (up.sql)\n"),
+            "{up}"
+        );
+        assert!(
+            up.contains("--   #[zmig(swap(columns(id: Int8), references(trips.car_id), name = cars_bigint))]\n"),
+            "{up}"
+        );
+        let record: crate::plan::Swap =
+            serde_json::from_str(&cars.read(&format!("{prepare}/{}", migrations::SWAP_SNAPSHOT)))
+                .unwrap();
+        assert_eq!(record.references[0].new_type, "bigint");
+
+        // move ships no migration.
+        cars.set_stage("move");
+        let (outcome, report) = cars.generate(false);
+        assert!(outcome.ok() && outcome.written.is_empty(), "{report}");
+
+        cars.set_stage("finalize");
+        let (outcome, report) = cars.generate(false);
+        assert_eq!(outcome.written.len(), 1, "{report}");
+        assert_eq!(
+            cars.folders(),
+            [prepare, "2026-11-21-070921-0002_cars_bigint_finalize"]
+        );
+        let finalize_up = cars.read("2026-11-21-070921-0002_cars_bigint_finalize/up.sql");
+
+        // After finalize, print-schema shows the new types; the shipped folders stay as planned.
+        fs::write(
+            cars.root.join("src/schema.rs"),
+            CARS_SCHEMA
+                .replace("id -> Int4", "id -> Int8")
+                .replace("car_id -> Int4", "car_id -> Int8"),
+        )
+        .unwrap();
+        let (check, report) = cars.generate(true);
+        assert!(check.ok(), "{report}");
+        assert_eq!(check.up_to_date, 2, "{report}");
+        assert_eq!(cars.read(&format!("{prepare}/up.sql")), up);
+        assert_eq!(
+            cars.read("2026-11-21-070921-0002_cars_bigint_finalize/up.sql"),
+            finalize_up
+        );
+
+        // Moving the stage back would ship finalize with code not ready for it.
+        cars.set_stage("move");
+        let (outcome, report) = cars.generate(true);
+        assert!(!outcome.ok(), "{report}");
+        assert!(
+            report.contains("phase `finalize` is generated but `Car` is at stage `move`"),
+            "{report}"
+        );
+
+        // A changed attribute shows as a stale folder, not as a new plan.
+        cars.set_stage("finalize");
+        let model = fs::read_to_string(cars.root.join("src/models.rs")).unwrap();
+        fs::write(
+            cars.root.join("src/models.rs"),
+            model.replace("columns(id: Int8)", "columns(id: Int8, mileage: Int8)"),
+        )
+        .unwrap();
+        let (outcome, report) = cars.generate(true);
+        assert!(!outcome.ok(), "{report}");
+        assert!(
+            report.contains("up.sql, down.sql no longer match"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_swap_is_refused_with_file_and_line_when_a_reference_is_missing() {
+        let cars = Cars::new("swap-missing-reference");
+        let model = fs::read_to_string(cars.root.join("src/models.rs")).unwrap();
+        fs::write(
+            cars.root.join("src/models.rs"),
+            model.replace(", references(trips.car_id)", ""),
+        )
+        .unwrap();
+        let error = project::load(&cars.root).unwrap_err().to_string();
+        assert!(
+            error.starts_with("error: src/models.rs:5:21: `id` changes type, and src/schema.rs says `trips.car_id` references `cars`"),
+            "{error}"
+        );
+        assert!(!cars.root.join("migrations").exists());
+    }
+
+    #[test]
+    fn plan_prints_a_swap() {
+        let cars = Cars::new("swap-plan");
+        cars.set_stage("move");
+        let project = project::load(&cars.root).unwrap();
+        let mut out = Vec::new();
+        print_plan(std::slice::from_ref(&project), false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                "cars_bigint: swap cars behind a view (id → bigint, trips.car_id → bigint)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("code is at stage `move` (2 of 3)"), "{text}");
+        assert!(
+            text.contains("  1. prepare    [shipped] ships: migration\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  2. move       [current] ships: runtime task\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  3. finalize   [next] ships: migration, then code deploy\n"),
+            "{text}"
+        );
+
+        let mut out = Vec::new();
+        print_plan(&[project], true, &mut out).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json[0]["strategy"], "swap");
+        assert_eq!(json[0]["migration"]["name"], "cars_bigint");
+        assert_eq!(json[0]["phases"][1]["ships"], "runtime_task");
+    }
 }

@@ -5,10 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::migrations::{self, PlannedFolder, OWNER_SNAPSHOT};
-use crate::plan::{resolve_extract, Extract, SourceRef};
+use crate::migrations::{self, PlannedFolder, OWNER_SNAPSHOT, SWAP_SNAPSHOT};
+use crate::plan::{resolve_extract, resolve_swap, Extract, SourceRef, Swap};
 use crate::schema::{parse_schema, Schema, Table};
-use crate::spec::{parse_model_attrs, MigrationSpec, ModelSpec};
+use crate::spec::{parse_model_attrs, ExtractSpec, MigrationSpec, ModelSpec, Stage, SwapSpec};
 
 /// An error in one of the crate's files, with its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +77,43 @@ pub struct Project {
     pub schema_file: PathBuf,
     pub migrations_dir: PathBuf,
     pub extracts: Vec<ResolvedModel>,
+    pub swaps: Vec<ResolvedSwap>,
 }
 
+impl Project {
+    /// Every migration of the crate, whatever its strategy, sorted by name.
+    pub fn migrations(&self) -> Vec<PlannedMigration<'_>> {
+        let extracts = self.extracts.iter().map(|m| PlannedMigration {
+            name: &m.extract.name,
+            model: &m.extract.source.model,
+            stage: m.extract.stage,
+            folders: m.folders(),
+        });
+        let swaps = self.swaps.iter().map(|m| PlannedMigration {
+            name: &m.swap.name,
+            model: &m.swap.source.model,
+            stage: m.swap.stage,
+            folders: m.folders(),
+        });
+        let mut all: Vec<PlannedMigration> = extracts.chain(swaps).collect();
+        all.sort_by(|a, b| a.name.cmp(b.name));
+        all
+    }
+}
+
+/// One migration as `generate` and `status` see it: where it is and what it ships.
+#[derive(Debug)]
+pub struct PlannedMigration<'a> {
+    pub name: &'a str,
+    /// The struct carrying `#[derive(Zmig)]`.
+    pub model: &'a str,
+    /// The stage the code is at.
+    pub stage: Stage,
+    /// Its folders up to `stage`.
+    pub folders: Vec<PlannedFolder>,
+}
+
+/// An extract, resolved.
 #[derive(Debug)]
 pub struct ResolvedModel {
     pub extract: Extract,
@@ -92,6 +127,21 @@ pub struct ResolvedModel {
 impl ResolvedModel {
     pub fn folders(&self) -> Vec<PlannedFolder> {
         migrations::planned_folders(&self.extract, &self.owner_snapshot)
+    }
+}
+
+/// A swap, resolved: against `schema.rs` until its prepare folder exists, from the record in
+/// that folder ([`SWAP_SNAPSHOT`]) afterwards.
+#[derive(Debug)]
+pub struct ResolvedSwap {
+    pub swap: Swap,
+    /// The record as prepare's folder holds it (or will).
+    pub swap_snapshot: String,
+}
+
+impl ResolvedSwap {
+    pub fn folders(&self) -> Vec<PlannedFolder> {
+        migrations::planned_swap_folders(&self.swap, &self.swap_snapshot)
     }
 }
 
@@ -162,6 +212,7 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
             schema_file: config.schema_file,
             migrations_dir: config.migrations_dir,
             extracts: Vec::new(),
+            swaps: Vec::new(),
         });
     }
     let schema = match fs::read_to_string(&config.schema_file) {
@@ -188,53 +239,46 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
         }
     };
     let mut extracts = Vec::new();
+    let mut swaps = Vec::new();
     if let Some(schema) = schema {
         let mut names = std::collections::HashMap::new();
         for model in models {
-            let MigrationSpec::Extract(extract_spec) = &model.spec.migration;
             let abs_file = root.join(&model.file);
-            let snapshot = match owner_schema(&config.migrations_dir, &model, &schema) {
-                Ok(snapshot) => snapshot,
-                Err(error) => {
-                    errors.push(error);
-                    continue;
-                }
-            };
             let source = SourceRef {
                 file: model.file.clone(),
                 line: model.line,
                 model: model.spec.struct_name.value.clone(),
             };
-            match resolve_extract(
-                &model.spec,
-                extract_spec,
-                &snapshot,
-                source,
-                extract_spec.to_attribute(),
-            ) {
-                Ok(extract) => {
-                    if let Some(previous) = names.insert(extract.name.clone(), model.file.clone()) {
+            let resolved = match &model.spec.migration {
+                MigrationSpec::Extract(spec) => {
+                    load_extract(&config.migrations_dir, &model, spec, &schema, source).map(
+                        |extract| {
+                            let name = extract.extract.name.clone();
+                            extracts.push(extract);
+                            name
+                        },
+                    )
+                }
+                MigrationSpec::Swap(spec) => {
+                    load_swap(&config.migrations_dir, &model, spec, &schema, source).map(|swap| {
+                        let name = swap.swap.name.clone();
+                        swaps.push(swap);
+                        name
+                    })
+                }
+            };
+            match resolved {
+                Ok(name) => {
+                    if let Some(previous) = names.insert(name.clone(), model.file.clone()) {
                         errors.push(located(
                             &abs_file,
                             model.line,
                             1,
-                            format!("two models declare migration `{}` (the other is in {}); give one `name = ...`", extract.name, previous.display()),
+                            format!("two models declare migration `{name}` (the other is in {}); give one `name = ...`", previous.display()),
                         ));
                     }
-                    let owner_snapshot = serde_json::to_string_pretty(&snapshot)
-                        .expect("a schema serializes")
-                        + "\n";
-                    // Resolution found the owner in the record, so it is there.
-                    let Some(owner) = snapshot.table(model.spec.table()).cloned() else {
-                        continue;
-                    };
-                    extracts.push(ResolvedModel {
-                        extract,
-                        owner_snapshot,
-                        owner,
-                    });
                 }
-                Err(error) => errors.extend(from_syn(&model.file, error)),
+                Err(found) => errors.extend(found),
             }
         }
     }
@@ -242,11 +286,98 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
         return Err(ProjectErrors(errors));
     }
     extracts.sort_by(|a, b| a.extract.name.cmp(&b.extract.name));
+    swaps.sort_by(|a, b| a.swap.name.cmp(&b.swap.name));
     Ok(Project {
         root: root.to_owned(),
         schema_file: config.schema_file,
         migrations_dir: config.migrations_dir,
         extracts,
+        swaps,
+    })
+}
+
+/// Resolves an extract against the owner table as recorded for it.
+fn load_extract(
+    migrations_dir: &Path,
+    model: &FoundModel,
+    spec: &ExtractSpec,
+    schema: &Schema,
+    source: SourceRef,
+) -> Result<ResolvedModel, Vec<Located>> {
+    let snapshot = owner_schema(migrations_dir, model, schema).map_err(|e| vec![e])?;
+    let extract = resolve_extract(&model.spec, spec, &snapshot, source, spec.to_attribute())
+        .map_err(|error| from_syn(&model.file, error))?;
+    let owner_snapshot =
+        serde_json::to_string_pretty(&snapshot).expect("a schema serializes") + "\n";
+    // Resolution found the owner in the record, so it is there.
+    let owner = snapshot
+        .table(model.spec.table())
+        .cloned()
+        .expect("resolution found the owner table in the record");
+    Ok(ResolvedModel {
+        extract,
+        owner_snapshot,
+        owner,
+    })
+}
+
+/// A swap as recorded in its prepare folder, or resolved against `schema.rs` when that folder
+/// does not exist yet.
+///
+/// Why a record: `schema.rs` follows the database. After finalize it shows the new types (and
+/// between prepare and finalize `print-schema` sees a view, not the table); resolving the
+/// shipped phases against that would change what they mean. The stage, the attribute and where
+/// it is declared still come from the code, so an attribute changed after prepare shows as a
+/// stale folder.
+fn load_swap(
+    migrations_dir: &Path,
+    model: &FoundModel,
+    spec: &SwapSpec,
+    schema: &Schema,
+    source: SourceRef,
+) -> Result<ResolvedSwap, Vec<Located>> {
+    let name = model.spec.migration_name();
+    let probe = PlannedFolder {
+        stage: Stage::Prepare,
+        suffix: format!("{name}_{}", Stage::Prepare),
+        files: Vec::new(),
+    };
+    let prepare = migrations::existing_folder(migrations_dir, &probe).map_err(|e| {
+        vec![located(
+            migrations_dir,
+            1,
+            1,
+            format!("cannot read the migrations folder: {e}"),
+        )]
+    })?;
+    if let Some(folder) = prepare {
+        let path = folder.join(SWAP_SNAPSHOT);
+        if let Ok(text) = fs::read_to_string(&path) {
+            let damaged = |line: usize, column: usize, what: String| {
+                vec![located(&path, line, column, format!("zmig's record of the swap is damaged ({what}); restore it from version control"))]
+            };
+            let mut swap: Swap = serde_json::from_str(&text)
+                .map_err(|e| damaged(e.line(), e.column(), e.to_string()))?;
+            swap.restore_casts()
+                .map_err(|e| damaged(1, 1, e.to_string()))?;
+            swap.stage = model.spec.stage.value;
+            swap.source = source;
+            swap.attribute = spec.to_attribute();
+            return Ok(ResolvedSwap {
+                swap,
+                swap_snapshot: text,
+            });
+        }
+    }
+    let swap = resolve_swap(&model.spec, spec, schema, source)
+        .map_err(|error| from_syn(&model.file, error))?;
+    // The record is what prepare planned: written with prepare's folder, never rewritten.
+    let mut record = swap.clone();
+    record.stage = Stage::Prepare;
+    let swap_snapshot = serde_json::to_string_pretty(&record).expect("a swap serializes") + "\n";
+    Ok(ResolvedSwap {
+        swap,
+        swap_snapshot,
     })
 }
 

@@ -1,6 +1,7 @@
 //! What `#[derive(Zmig)]` says about a model: its migration, as plain constants.
 
-/// The phases of an extract, in the order they ship.
+/// The phases of a migration, in the order they ship: an extract's six, then a swap's three
+/// (comparing stages means something only within one strategy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
     Expand,
@@ -9,6 +10,9 @@ pub enum Stage {
     ReadNew,
     WriteNew,
     Contract,
+    Prepare,
+    Move,
+    Finalize,
 }
 
 /// An extract as the attribute declares it.
@@ -26,10 +30,25 @@ pub struct ExtractInfo {
     pub stage: Stage,
 }
 
+/// A swap as the attribute declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapInfo {
+    /// The migration's name (folder names, `cargo xtask zmig backfill <name>`).
+    pub name: &'static str,
+    /// The Diesel `table!` name of the swapped table.
+    pub table: &'static str,
+    /// `(column, new type)`: the Rust name of each column that changes type, and the Diesel SQL
+    /// type it changes to, as the attribute writes it (`("id", "Int8")`).
+    pub columns: &'static [(&'static str, &'static str)],
+    /// The stage the code is at.
+    pub stage: Stage,
+}
+
 /// The migration a `#[derive(Zmig)]` model takes part in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Migration {
     Extract(ExtractInfo),
+    Swap(SwapInfo),
 }
 
 /// Implemented by `#[derive(Zmig)]`.

@@ -30,7 +30,9 @@ struct Caterer {
 }
 
 fn main() {
-    let Migration::Extract(info) = Caterer::MIGRATION;
+    let Migration::Extract(info) = Caterer::MIGRATION else {
+        panic!("an extract");
+    };
     assert_eq!(info.name, "caterers_addresses");
     assert_eq!(info.owner_table, "caterers");
     assert_eq!(info.new_table, "Addresses");

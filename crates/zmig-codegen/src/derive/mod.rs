@@ -6,7 +6,7 @@ mod rust_side;
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
 
-use crate::spec::{self, MigrationSpec, ModelSpec, Stage};
+use crate::spec::{self, ExtractSpec, MigrationSpec, ModelSpec, Stage, SwapSpec};
 
 /// `#[derive(Zmig)]` on `input`: the generated items, or every error as `compile_error!`.
 pub fn derive_zmig(input: TokenStream) -> TokenStream {
@@ -21,9 +21,19 @@ pub fn derive_zmig(input: TokenStream) -> TokenStream {
 }
 
 fn expand(input: &syn::DeriveInput, model: &ModelSpec) -> TokenStream {
+    match &model.migration {
+        MigrationSpec::Extract(extract) => expand_extract(input, model, extract),
+        MigrationSpec::Swap(swap) => expand_swap(input, model, swap),
+    }
+}
+
+fn expand_extract(
+    input: &syn::DeriveInput,
+    model: &ModelSpec,
+    extract: &ExtractSpec,
+) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let MigrationSpec::Extract(extract) = &model.migration;
     let name = model.migration_name();
     let owner = model.table();
     let new_table = &extract.into.value;
@@ -84,12 +94,102 @@ fn expand(input: &syn::DeriveInput, model: &ModelSpec) -> TokenStream {
     }
 }
 
+/// A swap's model keeps reading and writing its table by name at every stage (through the view
+/// until finalize), so there is no Rust side to generate: the `ZmigModel` impl, and checks that
+/// every column the attribute names is in `table!` and that a type changed without an
+/// expression widens.
+fn expand_swap(input: &syn::DeriveInput, model: &ModelSpec, swap: &SwapSpec) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let name = model.migration_name();
+    let table = model.table();
+    let stage = stage_tokens(model.stage.value);
+    let pairs = swap.columns.iter().map(|c| {
+        let column = &c.column.value;
+        let new_type = &c.new_type.value;
+        quote!((#column, #new_type))
+    });
+
+    // Naming a column makes rustc check it exists, at the tokens the user wrote, as a typo in a
+    // Diesel query would; a referencing table sits beside the swapped one (same module path).
+    // Each column is named once, so a typo is one error.
+    let table_path = table_path(model);
+    // Once finalize has run, `diesel print-schema` writes the new types into `table!`: from that
+    // stage on the old type is no longer there to compare with.
+    let compare_types = model.stage.value < Stage::Finalize;
+    let columns = swap.columns.iter().map(|c| {
+        let column = ident_for(&c.column.value, c.column.span);
+        let table_path = respan(&table_path, c.column.span);
+        if compare_types && c.cast.is_none() {
+            let to = ident_for(&c.new_type.value, c.new_type.span);
+            quote_spanned!(c.new_type.span=>
+                __zmig_widens::<_, ::diesel::sql_types::#to>(#table_path::#column);
+            )
+        } else {
+            quote_spanned!(c.column.span=> let _ = #table_path::#column;)
+        }
+    });
+    let references = swap.references.iter().map(|r| {
+        let mut other = respan(&table_path, r.table.span);
+        if let Some(last) = other.segments.last_mut() {
+            last.ident = ident_for(&r.table.value, r.table.span);
+        }
+        let column = ident_for(&r.column.value, r.column.span);
+        quote_spanned!(r.column.span=> let _ = #other::#column;)
+    });
+    let widening = compare_types.then(|| {
+        quote! {
+            #[diagnostic::on_unimplemented(
+                message = "a column whose type changes without an expression must widen, and `{Self}` does not widen to `{To}`",
+                label = "not a widening of the column's type in `table!`",
+                note = "zmig widens Int2 → Int4 → Int8 → Numeric, Float4 → Float8, Varchar → Text; for any other change give the SQL that computes the new value: `column: Type = \"...\"`"
+            )]
+            trait __ZmigWidensTo<To> {}
+            impl __ZmigWidensTo<::diesel::sql_types::Integer> for ::diesel::sql_types::SmallInt {}
+            impl __ZmigWidensTo<::diesel::sql_types::BigInt> for ::diesel::sql_types::SmallInt {}
+            impl __ZmigWidensTo<::diesel::sql_types::Numeric> for ::diesel::sql_types::SmallInt {}
+            impl __ZmigWidensTo<::diesel::sql_types::BigInt> for ::diesel::sql_types::Integer {}
+            impl __ZmigWidensTo<::diesel::sql_types::Numeric> for ::diesel::sql_types::Integer {}
+            impl __ZmigWidensTo<::diesel::sql_types::Numeric> for ::diesel::sql_types::BigInt {}
+            impl __ZmigWidensTo<::diesel::sql_types::Double> for ::diesel::sql_types::Float {}
+            // Diesel's `Varchar` and `Bpchar` are `Text`; `generate` tells them apart in schema.rs.
+            impl __ZmigWidensTo<::diesel::sql_types::Text> for ::diesel::sql_types::Text {}
+            impl<From: __ZmigWidensTo<To>, To> __ZmigWidensTo<To> for ::diesel::sql_types::Nullable<From> {}
+            fn __zmig_widens<Column: ::diesel::Expression, To>(_: Column)
+            where
+                Column::SqlType: __ZmigWidensTo<To>,
+            {
+            }
+        }
+    });
+
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics ::zmig_runtime::ZmigModel for #ident #ty_generics #where_clause {
+                const MIGRATION: ::zmig_runtime::Migration = ::zmig_runtime::Migration::Swap(::zmig_runtime::SwapInfo {
+                    name: #name,
+                    table: #table,
+                    columns: &[#(#pairs),*],
+                    stage: #stage,
+                });
+            }
+            #[allow(dead_code, clippy::let_underscore_untyped)]
+            fn __zmig_swap_columns_exist() {
+                #widening
+                #(#columns)*
+                #(#references)*
+            }
+        };
+    }
+}
+
 /// From write_new on, the application stops writing the old columns: the owner model must not
 /// carry them any more (the shim removes them from `table!`, and contract drops them).
 fn check_owner_stopped_writing(
     cx: &mut crate::spec::Ctxt,
     input: &syn::DeriveInput,
-    extract: &crate::spec::ExtractSpec,
+    extract: &ExtractSpec,
     stage: Stage,
 ) {
     let syn::Data::Struct(data) = &input.data else {
@@ -192,6 +292,9 @@ fn stage_tokens(stage: Stage) -> TokenStream {
         Stage::ReadNew => quote!(ReadNew),
         Stage::WriteNew => quote!(WriteNew),
         Stage::Contract => quote!(Contract),
+        Stage::Prepare => quote!(Prepare),
+        Stage::Move => quote!(Move),
+        Stage::Finalize => quote!(Finalize),
     };
     quote!(::zmig_runtime::Stage::#variant)
 }
@@ -238,6 +341,34 @@ mod tests {
                 pub street1: String,
             }
         }));
+    }
+
+    #[test]
+    fn expands_the_cars_swap() {
+        insta::assert_snapshot!(expand_pretty(quote! {
+            #[diesel(table_name = crate::schema::cars)]
+            #[zmig(
+                swap(columns(id: Int8, mileage: Int2 = "least(mileage, 32767)::smallint"), references(trips.car_id), name = cars_bigint),
+                stage = "prepare"
+            )]
+            pub struct Car {
+                pub id: i32,
+            }
+        }));
+    }
+
+    #[test]
+    fn a_swap_at_finalize_no_longer_compares_types() {
+        let output = derive_zmig(quote! {
+            #[diesel(table_name = cars)]
+            #[zmig(swap(columns(id: Int8), references(trips.car_id)), stage = "finalize")]
+            pub struct Car;
+        })
+        .to_string();
+        assert!(output.contains("Stage :: Finalize"), "{output}");
+        assert!(output.contains("let _ = trips :: car_id"), "{output}");
+        assert!(output.contains("let _ = cars :: id"), "{output}");
+        assert!(!output.contains("__zmig_widens"), "{output}");
     }
 
     #[test]

@@ -3,17 +3,19 @@
 //! emitter and `cargo xtask zmig plan` both read this; neither looks at attributes.
 
 mod extract;
+mod swap;
 
 pub use extract::{resolve_extract, Extract, MovedColumn, NewPrimaryKey, Timestamp};
+pub use swap::{resolve_swap, Reference, Swap, SwapColumn};
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::{Stage, SyncMode};
 
 /// Where a model's attribute was found: named in generated headers and error messages.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceRef {
     /// Path relative to the crate root (`src/models.rs`).
     pub file: PathBuf,
@@ -23,7 +25,7 @@ pub struct SourceRef {
 }
 
 /// A table in the database: name and schema, both as PostgreSQL knows them.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TableName {
     pub schema: Option<String>,
     pub name: String,
@@ -74,7 +76,7 @@ pub fn extract_phases(extract: &Extract) -> Vec<Phase> {
         .map(|c| c.source.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    Stage::ALL
+    Stage::EXTRACT
         .into_iter()
         .map(|stage| {
             let (ships, summary, gate) = match stage {
@@ -113,8 +115,77 @@ pub fn extract_phases(extract: &Extract) -> Vec<Phase> {
                     format!("drop the sync triggers and functions and the old columns ({moved}) of {owner}"),
                     "done".to_owned(),
                 ),
+                Stage::Prepare | Stage::Move | Stage::Finalize => unreachable!("a swap stage"),
             };
             let has_sql = matches!(stage, Stage::Expand | Stage::DualWrite | Stage::WriteNew | Stage::Contract);
+            Phase { stage, ships, summary, gate, has_sql }
+        })
+        .collect()
+}
+
+/// Every phase of a swap, in order.
+pub fn swap_phases(swap: &Swap) -> Vec<Phase> {
+    let table = &swap.table.name;
+    let old = &swap.old_table().name;
+    let new = &swap.new_table().name;
+    let temp = &swap.temp_table().name;
+    let name = &swap.name;
+    let changes = swap
+        .columns
+        .iter()
+        .filter(|c| c.changes())
+        .map(|c| match &c.cast_text {
+            Some(cast) => format!("{} {} → {} as {cast}", c.name, c.old_type, c.new_type),
+            None => format!("{} {} → {}", c.name, c.old_type, c.new_type),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let references = swap
+        .references
+        .iter()
+        .map(|r| format!("{}.{}", r.table.name, r.column))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let with_references = |text: String, more: String| {
+        if swap.references.is_empty() {
+            text
+        } else {
+            format!("{text}{more}")
+        }
+    };
+    Stage::SWAP
+        .into_iter()
+        .map(|stage| {
+            let (ships, summary, gate) = match stage {
+                Stage::Prepare => (
+                    Ships::Migration,
+                    with_references(
+                        format!(
+                            "rename {table} to {old}, create {new} and {temp} with the new types ({changes}), and serve {table} as a view over the three whose triggers route every write; the application is unchanged"
+                        ),
+                        format!("; the references ({references}) get a column of the new type beside them, kept in step by triggers"),
+                    ),
+                    "the migration is applied everywhere before the move starts".to_owned(),
+                ),
+                Stage::Move => (
+                    Ships::RuntimeTask,
+                    with_references(
+                        format!("move the rows of {old} and {temp} into {new} in short batches: `cargo xtask zmig backfill {name}`"),
+                        format!(", and fill the new columns beside ({references})"),
+                    ),
+                    format!("the move has finished: {old} and {temp} are empty, but for rows written since, which finalize moves itself"),
+                ),
+                Stage::Finalize => (
+                    Ships::MigrationAndCode,
+                    with_references(
+                        format!("in one short transaction move the last rows, drop the view, its triggers, {old} and {temp}, and rename {new} to {table} with its indexes and constraints"),
+                        format!("; swap the new columns in for ({references}) and restore their foreign keys"),
+                    ),
+                    "done once the code deploy follows the migration: `diesel print-schema` shows the new types in schema.rs, and the model's fields take them (i64 for Int8)".to_owned(),
+                ),
+                _ => unreachable!("an extract stage"),
+            };
+            let has_sql = matches!(stage, Stage::Prepare | Stage::Finalize);
             Phase { stage, ships, summary, gate, has_sql }
         })
         .collect()

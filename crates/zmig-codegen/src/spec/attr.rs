@@ -14,17 +14,28 @@ use syn::{Attribute, DeriveInput, Ident, LitStr, Token};
 
 use super::valid;
 use super::{
-    Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, Spanned, Stage, SyncMode,
+    Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, ReferenceSpec, Spanned, Stage,
+    SwapColumnSpec, SwapSpec, SyncMode,
 };
 
 /// The whole attribute, as a user would copy it.
 pub(crate) const ZMIG_FORMAT: &str =
     "#[zmig(extract(into = addresses, columns(street1, city)), stage = \"expand\")]";
+/// The whole attribute for a swap.
+const ZMIG_SWAP_FORMAT: &str = "#[zmig(swap(columns(id: Int8)), stage = \"prepare\")]";
 /// `extract(...)` with every key, required ones first.
 const EXTRACT_FORMAT: &str = "extract(into = addresses, columns(street1, gh_login as login, visits: Int8), \
      key = caterer_id, primary_key = id, filter = \"street1 IS NOT NULL\", name = caterers_addresses, \
      sync = trigger, model = Address)";
 const COLUMNS_FORMAT: &str = "columns(street1, gh_login as login, visits: Int8)";
+/// `swap(...)` with every key, required ones first.
+const SWAP_FORMAT: &str = "swap(columns(id: Int8, price: Numeric = \"round(price)::numeric\"), \
+     references(trips.car_id), name = cars_bigint)";
+const SWAP_COLUMNS_FORMAT: &str = "columns(id: Int8, price: Numeric = \"round(price)::numeric\")";
+const SWAP_COLUMN_HELP: &str = "help: each column looks like `id: Int8` (a widening) or \
+     `price: Numeric = \"round(price)::numeric\"` (any other change, computed from the old row)";
+const REFERENCES_FORMAT: &str = "references(trips.car_id, invoices.car_id)";
+const SWAP_KEYS: [&str; 3] = ["columns", "references", "name"];
 const EXTRACT_KEYS: [&str; 8] = [
     "into",
     "columns",
@@ -73,8 +84,8 @@ pub fn parse_model_attrs(ident: &Ident, attrs: &[Attribute]) -> Result<ModelSpec
         None => cx.error_at(
             ident.span(),
             format!(
-                "#[derive(Zmig)] needs a #[zmig(...)] attribute saying what to migrate\n\
-                 help: the correct format looks like `{ZMIG_FORMAT}`"
+                "#[derive(Zmig)] needs a #[zmig(...)] attribute saying what to migrate\n{}",
+                strategy_help()
             ),
         ),
         // Whatever was wrong inside the attribute has been reported already; "missing" errors on
@@ -84,15 +95,20 @@ pub fn parse_model_attrs(ident: &Ident, attrs: &[Attribute]) -> Result<ModelSpec
             if zmig.migration.is_none() {
                 cx.error_spanned_by(
                     attr,
-                    format!("#[zmig] needs a strategy\nhelp: the correct format looks like `{ZMIG_FORMAT}`"),
+                    format!(
+                        "#[zmig] needs a strategy: `extract(...)` or `swap(...)`\n{}",
+                        strategy_help()
+                    ),
                 );
             }
             if zmig.stage.is_none() {
+                let stages = zmig.strategy.map_or(&Stage::EXTRACT[..], Strategy::stages);
                 cx.error_spanned_by(
                     attr,
                     format!(
-                        "#[zmig] needs the stage the code is at\nhelp: add `stage = \"expand\"`; the stages, in order, are {}",
-                        stage_list()
+                        "#[zmig] needs the stage the code is at\nhelp: add `stage = \"{}\"`; the stages, in order, are {}",
+                        stages[0],
+                        stage_list(stages)
                     ),
                 );
             }
@@ -185,57 +201,132 @@ struct ZmigAttrs<'a> {
     /// Some part was malformed and has been reported.
     broken: bool,
     migration: Option<MigrationSpec>,
+    /// The first strategy named, even when what it holds was malformed: the stage is checked
+    /// against its stages either way.
+    strategy: Option<Strategy>,
     stage: Option<Spanned<Stage>>,
+}
+
+/// The strategy keywords of `#[zmig(...)]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    Extract,
+    Swap,
+}
+
+impl Strategy {
+    fn of(path: &syn::Path) -> Option<Strategy> {
+        if path.is_ident("extract") {
+            Some(Strategy::Extract)
+        } else if path.is_ident("swap") {
+            Some(Strategy::Swap)
+        } else {
+            None
+        }
+    }
+
+    fn keyword(self) -> &'static str {
+        match self {
+            Strategy::Extract => "extract",
+            Strategy::Swap => "swap",
+        }
+    }
+
+    /// "an extract", "a swap".
+    fn article(self) -> &'static str {
+        match self {
+            Strategy::Extract => "an extract",
+            Strategy::Swap => "a swap",
+        }
+    }
+
+    fn stages(self) -> &'static [Stage] {
+        match self {
+            Strategy::Extract => &Stage::EXTRACT,
+            Strategy::Swap => &Stage::SWAP,
+        }
+    }
+
+    fn of_stage(stage: Stage) -> Strategy {
+        if Stage::SWAP.contains(&stage) {
+            Strategy::Swap
+        } else {
+            Strategy::Extract
+        }
+    }
+}
+
+/// The help line when the strategy itself is what is missing or wrong.
+fn strategy_help() -> String {
+    format!("help: the correct format looks like `{ZMIG_FORMAT}` or `{ZMIG_SWAP_FORMAT}`")
 }
 
 fn parse_zmig_attrs<'a>(cx: &mut Ctxt, attrs: &'a [Attribute]) -> ZmigAttrs<'a> {
     let mut out = ZmigAttrs::default();
-    let mut stage_seen = false;
-    let mut strategy_seen = false;
+    let mut stage_lit: Option<LitStr> = None;
+    // Two strategies named: which one the stage is for is anyone's guess, so any stage passes.
+    let mut strategies_conflict = false;
     for attr in attrs.iter().filter(|a| a.path().is_ident("zmig")) {
         out.first_attr.get_or_insert(attr);
         if let syn::Meta::Path(path) = &attr.meta {
             cx.error_spanned_by(
                 path,
-                format!(
-                    "#[zmig] needs arguments\nhelp: the correct format looks like `{ZMIG_FORMAT}`"
-                ),
+                format!("#[zmig] needs arguments\n{}", strategy_help()),
             );
             out.broken = true;
             continue;
         }
         let result = attr.parse_nested_meta(|meta| {
             // extract(into = addresses, columns(street1, city), ...)
-            if meta.path.is_ident("extract") {
-                if strategy_seen {
-                    cx.error_spanned_by(&meta.path, "duplicate strategy: one #[derive(Zmig)] model has one migration");
+            // swap(columns(id: Int8), references(trips.car_id), ...)
+            if let Some(strategy) = Strategy::of(&meta.path) {
+                match out.strategy {
+                    Some(first) if first == strategy => cx.error_spanned_by(
+                        &meta.path,
+                        "duplicate strategy: one #[derive(Zmig)] model has one migration",
+                    ),
+                    Some(first) => {
+                        strategies_conflict = true;
+                        cx.error_spanned_by(
+                            &meta.path,
+                            format!(
+                                "`{}(...)` and `{}(...)` on one model: one #[derive(Zmig)] model has one migration at a time\n\
+                                 help: keep one strategy; start the other once this migration is done",
+                                first.keyword(),
+                                strategy.keyword()
+                            ),
+                        )
+                    }
+                    None => out.strategy = Some(strategy),
                 }
-                strategy_seen = true;
-                match parse_extract(cx, &meta)? {
-                    Some(extract) if out.migration.is_none() => out.migration = Some(MigrationSpec::Extract(extract)),
+                let parsed = match strategy {
+                    Strategy::Extract => parse_extract(cx, &meta)?.map(MigrationSpec::Extract),
+                    Strategy::Swap => parse_swap(cx, &meta)?.map(MigrationSpec::Swap),
+                };
+                match parsed {
+                    Some(migration) if out.migration.is_none() && out.strategy == Some(strategy) => {
+                        out.migration = Some(migration)
+                    }
                     Some(_) => {}
                     None => out.broken = true,
                 }
             // stage = "dual_write"
             } else if meta.path.is_ident("stage") {
                 let lit: LitStr = meta.value()?.parse()?;
-                if stage_seen {
+                if stage_lit.is_some() {
                     cx.error_spanned_by(&meta.path, "duplicate `stage`: the code is at one stage");
-                }
-                stage_seen = true;
-                match parse_stage(cx, &lit) {
-                    Some(stage) if out.stage.is_none() => out.stage = Some(Spanned::new(stage, lit.span())),
-                    Some(_) => {}
-                    None => out.broken = true,
+                } else {
+                    stage_lit = Some(lit);
                 }
             } else {
                 skip_meta_value(&meta)?;
                 let key = path_text(&meta.path);
-                let hint = suggest(&key, &["extract", "stage"]).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                let hint = suggest(&key, &["extract", "swap", "stage"]).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                 cx.error_spanned_by(
                     &meta.path,
                     format!(
-                        "unknown zmig key `{key}`{hint}; expected `extract(...)` or `stage = \"...\"`\nhelp: the correct format looks like `{ZMIG_FORMAT}`"
+                        "unknown zmig key `{key}`{hint}; expected `extract(...)`, `swap(...)` or `stage = \"...\"`\n{}",
+                        strategy_help()
                     ),
                 );
                 out.broken = true;
@@ -247,30 +338,81 @@ fn parse_zmig_attrs<'a>(cx: &mut Ctxt, attrs: &'a [Attribute]) -> ZmigAttrs<'a> 
             out.broken = true;
         }
     }
+    // The stage is checked once the strategy is known: it may come first in the attribute.
+    if let Some(lit) = stage_lit {
+        let strategy = out.strategy.filter(|_| !strategies_conflict);
+        match parse_stage(cx, &lit, strategy) {
+            Some(stage) => out.stage = Some(Spanned::new(stage, lit.span())),
+            None => out.broken = true,
+        }
+    }
     out
 }
 
-fn parse_stage(cx: &mut Ctxt, lit: &LitStr) -> Option<Stage> {
+/// The stage in `stage = "..."`, which must be one of `strategy`'s (any known one when the
+/// strategy is missing: that is reported on its own).
+fn parse_stage(cx: &mut Ctxt, lit: &LitStr, strategy: Option<Strategy>) -> Option<Stage> {
     let text = lit.value();
-    if let Some(stage) = Stage::parse(&text) {
-        return Some(stage);
+    let parsed = Stage::parse(&text);
+    let Some(strategy) = strategy else {
+        if parsed.is_none() {
+            let names: Vec<&str> = Stage::EXTRACT
+                .iter()
+                .chain(&Stage::SWAP)
+                .map(|s| s.as_str())
+                .collect();
+            let hint = suggest(&text, &names)
+                .map(|s| format!("\nhelp: did you mean `stage = \"{s}\"`?"))
+                .unwrap_or_default();
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "unknown stage `{text}`; an extract's stages, in order, are {}; a swap's are {}{hint}",
+                    stage_list(&Stage::EXTRACT),
+                    stage_list(&Stage::SWAP)
+                ),
+            );
+        }
+        return parsed;
+    };
+    let stages = strategy.stages();
+    match parsed {
+        Some(stage) if stages.contains(&stage) => Some(stage),
+        Some(stage) => {
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "`{text}` is a stage of {}, not of {}; the stages of {}, in order, are {}\n\
+                     help: {} starts at `stage = \"{}\"`",
+                    Strategy::of_stage(stage).keyword(),
+                    strategy.keyword(),
+                    strategy.keyword(),
+                    stage_list(stages),
+                    strategy.article(),
+                    stages[0]
+                ),
+            );
+            None
+        }
+        None => {
+            let names: Vec<&str> = stages.iter().map(|s| s.as_str()).collect();
+            let hint = suggest(&text, &names)
+                .map(|s| format!("\nhelp: did you mean `stage = \"{s}\"`?"))
+                .unwrap_or_default();
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "unknown stage `{text}`; the stages, in order, are {}{hint}",
+                    stage_list(stages)
+                ),
+            );
+            None
+        }
     }
-    let names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-    let hint = suggest(&text, &names)
-        .map(|s| format!("\nhelp: did you mean `stage = \"{s}\"`?"))
-        .unwrap_or_default();
-    cx.error_spanned_by(
-        lit,
-        format!(
-            "unknown stage `{text}`; the stages, in order, are {}{hint}",
-            stage_list()
-        ),
-    );
-    None
 }
 
-fn stage_list() -> String {
-    Stage::ALL
+fn stage_list(stages: &[Stage]) -> String {
+    stages
         .iter()
         .map(|s| format!("\"{s}\""))
         .collect::<Vec<_>>()
@@ -319,29 +461,15 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
             }
         // columns(street1, gh_login as login, visits: Int8)
         } else if inner.path.is_ident("columns") {
-            if !inner.input.peek(syn::token::Paren) {
-                cx.error_spanned_by(
-                    &inner.path,
-                    format!("expected the moved columns in parentheses\nhelp: the correct format looks like `{COLUMNS_FORMAT}`"),
-                );
-                skip_meta_value(&inner)?;
-                broken = true;
-                return Ok(());
-            }
-            let content;
-            syn::parenthesized!(content in inner.input);
-            match Punctuated::<ColumnEntry, Token![,]>::parse_terminated(&content) {
-                Ok(parsed) if columns.is_some() => {
-                    drop(parsed);
-                    cx.error_spanned_by(&inner.path, "duplicate `columns(...)`: list every moved column in one");
-                }
-                Ok(parsed) => columns = Some(parsed.into_iter().map(|e| e.0).collect()),
-                Err(error) => {
-                    // Contained: the rest of the attribute is still read and checked.
-                    cx.syn_error(error);
-                    let _: TokenStream = content.parse()?;
-                    broken = true;
-                }
+            let list = List {
+                what: "the moved columns",
+                format: COLUMNS_FORMAT,
+                duplicate: "duplicate `columns(...)`: list every moved column in one",
+            };
+            match list.parse::<ColumnEntry>(cx, &inner, columns.is_some())? {
+                Parsed::List(parsed) => columns = Some(parsed.into_iter().map(|e| e.0).collect()),
+                Parsed::Duplicate => {}
+                Parsed::Broken => broken = true,
             }
         // sync = trigger | app
         } else if inner.path.is_ident("sync") {
@@ -412,6 +540,252 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
             model,
         })),
         _ => Ok(None),
+    }
+}
+
+/// `swap(...)`; `None` when a required part is missing or malformed (already reported).
+fn parse_swap(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<SwapSpec>> {
+    let mut columns: Option<Vec<SwapColumnSpec>> = None;
+    let mut references: Option<Vec<ReferenceSpec>> = None;
+    let mut name = None;
+    let mut broken = false;
+    let swap_path = meta.path.clone();
+    let help = format!("help: the correct format looks like `{SWAP_FORMAT}`");
+
+    meta.parse_nested_meta(|inner| {
+        // name = cars_bigint
+        if inner.path.is_ident("name") {
+            let value = parse_name_value(&inner)?;
+            if name.is_some() {
+                cx.error_spanned_by(&inner.path, "duplicate `name`");
+            } else {
+                name = Some(value);
+            }
+        // columns(id: Int8, price: Numeric = "round(price)::numeric")
+        } else if inner.path.is_ident("columns") {
+            let list = List {
+                what: "the columns whose type changes",
+                format: SWAP_COLUMNS_FORMAT,
+                duplicate: "duplicate `columns(...)`: list every column that changes type in one",
+            };
+            match list.parse::<SwapColumnEntry>(cx, &inner, columns.is_some())? {
+                Parsed::List(parsed) => columns = Some(parsed.into_iter().map(|e| e.0).collect()),
+                Parsed::Duplicate => {}
+                Parsed::Broken => broken = true,
+            }
+        // references(trips.car_id, invoices.car_id)
+        } else if inner.path.is_ident("references") {
+            let list = List {
+                what: "the referencing columns, as `table.column`,",
+                format: REFERENCES_FORMAT,
+                duplicate: "duplicate `references(...)`: list every referencing column in one",
+            };
+            match list.parse::<ReferenceEntry>(cx, &inner, references.is_some())? {
+                Parsed::List(parsed) => {
+                    references = Some(parsed.into_iter().map(|e| e.0).collect())
+                }
+                Parsed::Duplicate => {}
+                Parsed::Broken => broken = true,
+            }
+        } else {
+            skip_meta_value(&inner)?;
+            let key = path_text(&inner.path);
+            let keys = SWAP_KEYS
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = match key.as_str() {
+                "into" | "key" | "primary_key" | "filter" | "sync" | "model" => {
+                    format!("`{key}` belongs to `extract(...)`; swap takes {keys}\n{help}")
+                }
+                _ => {
+                    let hint = match key.as_str() {
+                        "refs" | "referenced_by" | "foreign_keys" | "fks" => Some("references"),
+                        "types" | "column" => Some("columns"),
+                        _ => suggest(&key, &SWAP_KEYS),
+                    }
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                    format!("unknown swap key `{key}`{hint}; expected one of {keys}\n{help}")
+                }
+            };
+            cx.error_spanned_by(&inner.path, message);
+        }
+        Ok(())
+    })?;
+
+    if !broken && columns.as_ref().is_none_or(|c| c.is_empty()) {
+        cx.error_spanned_by(
+            &swap_path,
+            format!("swap needs the columns whose type changes: `{SWAP_COLUMNS_FORMAT}`\n{help}"),
+        );
+    }
+    match columns {
+        Some(columns) if !broken && !columns.is_empty() => Ok(Some(SwapSpec {
+            columns,
+            references: references.unwrap_or_default(),
+            name,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// A parenthesized, comma-separated list under a key (`columns(...)`, `references(...)`).
+struct List {
+    /// What the list holds, for "expected … in parentheses".
+    what: &'static str,
+    format: &'static str,
+    /// The message when the key was given before.
+    duplicate: &'static str,
+}
+
+enum Parsed<T> {
+    List(Vec<T>),
+    /// Given twice: reported, the first one stands.
+    Duplicate,
+    /// Malformed: reported, and the rest of the attribute is still read.
+    Broken,
+}
+
+impl List {
+    fn parse<T: Parse>(
+        &self,
+        cx: &mut Ctxt,
+        inner: &ParseNestedMeta,
+        seen: bool,
+    ) -> syn::Result<Parsed<T>> {
+        if !inner.input.peek(syn::token::Paren) {
+            cx.error_spanned_by(
+                &inner.path,
+                format!(
+                    "expected {} in parentheses\nhelp: the correct format looks like `{}`",
+                    self.what, self.format
+                ),
+            );
+            skip_meta_value(inner)?;
+            return Ok(Parsed::Broken);
+        }
+        let content;
+        syn::parenthesized!(content in inner.input);
+        Ok(
+            match Punctuated::<T, Token![,]>::parse_terminated(&content) {
+                Ok(_) if seen => {
+                    cx.error_spanned_by(&inner.path, self.duplicate);
+                    Parsed::Duplicate
+                }
+                Ok(parsed) => Parsed::List(parsed.into_iter().collect()),
+                Err(error) => {
+                    // Contained: the rest of the attribute is still read and checked.
+                    cx.syn_error(error);
+                    let _: TokenStream = content.parse()?;
+                    Parsed::Broken
+                }
+            },
+        )
+    }
+}
+
+/// One entry of swap's `columns(...)`: `column: SqlType [= "expression"]`.
+struct SwapColumnEntry(SwapColumnSpec);
+
+impl Parse for SwapColumnEntry {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let column = Ident::parse_any(input).map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("expected a column name\n{SWAP_COLUMN_HELP}"),
+            )
+        })?;
+        let name = column.unraw().to_string();
+        if input.peek(Token![as]) {
+            return Err(syn::Error::new(
+                input.span(),
+                format!("a swap keeps every column's name; `as` renames columns only in `extract(...)`\n{SWAP_COLUMN_HELP}"),
+            ));
+        }
+        if !input.peek(Token![:]) {
+            return Err(syn::Error::new(
+                column.span(),
+                format!("`{name}` needs its new type: `{name}: Int8`\n{SWAP_COLUMN_HELP}"),
+            ));
+        }
+        input.parse::<Token![:]>()?;
+        let path: syn::Path = input.parse().map_err(|e| {
+            syn::Error::new(e.span(), format!("expected the Diesel SQL type `{name}` changes to, like `Int8`\n{SWAP_COLUMN_HELP}"))
+        })?;
+        let last = path.segments.last().expect("a parsed path has a segment");
+        if !last.arguments.is_empty() {
+            return Err(syn::Error::new_spanned(
+                &path,
+                format!(
+                    "write the new type's name alone, like `{name}: Int8`: a swap keeps each column's nullability, and does not change array columns\n{SWAP_COLUMN_HELP}"
+                ),
+            ));
+        }
+        let new_type = Spanned::new(last.ident.to_string(), path.span());
+        let cast = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            let lit: LitStr = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    format!("expected the SQL expression as a string, like `{name}: Numeric = \"round({name})::numeric\"`"),
+                )
+            })?;
+            Some(Spanned::new(lit.value(), lit.span()))
+        } else {
+            None
+        };
+        if !input.is_empty() && !input.peek(Token![,]) {
+            let unexpected: proc_macro2::TokenTree = input.fork().parse()?;
+            return Err(input.error(format!(
+                "unexpected `{unexpected}` after column `{name}`\n{SWAP_COLUMN_HELP}"
+            )));
+        }
+        Ok(SwapColumnEntry(SwapColumnSpec {
+            column: Spanned::new(name, column.span()),
+            new_type,
+            cast,
+        }))
+    }
+}
+
+/// One entry of `references(...)`: `table.column`.
+struct ReferenceEntry(ReferenceSpec);
+
+impl Parse for ReferenceEntry {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let help = format!("help: each entry names a column of another table that references the key, like `{REFERENCES_FORMAT}`");
+        let table = Ident::parse_any(input)
+            .map_err(|e| syn::Error::new(e.span(), format!("expected `table.column`\n{help}")))?;
+        if !input.peek(Token![.]) {
+            return Err(syn::Error::new(
+                table.span(),
+                format!("expected `{}.<column>`: the table and its column that references the key\n{help}", table.unraw()),
+            ));
+        }
+        input.parse::<Token![.]>()?;
+        let column = Ident::parse_any(input).map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!(
+                    "expected the referencing column's name after `{}.`\n{help}",
+                    table.unraw()
+                ),
+            )
+        })?;
+        if !input.is_empty() && !input.peek(Token![,]) {
+            let unexpected: proc_macro2::TokenTree = input.fork().parse()?;
+            return Err(input.error(format!(
+                "unexpected `{unexpected}` after `{}.{}`\n{help}",
+                table.unraw(),
+                column.unraw()
+            )));
+        }
+        Ok(ReferenceEntry(ReferenceSpec {
+            table: Spanned::new(table.unraw().to_string(), table.span()),
+            column: Spanned::new(column.unraw().to_string(), column.span()),
+        }))
     }
 }
 
@@ -555,6 +929,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::SwapSpec;
 
     #[test]
     fn infers_diesel_table_names_for_the_hint() {
@@ -570,5 +945,211 @@ mod tests {
             Some("dual_write")
         );
         assert_eq!(suggest("zzz", &EXTRACT_KEYS), None);
+    }
+
+    fn parse(attrs: TokenStream) -> Result<ModelSpec, Vec<String>> {
+        let input: DeriveInput = syn::parse2(quote::quote! {
+            #[diesel(table_name = cars)]
+            #attrs
+            struct Car { id: i32 }
+        })
+        .expect("a struct");
+        parse_model(&input).map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
+    }
+
+    fn swap_of(spec: &ModelSpec) -> &SwapSpec {
+        match &spec.migration {
+            MigrationSpec::Swap(swap) => swap,
+            MigrationSpec::Extract(_) => panic!("not a swap"),
+        }
+    }
+
+    #[test]
+    fn parses_a_swap_with_every_key() {
+        let spec = parse(quote::quote! {
+            #[zmig(
+                swap(
+                    columns(id: Int8, price: Numeric = "round(price)::numeric"),
+                    references(trips.car_id, r#type.car_id),
+                    name = cars_bigint
+                ),
+                stage = "move"
+            )]
+        })
+        .unwrap();
+        assert_eq!(spec.stage.value, Stage::Move);
+        assert_eq!(spec.migration.stages(), &Stage::SWAP);
+        assert_eq!(spec.migration_name(), "cars_bigint");
+        let swap = swap_of(&spec);
+        let columns: Vec<(&str, &str, Option<&str>)> = swap
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    c.column.value.as_str(),
+                    c.new_type.value.as_str(),
+                    c.cast.as_ref().map(|c| c.value.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("id", "Int8", None),
+                ("price", "Numeric", Some("round(price)::numeric"))
+            ]
+        );
+        let references: Vec<(&str, &str)> = swap
+            .references
+            .iter()
+            .map(|r| (r.table.value.as_str(), r.column.value.as_str()))
+            .collect();
+        assert_eq!(references, [("trips", "car_id"), ("type", "car_id")]);
+        assert_eq!(
+            swap_of(&spec).to_attribute(),
+            "swap(columns(id: Int8, price: Numeric = \"round(price)::numeric\"), references(trips.car_id, r#type.car_id), name = cars_bigint)"
+        );
+    }
+
+    #[test]
+    fn a_swap_is_named_after_its_table_by_default() {
+        let spec =
+            parse(quote::quote!(#[zmig(swap(columns(id: Int8)), stage = "prepare")])).unwrap();
+        assert_eq!(spec.migration_name(), "cars_swap");
+        assert!(swap_of(&spec).references.is_empty());
+        assert_eq!(spec.stage.value.number(), 1);
+        assert_eq!(Stage::Finalize.number(), 3);
+        assert_eq!(Stage::Contract.number(), 6);
+    }
+
+    #[test]
+    fn stages_belong_to_their_strategy() {
+        let errors =
+            parse(quote::quote!(#[zmig(stage = "expand", swap(columns(id: Int8)))])).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("`expand` is a stage of extract, not of swap; the stages of swap, in order, are \"prepare\", \"move\", \"finalize\""), "{errors:?}");
+
+        let errors = parse(
+            quote::quote!(#[zmig(extract(into = addresses, columns(street1)), stage = "finalize")]),
+        )
+        .unwrap_err();
+        assert!(
+            errors[0].starts_with("`finalize` is a stage of swap, not of extract"),
+            "{errors:?}"
+        );
+
+        let errors =
+            parse(quote::quote!(#[zmig(swap(columns(id: Int8)), stage = "prepar")])).unwrap_err();
+        assert!(
+            errors[0].contains("did you mean `stage = \"prepare\"`?"),
+            "{errors:?}"
+        );
+
+        let errors = parse(quote::quote!(#[zmig(swap(columns(id: Int8)))])).unwrap_err();
+        assert!(errors[0].contains("add `stage = \"prepare\"`; the stages, in order, are \"prepare\", \"move\", \"finalize\""), "{errors:?}");
+    }
+
+    #[test]
+    fn one_strategy_per_model() {
+        let errors = parse(quote::quote!(#[zmig(
+            extract(into = addresses, columns(street1)),
+            swap(columns(id: Int8)),
+            stage = "expand"
+        )]))
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("`extract(...)` and `swap(...)` on one model"),
+            "{errors:?}"
+        );
+
+        let errors = parse(quote::quote!(#[zmig(stage = "prepare")])).unwrap_err();
+        assert!(
+            errors[0].starts_with("#[zmig] needs a strategy: `extract(...)` or `swap(...)`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn swap_errors_are_all_reported_and_teach() {
+        let errors = parse(quote::quote!(#[zmig(
+            swap(colums(id: Int8), into = bigger, name = cars_bigint),
+            stage = "prepare"
+        )]))
+        .unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("unknown swap key `colums` (did you mean `columns`?); expected one of `columns`, `references`, `name`")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("`into` belongs to `extract(...)`")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("swap needs the columns whose type changes")),
+            "{errors:?}"
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn swap_columns_and_references_are_checked() {
+        for (attr, expected) in [
+            (
+                quote::quote!(swap(columns(id))),
+                "`id` needs its new type: `id: Int8`",
+            ),
+            (
+                quote::quote!(swap(columns(id as key: Int8))),
+                "a swap keeps every column's name",
+            ),
+            (
+                quote::quote!(swap(columns(id: Nullable<Int8>))),
+                "write the new type's name alone",
+            ),
+            (
+                quote::quote!(swap(columns(id: i64))),
+                "`i64` is a Rust type",
+            ),
+            (
+                quote::quote!(swap(columns(id: Uuid))),
+                "without an expression zmig only widens",
+            ),
+            (
+                quote::quote!(swap(columns(price: Numeric = round))),
+                "expected the SQL expression as a string",
+            ),
+            (
+                quote::quote!(swap(columns(price: Numeric = "round(price); DROP TABLE cars"))),
+                "invalid expression for `price`: `;` would end the statement",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8, id: Int8))),
+                "column `id` is listed twice",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), name = "Cars Bigint")),
+                "help: the correct format looks like `name = cars_bigint`",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), references(trips))),
+                "expected `trips.<column>`",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), references(cars.parent_id))),
+                "`cars.parent_id` is a column of `cars` itself",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), references(trips.car_id, trips.car_id))),
+                "`trips.car_id` is listed twice",
+            ),
+        ] {
+            let errors = parse(quote::quote!(#[zmig(#attr, stage = "prepare")])).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.contains(expected)),
+                "{attr}: {errors:?}"
+            );
+        }
     }
 }

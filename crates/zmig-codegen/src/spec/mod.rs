@@ -8,10 +8,12 @@ mod valid;
 
 pub use attr::{parse_model, parse_model_attrs};
 pub use ctxt::Ctxt;
-pub use valid::{default_key_column, default_migration_name, singular, MAX_IDENTIFIER_BYTES};
+pub use valid::{
+    default_key_column, default_migration_name, default_swap_name, singular, MAX_IDENTIFIER_BYTES,
+};
 
 use proc_macro2::Span;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A value from the attribute with the span of the tokens it came from, so every later error can
 /// point at exactly those tokens (in the compiler for the derive, file:line for the xtask).
@@ -57,12 +59,18 @@ impl ModelSpec {
             .unwrap_or_default()
     }
 
-    /// The migration's name: `name = …`, or `<owner table>_<new table>`.
+    /// The migration's name: `name = …`, or `<owner table>_<new table>` for an extract and
+    /// `<table>_swap` for a swap.
     pub fn migration_name(&self) -> String {
-        let MigrationSpec::Extract(extract) = &self.migration;
-        match &extract.name {
-            Some(name) => name.value.clone(),
-            None => default_migration_name(self.table(), &extract.into.value),
+        match &self.migration {
+            MigrationSpec::Extract(extract) => match &extract.name {
+                Some(name) => name.value.clone(),
+                None => default_migration_name(self.table(), &extract.into.value),
+            },
+            MigrationSpec::Swap(swap) => match &swap.name {
+                Some(name) => name.value.clone(),
+                None => default_swap_name(self.table()),
+            },
         }
     }
 }
@@ -72,6 +80,17 @@ impl ModelSpec {
 #[serde(tag = "strategy", rename_all = "snake_case")]
 pub enum MigrationSpec {
     Extract(ExtractSpec),
+    Swap(SwapSpec),
+}
+
+impl MigrationSpec {
+    /// The strategy's stages, in the only order they may ship.
+    pub fn stages(&self) -> &'static [Stage] {
+        match self {
+            MigrationSpec::Extract(_) => &Stage::EXTRACT,
+            MigrationSpec::Swap(_) => &Stage::SWAP,
+        }
+    }
 }
 
 /// `extract(into = …, columns(…), …)`: move a group of columns into a table of their own.
@@ -156,8 +175,92 @@ impl MovedColumnSpec {
     }
 }
 
-/// The phases of an extract, in the only order they may ship.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// `swap(columns(…), references(…), name = …)`: change column types of a table by moving its
+/// rows into a copy with the new types, behind a view that keeps serving the old name.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapSpec {
+    /// `columns(id: Int8, price: Numeric = "round(price)::numeric")`: never empty.
+    pub columns: Vec<SwapColumnSpec>,
+    /// `references(trips.car_id)`: columns of other tables that reference the key and change
+    /// type with it.
+    pub references: Vec<ReferenceSpec>,
+    /// `name = cars_bigint`: the migration's name in folder names and CLI commands.
+    pub name: Option<Spanned<String>>,
+}
+
+/// One entry of swap's `columns(…)`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapColumnSpec {
+    /// The column's Rust name, as in `table!` (`r#` stripped).
+    pub column: Spanned<String>,
+    /// `: Int8`: the Diesel SQL type after the swap, as written (last path segment).
+    pub new_type: Spanned<String>,
+    /// `= "round(price)::numeric"`: the SQL expression over the old row giving the new value,
+    /// for a change that is not a widening. `None`: a widening, a plain cast.
+    pub cast: Option<Spanned<String>>,
+}
+
+/// One entry of `references(…)`: `trips.car_id`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferenceSpec {
+    /// The referencing table's `table!` name.
+    pub table: Spanned<String>,
+    /// The referencing column's Rust name in that `table!`.
+    pub column: Spanned<String>,
+}
+
+impl SwapSpec {
+    /// The attribute in its canonical form (without `stage`), for generated headers: stable
+    /// across formatting changes and stage advances, so headers never go stale for those.
+    pub fn to_attribute(&self) -> String {
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let mut text = format!("{}: {}", attribute_name(&c.column.value), c.new_type.value);
+                if let Some(cast) = &c.cast {
+                    text.push_str(&format!(" = {:?}", cast.value));
+                }
+                text
+            })
+            .collect();
+        let mut parts = vec![format!("columns({})", columns.join(", "))];
+        if !self.references.is_empty() {
+            let references: Vec<String> = self
+                .references
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}.{}",
+                        attribute_name(&r.table.value),
+                        attribute_name(&r.column.value)
+                    )
+                })
+                .collect();
+            parts.push(format!("references({})", references.join(", ")));
+        }
+        if let Some(n) = &self.name {
+            parts.push(format!("name = {}", attribute_name(&n.value)));
+        }
+        format!("swap({})", parts.join(", "))
+    }
+}
+
+/// A name as the user could have written it in the attribute: a plain identifier, a raw one for
+/// keywords (`r#type`), or a string for anything else.
+fn attribute_name(text: &str) -> String {
+    if syn::parse_str::<syn::Ident>(text).is_ok() {
+        text.to_owned()
+    } else if syn::parse_str::<syn::Ident>(&format!("r#{text}")).is_ok() {
+        format!("r#{text}")
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// The phases of a migration, in the only order they may ship. Each strategy has its own
+/// ([`Stage::EXTRACT`], [`Stage::SWAP`]); comparing stages only means something within one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Expand,
@@ -166,10 +269,14 @@ pub enum Stage {
     ReadNew,
     WriteNew,
     Contract,
+    Prepare,
+    Move,
+    Finalize,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    /// An extract's stages.
+    pub const EXTRACT: [Stage; 6] = [
         Stage::Expand,
         Stage::DualWrite,
         Stage::Backfill,
@@ -177,6 +284,9 @@ impl Stage {
         Stage::WriteNew,
         Stage::Contract,
     ];
+
+    /// A swap's stages.
+    pub const SWAP: [Stage; 3] = [Stage::Prepare, Stage::Move, Stage::Finalize];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -186,16 +296,33 @@ impl Stage {
             Stage::ReadNew => "read_new",
             Stage::WriteNew => "write_new",
             Stage::Contract => "contract",
+            Stage::Prepare => "prepare",
+            Stage::Move => "move",
+            Stage::Finalize => "finalize",
         }
     }
 
+    /// The stage named `text`, of whichever strategy.
     pub fn parse(text: &str) -> Option<Stage> {
-        Stage::ALL.into_iter().find(|s| s.as_str() == text)
+        Stage::EXTRACT
+            .into_iter()
+            .chain(Stage::SWAP)
+            .find(|s| s.as_str() == text)
     }
 
-    /// 1-based position in the sequence.
+    /// The stages of the strategy this stage belongs to.
+    pub fn strategy_stages(self) -> &'static [Stage] {
+        if Stage::SWAP.contains(&self) {
+            &Stage::SWAP
+        } else {
+            &Stage::EXTRACT
+        }
+    }
+
+    /// 1-based position in its strategy's sequence.
     pub fn number(self) -> usize {
-        Stage::ALL.iter().position(|s| *s == self).unwrap_or(0) + 1
+        let stages = self.strategy_stages();
+        stages.iter().position(|s| *s == self).unwrap_or(0) + 1
     }
 }
 
@@ -209,17 +336,7 @@ impl ExtractSpec {
     /// The attribute in its canonical form (without `stage`), for generated headers: stable
     /// across formatting changes and stage advances, so headers never go stale for those.
     pub fn to_attribute(&self) -> String {
-        // As the user could have written it: a plain identifier, a raw one for keywords
-        // (`r#type`), or a string for anything else.
-        let name = |text: &str| {
-            if syn::parse_str::<syn::Ident>(text).is_ok() {
-                text.to_owned()
-            } else if syn::parse_str::<syn::Ident>(&format!("r#{text}")).is_ok() {
-                format!("r#{text}")
-            } else {
-                format!("{text:?}")
-            }
-        };
+        let name = attribute_name;
         let mut parts = vec![format!("into = {}", name(&self.into.value))];
         if let Some(key) = &self.key {
             parts.push(format!("key = {}", name(&key.value)));

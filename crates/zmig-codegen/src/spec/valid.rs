@@ -1,21 +1,28 @@
 //! Every check that can be made on the attribute alone, without `schema.rs`: the derive runs
 //! these at compile time, the xtask runs them before resolving the attribute against the schema.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::{Ctxt, MigrationSpec, ModelSpec, Spanned};
+use super::{Ctxt, ExtractSpec, MigrationSpec, ModelSpec, Spanned, SwapSpec};
 use crate::sql::filter;
 
 /// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1), silently.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
-/// Diesel SQL types a moved column may be widened to (all are built-in PostgreSQL types).
+/// Diesel SQL types a moved (extract) or swapped column may be widened to without an expression
+/// (all are built-in PostgreSQL types).
 pub const WIDEN_TARGETS: &[&str] = &[
     "Int4", "Integer", "Int8", "BigInt", "Bigint", "Numeric", "Decimal", "Float8", "Double", "Text",
 ];
 
 pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
-    let MigrationSpec::Extract(extract) = &spec.migration;
+    match &spec.migration {
+        MigrationSpec::Extract(extract) => check_extract(cx, spec, extract),
+        MigrationSpec::Swap(swap) => check_swap(cx, spec, swap),
+    }
+}
+
+fn check_extract(cx: &mut Ctxt, spec: &ModelSpec, extract: &ExtractSpec) {
     let owner = spec.table();
 
     check_identifier(cx, &extract.into, "the new table");
@@ -35,7 +42,7 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
         check_identifier(cx, pk, "the primary key column");
     }
     if let Some(name) = &extract.name {
-        check_migration_name(cx, name);
+        check_migration_name(cx, name, "caterers_addresses");
     }
 
     // Each owner column moves once, and each lands under a name of its own.
@@ -119,12 +126,85 @@ pub(crate) fn check_model(cx: &mut Ctxt, spec: &ModelSpec) {
     }
 }
 
-/// Widening targets are Diesel SQL types, as in `table!`.
-fn check_widen_target(cx: &mut Ctxt, column: &str, widen: &Spanned<String>) {
-    if WIDEN_TARGETS.contains(&widen.value.as_str()) {
-        return;
+fn check_swap(cx: &mut Ctxt, spec: &ModelSpec, swap: &SwapSpec) {
+    let table = spec.table();
+    if let Some(name) = &swap.name {
+        check_migration_name(cx, name, "cars_bigint");
     }
-    let rust_type = [
+
+    let mut seen: HashSet<&str> = HashSet::new();
+    for column in &swap.columns {
+        if !seen.insert(column.column.value.as_str()) {
+            cx.error_at(
+                column.column.span,
+                format!(
+                    "column `{}` is listed twice in `columns(...)`",
+                    column.column.value
+                ),
+            );
+            continue;
+        }
+        match &column.cast {
+            // Without an expression the old values are cast as they are: only a widening keeps
+            // every one of them (checked against `table!` by the derive and against schema.rs
+            // by generate).
+            None => check_swap_widen_target(cx, &column.column.value, &column.new_type),
+            Some(cast) => {
+                if is_rust_type(&column.new_type.value) {
+                    cx.error_at(
+                        column.new_type.span,
+                        format!(
+                            "`{}` is a Rust type; the column's new type is a Diesel SQL type, as in `table!`\n\
+                             help: the correct format looks like `{}: Numeric = \"round({})::numeric\"`",
+                            column.new_type.value, column.column.value, column.column.value
+                        ),
+                    );
+                }
+                if let Err(error) = filter::tokenize(&cast.value) {
+                    cx.error_at(
+                        cast.span,
+                        format!(
+                            "invalid expression for `{}`: {}\n\
+                             help: the expression computes the new value from the old row, like `\"round(price)::numeric\"`",
+                            column.column.value,
+                            error.for_expression()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    let mut references: HashSet<(&str, &str)> = HashSet::new();
+    for reference in &swap.references {
+        let pair = (
+            reference.table.value.as_str(),
+            reference.column.value.as_str(),
+        );
+        if !references.insert(pair) {
+            cx.error_at(
+                reference.column.span,
+                format!(
+                    "`{}.{}` is listed twice in `references(...)`",
+                    pair.0, pair.1
+                ),
+            );
+        } else if reference.table.value == table {
+            cx.error_at(
+                reference.table.span,
+                format!(
+                    "`{table}.{col}` is a column of `{table}` itself, which the swap rebuilds whole\n\
+                     help: list it with the other columns: `columns({col}: Int8)`",
+                    col = reference.column.value
+                ),
+            );
+        }
+    }
+}
+
+/// Rust types users write where a Diesel SQL type belongs.
+fn is_rust_type(name: &str) -> bool {
+    [
         "i8",
         "i16",
         "i32",
@@ -136,8 +216,47 @@ fn check_widen_target(cx: &mut Ctxt, column: &str, widen: &Spanned<String>) {
         "String",
         "str",
         "BigDecimal",
-    ];
-    let message = if rust_type.contains(&widen.value.as_str()) {
+    ]
+    .contains(&name)
+}
+
+/// swap's `col: Type` without an expression: a widening, to a Diesel SQL type.
+fn check_swap_widen_target(cx: &mut Ctxt, column: &str, new_type: &Spanned<String>) {
+    if WIDEN_TARGETS.contains(&new_type.value.as_str()) {
+        return;
+    }
+    let message = if is_rust_type(&new_type.value) {
+        format!(
+            "`{}` is a Rust type; the column's new type is a Diesel SQL type, as in `table!`",
+            new_type.value
+        )
+    } else {
+        format!(
+            "without an expression zmig only widens, to the Diesel SQL types {}; any other change \
+             needs the SQL that computes the new value",
+            WIDEN_TARGETS.join(", ")
+        )
+    };
+    cx.error_at(
+        new_type.span,
+        format!(
+            "{message}\nhelp: write `{column}: Int8` to widen an integer column to bigint, or \
+             `{column}: {} = \"<expression>\"` for any other change",
+            if is_rust_type(&new_type.value) {
+                "Numeric"
+            } else {
+                new_type.value.as_str()
+            }
+        ),
+    );
+}
+
+/// Widening targets are Diesel SQL types, as in `table!`.
+fn check_widen_target(cx: &mut Ctxt, column: &str, widen: &Spanned<String>) {
+    if WIDEN_TARGETS.contains(&widen.value.as_str()) {
+        return;
+    }
+    let message = if is_rust_type(&widen.value) {
         format!(
             "`{}` is a Rust type; the type to widen to is a Diesel SQL type, as in `table!`",
             widen.value
@@ -171,7 +290,7 @@ fn check_identifier(cx: &mut Ctxt, name: &Spanned<String>, what: &str) {
 }
 
 /// Migration names end up in folder names and on the command line: keep them boring.
-fn check_migration_name(cx: &mut Ctxt, name: &Spanned<String>) {
+fn check_migration_name(cx: &mut Ctxt, name: &Spanned<String>, example: &str) {
     let ok = !name.value.is_empty()
         && name.value.len() <= 40
         && name
@@ -182,7 +301,7 @@ fn check_migration_name(cx: &mut Ctxt, name: &Spanned<String>) {
     if !ok {
         cx.error_at(
             name.span,
-            "a migration name is 1 to 40 characters of a-z, 0-9 and _, starting with a letter\nhelp: the correct format looks like `name = caterers_addresses`",
+            format!("a migration name is 1 to 40 characters of a-z, 0-9 and _, starting with a letter\nhelp: the correct format looks like `name = {example}`"),
         );
     }
 }
@@ -212,6 +331,11 @@ pub fn singular(word: &str) -> String {
     } else {
         word.to_owned()
     }
+}
+
+/// `<table>_swap`, lowercased, anything else turned into `_`: a swap's default migration name.
+pub fn default_swap_name(table: &str) -> String {
+    default_migration_name(table, "swap")
 }
 
 /// `<owner>_<new>`, lowercased, anything else turned into `_`: the default migration name.

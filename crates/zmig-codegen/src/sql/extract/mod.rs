@@ -24,6 +24,8 @@ pub fn phase_sql(extract: &Extract, stage: Stage) -> Option<PhaseSql> {
         Stage::WriteNew => Some(write_new(extract, &names)),
         Stage::Contract => Some(contract(extract, &names)),
         Stage::Backfill | Stage::ReadNew => None,
+        // Not an extract's stages.
+        Stage::Prepare | Stage::Move | Stage::Finalize => None,
     }
 }
 
