@@ -29,6 +29,31 @@ impl fmt::Display for FilterError {
 
 impl std::error::Error for FilterError {}
 
+impl FilterError {
+    /// The same error worded for swap's cast expressions (`price: Numeric = "…"`), which share
+    /// the filter's tokenizer and column check but are not filters.
+    pub fn for_expression(&self) -> FilterError {
+        let mut text = self.0.clone();
+        for (filter, expression) in [
+            ("the filter is empty", "the expression is empty"),
+            (
+                "a filter is one boolean expression",
+                "the expression computes one value",
+            ),
+            ("in a filter", "in the expression"),
+            ("in the filter", "in the expression"),
+            (
+                "the filter reads the owner's row",
+                "the expression reads the row being moved",
+            ),
+            ("the owner table has", "the table has"),
+        ] {
+            text = text.replace(filter, expression);
+        }
+        FilterError(text)
+    }
+}
+
 fn err<T>(message: impl Into<String>) -> Result<T, FilterError> {
     Err(FilterError(message.into()))
 }
@@ -230,6 +255,15 @@ impl Filter {
     /// The predicate with every column reference read from `row` (`NEW`, `OLD`, `o`), wrapped in
     /// parentheses so it composes with `AND` / `NOT`. `row` is ours, never the user's.
     pub fn render(&self, row: &str) -> String {
+        self.render_from(Some(row))
+    }
+
+    /// The expression with bare column references, as `ALTER COLUMN … USING` reads them.
+    pub fn render_bare(&self) -> String {
+        self.render_from(None)
+    }
+
+    fn render_from(&self, row: Option<&str>) -> String {
         let mut out = String::from("(");
         let significant: Vec<usize> = self
             .tokens
@@ -256,8 +290,10 @@ impl Filter {
             };
             match (column, token) {
                 (Some(column), _) => {
-                    out.push_str(row);
-                    out.push('.');
+                    if let Some(row) = row {
+                        out.push_str(row);
+                        out.push('.');
+                    }
                     out.push_str(&super::quote_ident(&column));
                 }
                 (

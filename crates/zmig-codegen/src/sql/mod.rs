@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod filter;
 mod quote;
+pub mod swap;
 
 pub use quote::{quote_ident, quote_literal, quote_qualified};
 
@@ -114,6 +115,10 @@ impl Script {
                 self.squawk_ignore("ban-drop-column");
             } else if statement.contains("SET NOT NULL") {
                 self.squawk_ignore("prefer-robust-stmts");
+            } else if statement.contains("DROP CONSTRAINT") {
+                self.squawk_ignore("ban-drop-constraint");
+            } else if statement.contains("RENAME COLUMN") {
+                self.squawk_ignore("renaming-column");
             } else if statement.contains("DROP NOT NULL") {
                 self.squawk_ignore("ban-drop-not-null");
             }

@@ -1,0 +1,1084 @@
+//! The SQL of a swap: `prepare` puts the table behind a view over three tables, `finalize` puts
+//! the new table in its place. Between them the runtime's move task calls the functions that
+//! prepare creates (see [`routines`]).
+//!
+//! Every row lives in exactly one of `<t>_old` (the original table, renamed), `<t>_temp` (rows
+//! inserted since prepare) and `<t>_new` (the changed structure). Rows only ever move towards
+//! `<t>_new`, one transaction each batch, so any single snapshot sees each row exactly once.
+//!
+//! The view presents the table's *current* column types: an unchanged Diesel application decodes
+//! `id` as `Int4` and would refuse the eight bytes of a `bigint`. The new types reach the
+//! application at finalize, with the release whose `schema.rs` says so.
+
+mod routines;
+
+use self::routines::{
+    check_function, delete_function, drop_routines, insert_function, move_function,
+    progress_function, ref_indexes_function, reference_function, sync_refs_function,
+    tables_function, update_function,
+};
+use super::{object_name, quote_ident as q, quote_literal, PhaseSql, Script};
+use crate::plan::{Reference, Swap, TableName};
+use crate::spec::Stage;
+
+/// The SQL of every swap phase that ships a migration, in order: prepare, finalize.
+pub fn swap_sql(swap: &Swap) -> Vec<PhaseSql> {
+    let names = Names::new(swap);
+    vec![prepare(swap, &names), finalize(swap, &names)]
+}
+
+/// The function the runtime's move task calls for each batch.
+pub fn move_function_name(migration: &str) -> String {
+    format!("zmig_{migration}_move")
+}
+
+/// The bookkeeping table every swap shares: which foreign keys prepare dropped (to restore
+/// them), which index of the new table takes which original name, and the move's progress.
+pub const STATE_TABLE: &str = "zmig_swap_state";
+
+/// Names of the database objects zmig creates, each at most 63 bytes.
+pub(crate) struct Names {
+    pub table: String,
+    pub old: String,
+    pub new: String,
+    pub temp: String,
+    pub insert_fn: String,
+    pub update_fn: String,
+    pub delete_fn: String,
+    pub move_fn: String,
+    pub sync_refs_fn: String,
+    pub progress_fn: String,
+    pub tables_fn: String,
+    pub check_fn: String,
+    pub ref_indexes_fn: String,
+    /// The key-cast indexes, by bare name (an index is created in its table's schema).
+    pub new_key_index: String,
+    pub temp_key_index: String,
+    /// `VALUES ('"trips"', 'car_id', 'car_id_zmig'), …`: each reference's table, column and
+    /// shadow column, for queries over them.
+    pub reference_rows: String,
+    /// `'cars_bigint'`, for the state table.
+    pub swap_literal: String,
+}
+
+impl Names {
+    fn new(swap: &Swap) -> Self {
+        let f = |suffix: &str| routine_name(swap, suffix);
+        Names {
+            table: swap.table.sql(),
+            old: swap.old_table().sql(),
+            new: swap.new_table().sql(),
+            temp: swap.temp_table().sql(),
+            insert_fn: f("insert"),
+            update_fn: f("update"),
+            delete_fn: f("delete"),
+            move_fn: f("move"),
+            sync_refs_fn: f("sync_refs"),
+            progress_fn: f("progress"),
+            tables_fn: f("tables"),
+            check_fn: f("check"),
+            ref_indexes_fn: f("ref_indexes"),
+            new_key_index: object_name(&[&swap.new_table().name, "zmig_key"]),
+            temp_key_index: object_name(&[&swap.temp_table().name, "zmig_key"]),
+            swap_literal: quote_literal(&swap.name),
+            reference_rows: if swap.references.is_empty() {
+                "SELECT NULL::text, NULL::text, NULL::text WHERE false".to_owned()
+            } else {
+                let rows: Vec<String> = swap
+                    .references
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "({}, {}, {})",
+                            quote_literal(&r.table.sql()),
+                            quote_literal(&r.column),
+                            quote_literal(&shadow_column(r))
+                        )
+                    })
+                    .collect();
+                format!("VALUES {}", rows.join(", "))
+            },
+        }
+    }
+}
+
+/// `"schema"."zmig_<name>_<suffix>"`: zmig's functions live beside the table. A migration name
+/// has at most 40 characters, so the runtime spells these names the same way.
+fn routine_name(swap: &Swap, suffix: &str) -> String {
+    sibling(swap, &[&format!("zmig_{}_{suffix}", swap.name)]).sql()
+}
+
+fn sibling(swap: &Swap, parts: &[&str]) -> TableName {
+    TableName {
+        schema: swap.table.schema.clone(),
+        name: object_name(parts),
+    }
+}
+
+/// `'"public"."cars"'::regclass`.
+fn regclass(table: &str) -> String {
+    format!("{}::regclass", quote_literal(table))
+}
+
+/// The shadow column a widened reference is copied into until finalize swaps it in.
+pub(crate) fn shadow_column(reference: &Reference) -> String {
+    object_name(&[&reference.column, "zmig"])
+}
+
+/// The NOT NULL proof of a shadow column: validated by the move task, so that finalize's
+/// `SET NOT NULL` needs no scan.
+pub(crate) fn shadow_not_null(swap: &Swap, reference: &Reference) -> String {
+    object_name(&[
+        "zmig",
+        &swap.name,
+        &reference.table.name,
+        &reference.column,
+        "nn",
+    ])
+}
+
+/// The state table's item for a reference's sync progress.
+pub(crate) fn reference_item(reference: &Reference) -> String {
+    quote_literal(&format!(
+        "ref:{}.{}",
+        reference.table.name, reference.column
+    ))
+}
+
+/// Every transaction of a swap migration starts with these: a short wait for locks and a bound
+/// on how long any statement may hold them.
+const LOCK_TIMEOUT: &str =
+    "SET LOCAL lock_timeout = '200ms';\nSET LOCAL statement_timeout = '10s';";
+
+fn lock_timeout_comment(table: &str) -> String {
+    format!(
+        "Every statement below needs a brief lock on {table} and the tables referencing it, taken \
+         all at once first. While this migration waits for them, all traffic on those tables \
+         queues behind it, so give up after 200 ms instead; the migration then rolls back whole \
+         and is safe to run again (zmig-runtime's migration runner retries it with back-off). \
+         No statement here scans or rewrites a table that holds rows, so ten seconds is a \
+         generous bound."
+    )
+}
+
+/// The table (or view) and every referencing table, in one statement, before anything else:
+/// a lock taken halfway would be held while waiting for the next, queueing traffic behind it.
+fn lock_all(swap: &Swap, n: &Names) -> String {
+    let mut locked = vec![n.table.clone()];
+    locked.extend(swap.references.iter().map(|r| r.table.sql()));
+    format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE;", locked.join(", "))
+}
+
+/// Changed columns, `"id" bigint`, for headers.
+fn changes(swap: &Swap) -> String {
+    swap.columns
+        .iter()
+        .filter(|c| c.changes())
+        .map(|c| format!("{} {} → {}", c.name, c.old_type, c.new_type))
+        .chain(swap.references.iter().map(|r| {
+            format!(
+                "{}.{} {} → {}",
+                r.table.name, r.column, r.old_type, r.new_type
+            )
+        }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
+    let mut up = Script::new();
+    up.comment(&format!(
+        "prepare: {} keeps its name, now as a view over {} (every row today), {} (rows inserted \
+         from now on) and {} (the new structure: {}). The application is unchanged. Run `cargo \
+         xtask zmig backfill {}` next to move the rows into {}.",
+        n.table,
+        n.old,
+        n.temp,
+        n.new,
+        changes(swap),
+        swap.name,
+        n.new
+    ));
+    up.comment(&lock_timeout_comment(&n.table));
+    up.statement(LOCK_TIMEOUT);
+    up.statement(&lock_all(swap, n));
+    up.statement(&format!(
+        "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (\n    \
+             swap text NOT NULL,\n    \
+             item text NOT NULL,\n    \
+             detail text,\n    \
+             rel text,\n    \
+             after bigint,\n    \
+             finished boolean NOT NULL DEFAULT false,\n    \
+             PRIMARY KEY (swap, item)\n\
+         );"
+    ));
+    up.comment(
+        "Refuse what the swap cannot carry across, before changing anything: the view lists the \
+         columns schema.rs knows, so the table must have exactly those; triggers, rules, row \
+         security, inheritance and views reading the table would not follow the rows into the \
+         new table; a unique constraint other than the primary key could not be enforced across \
+         the three tables. Foreign keys pointing at the table are recorded to be restored.",
+    );
+    up.statement(&guards(swap, n));
+    up.comment(
+        "The original table, renamed: a catalog change. Its sequence, indexes and constraints \
+         stay with it, and it keeps every row until the move task takes them.",
+    );
+    up.squawk_ignore("renaming-table");
+    up.statement(&format!(
+        "ALTER TABLE {} RENAME TO {};",
+        n.table,
+        q(&swap.old_table().name)
+    ));
+    up.comment(
+        "The new structure, empty: copying every index and constraint and changing column types \
+         costs nothing on an empty table. Inserts made through the view go to the temp table of \
+         the same structure, so the move task never competes with them for pages of the new one.",
+    );
+    up.statement(&format!(
+        "CREATE TABLE {} (LIKE {} INCLUDING ALL);",
+        n.new, n.old
+    ));
+    let alters: Vec<String> = swap
+        .columns
+        .iter()
+        .filter(|c| c.changes())
+        .map(|c| match &c.cast {
+            Some(cast) => format!(
+                "ALTER COLUMN {} TYPE {} USING {}",
+                q(&c.name),
+                c.new_type,
+                cast.render_bare()
+            ),
+            None => format!("ALTER COLUMN {} TYPE {}", q(&c.name), c.new_type),
+        })
+        .collect();
+    for alter in alters {
+        up.squawk_ignore("changing-column-type");
+        up.statement(&format!("ALTER TABLE {} {alter};", n.new));
+    }
+    up.statement(&format!(
+        "CREATE TABLE {} (LIKE {} INCLUDING ALL);",
+        n.temp, n.new
+    ));
+    let key = swap.key_column();
+    if key.changes() {
+        up.comment(&format!(
+            "The view shows {} as {} (see below), so lookups by key read `{}::{}` on the new \
+             tables: index that expression too, or every lookup would scan them. Dropped at \
+             finalize.",
+            key.name, key.old_type, key.name, key.old_type
+        ));
+        for (index, table) in [(&n.new_key_index, &n.new), (&n.temp_key_index, &n.temp)] {
+            up.statement(&format!(
+                "CREATE INDEX {} ON {table} (({}::{}));",
+                q(index),
+                q(&key.name),
+                key.old_type
+            ));
+        }
+    }
+    up.comment(
+        "Carried over to the new tables: foreign keys to other tables (checked on empty tables: \
+         instant), the table's comment and grants. Each index of the new table is paired with \
+         the original's name, which it takes at finalize.",
+    );
+    up.statement(&carry_over(swap, n));
+    up.comment(
+        "The view, under the table's name. It shows the current column types, so the \
+         application's Diesel code decodes every row exactly as before; new-structure rows are \
+         cast back, which cannot fail while the application can only write values of the current \
+         types. Each row is in exactly one of the three tables.",
+    );
+    up.statement(&view(swap, n));
+    up.comment(
+        "The view answers `INSERT … RETURNING` with the same defaults as the table (the id \
+         sequence, `now()`, literals): copied from the original's catalog, and its grants.",
+    );
+    up.statement(&view_defaults_and_grants(n));
+    up.comment(&format!(
+        "INSERT goes to {}. Its primary key refuses a key already there; one query, one \
+         snapshot, then refuses a key in {} or {} (a row being moved is in exactly one of them), \
+         with the error PostgreSQL itself would raise.",
+        n.temp, n.new, n.old
+    ));
+    up.statement(&insert_function(swap, n));
+    up.comment(&format!(
+        "UPDATE changes the row where it is: {new}, then {temp}, then {old}, each locked first; \
+         then {new} again, because a batch may have moved the row there in between (rows only \
+         move towards {new}). A row that changed after the statement read it is refused with a \
+         serialization failure, where a table would have re-read it: the statement's SET and \
+         WHERE were computed from a stale row, and writing it would lose the other write. The \
+         key cannot change while the swap runs.",
+        new = n.new,
+        temp = n.temp,
+        old = n.old
+    ));
+    up.statement(&update_function(swap, n));
+    up.comment(
+        "DELETE the same way; then the foreign keys pointing at the table, which prepare drops \
+         below, are enforced here as NO ACTION would.",
+    );
+    up.statement(&delete_function(swap, n));
+    for (op, function) in [
+        ("INSERT", &n.insert_fn),
+        ("UPDATE", &n.update_fn),
+        ("DELETE", &n.delete_fn),
+    ] {
+        up.statement(&format!(
+            "CREATE TRIGGER {} INSTEAD OF {op} ON {} FOR EACH ROW EXECUTE FUNCTION {function}();",
+            q(&format!("zmig_{}_{}", swap.name, op.to_lowercase())),
+            n.table
+        ));
+    }
+    for reference in &swap.references {
+        references_prepare(swap, n, reference, &mut up);
+    }
+    up.comment(&format!(
+        "The move task's batch: takes up to `max_rows` rows of {old}, then of {temp}, locking \
+         them `FOR UPDATE SKIP LOCKED` (a row a writer holds moves in a later batch), deletes \
+         them and inserts them into {new} in one statement. Several workers need no other \
+         coordination. The highest key moved is kept as a hint so a batch never walks the dead \
+         index entries its predecessors left; once the hint reaches the end, one pass from the \
+         start picks up rows that were locked when their turn came.",
+        old = n.old,
+        temp = n.temp,
+        new = n.new
+    ));
+    up.statement(&move_function(swap, n));
+    up.statement(&format!(
+        "INSERT INTO {STATE_TABLE} (swap, item) VALUES ({}, 'move');",
+        n.swap_literal
+    ));
+    up.comment(
+        "Progress, the tables by role, and the invariants `cargo xtask zmig verify` checks: no \
+         key in two tables, no reference without its row, every shadow column equal to its \
+         original.",
+    );
+    up.statement(&sync_refs_function(swap, n));
+    up.statement(&progress_function(swap, n));
+    up.statement(&tables_function(swap, n));
+    up.statement(&check_function(swap, n));
+    up.statement(&ref_indexes_function(n));
+
+    let down = prepare_down(swap, n);
+    PhaseSql::outside_transaction(Stage::Prepare, up, down)
+}
+
+/// Drops the foreign key of `reference` (recorded by the guards), adds the shadow column with
+/// its trigger and NOT NULL proof.
+fn references_prepare(swap: &Swap, n: &Names, reference: &Reference, up: &mut Script) {
+    let table = reference.table.sql();
+    let shadow = shadow_column(reference);
+    up.comment(&format!(
+        "{table}.{col} references {old} now that it was renamed, and would stop the move task \
+         from deleting rows there. Its foreign key is dropped for the duration and enforced by \
+         the trigger below: on insert, or a change of {col}, it locks the referenced row `FOR \
+         KEY SHARE` wherever it lives (the move task skips locked rows), exactly as the \
+         foreign key's own check does.",
+        col = q(&reference.column),
+        old = n.old
+    ));
+    up.statement(&format!(
+        "DO $zmig$\n\
+         DECLARE\n    \
+             fk record;\n\
+         BEGIN\n    \
+             FOR fk IN SELECT detail FROM {STATE_TABLE} WHERE swap = {} AND item = {} LOOP\n        \
+                 EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', {}, fk.detail);\n    \
+             END LOOP;\n\
+         END\n\
+         $zmig$;",
+        n.swap_literal,
+        fk_item(reference),
+        quote_literal(&table),
+    ));
+    up.comment(&format!(
+        "{table}.{col} widens by the in-place column technique: a shadow column of the new type \
+         (adding a nullable column without a default rewrites nothing), kept equal by the trigger \
+         and filled for existing rows by the move task, swapped in at finalize.",
+        col = q(&reference.column)
+    ));
+    up.statement(&format!(
+        "ALTER TABLE {table} ADD COLUMN {} {};",
+        q(&shadow),
+        reference.new_type
+    ));
+    if !reference.nullable {
+        up.comment(
+            "Its NOT NULL, proved by a check the move task validates once the column is filled \
+             (without blocking writes), so finalize's SET NOT NULL needs no scan.",
+        );
+        up.statement(&format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID;",
+            q(&shadow_not_null(swap, reference)),
+            q(&shadow)
+        ));
+    }
+    up.comment(&format!(
+        "Each index reading {table}.{col} is rebuilt on the shadow column by the move task, \
+         concurrently (`zmig_{}_ref_indexes()` lists the statements); finalize gives it the \
+         original's name once the original column is gone. An index that backs a constraint \
+         cannot be rebuilt that way: refused.",
+        swap.name,
+        col = q(&reference.column)
+    ));
+    up.statement(&record_reference_indexes(n, reference));
+    up.statement(&reference_function(swap, n, reference));
+    up.statement(&format!(
+        "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {}();",
+        q(&reference_trigger(swap, reference)),
+        reference_function_name(swap, reference)
+    ));
+    up.comment(
+        "The rows to fill are those that exist now, up to the highest key: the trigger fills \
+         every row written from here on, so the fill never chases new inserts.",
+    );
+    up.statement(&format!(
+        "INSERT INTO {STATE_TABLE} (swap, item, detail) SELECT {}, {}, max({})::text FROM {table};",
+        n.swap_literal,
+        reference_item(reference),
+        q(&reference.table_key),
+    ));
+}
+
+pub(crate) fn reference_function_name(swap: &Swap, reference: &Reference) -> String {
+    sibling(
+        swap,
+        &[
+            "zmig",
+            &swap.name,
+            "ref",
+            &reference.table.name,
+            &reference.column,
+        ],
+    )
+    .sql()
+}
+
+fn reference_trigger(swap: &Swap, reference: &Reference) -> String {
+    object_name(&["zmig", &swap.name, &reference.column])
+}
+
+/// Records, for each index reading the referencing column, the name of its shadow twin.
+fn record_reference_indexes(n: &Names, reference: &Reference) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR r IN\n        \
+        SELECT i.indexrelid::regclass AS index, c.relname, con.conname\n        \
+        FROM pg_index i\n        \
+        JOIN pg_class c ON c.oid = i.indexrelid\n        \
+        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid\n        \
+        WHERE i.indrelid = {table}\n          \
+          AND EXISTS (SELECT FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid\n                      \
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid AND d.refobjid = i.indrelid AND a.attname = {column})\n    \
+    LOOP\n        \
+        IF r.conname IS NOT NULL THEN\n            \
+            RAISE EXCEPTION 'zmig swap %: index % backs constraint % on %.%, which a swap cannot rebuild concurrently', {swap}, r.index, r.conname, {table_lit}, {column};\n        \
+        END IF;\n        \
+        INSERT INTO {STATE_TABLE} (swap, item, detail, rel) VALUES ({swap}, 'refindex:' || left(r.relname, 58) || '_zmig', r.relname, {table_lit});\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        table = regclass(&reference.table.sql()),
+        table_lit = quote_literal(&reference.table.sql()),
+        column = quote_literal(&reference.column),
+        swap = n.swap_literal,
+    )
+}
+
+/// SQL qualifying the index named `{row}.{name}` with the schema of the table `{row}.rel`.
+pub(crate) fn index_in_table_schema(row: &str, name: &str) -> String {
+    format!(
+        "(SELECT format('%I.%I', ns.nspname, {row}.{name}) FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace WHERE c.oid = {row}.rel::regclass)"
+    )
+}
+
+/// The state item recording the foreign key of `reference` (its name in `detail`).
+fn fk_item(reference: &Reference) -> String {
+    quote_literal(&format!("fk:{}.{}", reference.table.name, reference.column))
+}
+
+/// The DO block refusing a table the swap cannot carry, and recording the foreign keys that
+/// point at it.
+fn guards(swap: &Swap, n: &Names) -> String {
+    let expected: Vec<String> = swap
+        .columns
+        .iter()
+        .map(|c| {
+            format!(
+                "({}, {})",
+                quote_literal(&c.name),
+                quote_literal(&c.old_type)
+            )
+        })
+        .collect();
+    let references: Vec<String> = swap
+        .references
+        .iter()
+        .map(|r| {
+            format!(
+                "({}, {}, {})",
+                regclass(&r.table.sql()),
+                quote_literal(&r.column),
+                fk_item(r)
+            )
+        })
+        .collect();
+    let references_values = if references.is_empty() {
+        "SELECT NULL::regclass, NULL::text, NULL::text WHERE false".to_owned()
+    } else {
+        format!("VALUES {}", references.join(", "))
+    };
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    t regclass := {table};\n    \
+    problem text;\n    \
+    fk record;\n\
+BEGIN\n    \
+    SELECT string_agg(CASE WHEN a.attname IS NULL THEN format('%s %s is not in the table', e.name, e.type) ELSE format('%s %s is not in schema.rs', a.attname, format_type(a.atttypid, a.atttypmod)) END, ', ')\n    \
+    INTO problem\n    \
+    FROM (SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = t AND attnum > 0 AND NOT attisdropped) a\n    \
+    FULL JOIN (VALUES {expected}) e (name, type) ON e.name = a.attname AND e.type::regtype = a.atttypid\n    \
+    WHERE a.attname IS NULL OR e.name IS NULL;\n    \
+    IF problem IS NOT NULL THEN\n        \
+        RAISE EXCEPTION 'zmig swap %: the columns of % differ from schema.rs: %', {swap}, t, problem\n            \
+            USING HINT = 'run `diesel print-schema` (or `diesel migration run`) and `cargo xtask zmig generate` again';\n    \
+    END IF;\n    \
+    SELECT CASE\n        \
+        WHEN c.relkind <> 'r' THEN 'it is not a plain table'\n        \
+        WHEN c.relrowsecurity THEN 'it has row-level security'\n        \
+        WHEN c.relhasrules THEN 'it has rules'\n        \
+        WHEN EXISTS (SELECT FROM pg_inherits WHERE inhrelid = t OR inhparent = t) THEN 'it takes part in inheritance'\n        \
+        WHEN EXISTS (SELECT FROM pg_trigger WHERE tgrelid = t AND NOT tgisinternal) THEN 'it has triggers of its own'\n        \
+        WHEN EXISTS (SELECT FROM pg_attribute WHERE attrelid = t AND attnum > 0 AND (attidentity <> '' OR attgenerated <> '')) THEN 'it has an identity or generated column'\n        \
+        WHEN EXISTS (SELECT FROM pg_index WHERE indrelid = t AND indisunique AND NOT indisprimary) THEN 'it has a unique index besides the primary key'\n        \
+        WHEN EXISTS (SELECT FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = t AND r.ev_class <> t) THEN 'views read it'\n    \
+    END\n    \
+    INTO problem\n    \
+    FROM pg_class c WHERE c.oid = t;\n    \
+    IF problem IS NOT NULL THEN\n        \
+        RAISE EXCEPTION 'zmig swap %: % cannot be swapped: %', {swap}, t, problem;\n    \
+    END IF;\n    \
+    FOR fk IN\n        \
+        SELECT c.conname, c.conrelid::regclass AS rel, c.confdeltype, c.condeferrable, r.item,\n               \
+               (SELECT array_agg(attname) FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = ANY (c.conkey)) AS cols\n        \
+        FROM pg_constraint c\n        \
+        LEFT JOIN ({references_values}) r (rel, col, item) ON r.rel = c.conrelid AND ARRAY[r.col]::name[] = (SELECT array_agg(attname) FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = ANY (c.conkey))\n        \
+        WHERE c.confrelid = t AND c.contype = 'f'\n    \
+    LOOP\n        \
+        IF fk.item IS NULL THEN\n            \
+            RAISE EXCEPTION 'zmig swap %: foreign key % of % (%) points at % but is not in references(...)', {swap}, fk.conname, fk.rel, array_to_string(fk.cols, ', '), t\n                \
+                USING HINT = format('add references(%s.%s) to the swap attribute', fk.rel, fk.cols[1]);\n        \
+        END IF;\n        \
+        IF fk.confdeltype NOT IN ('a', 'r') OR fk.condeferrable THEN\n            \
+            RAISE EXCEPTION 'zmig swap %: foreign key % of % is ON DELETE CASCADE / SET NULL / SET DEFAULT or deferrable; zmig enforces only NO ACTION and RESTRICT during a swap', {swap}, fk.conname, fk.rel;\n        \
+        END IF;\n        \
+        INSERT INTO {STATE_TABLE} (swap, item, detail) VALUES ({swap}, fk.item, fk.conname);\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        table = regclass(&n.table),
+        expected = expected.join(", "),
+        swap = n.swap_literal,
+    )
+}
+
+/// Foreign keys to other tables onto the new tables, the table comment, grants, and the pairing
+/// of the new table's indexes with the original names.
+fn carry_over(swap: &Swap, n: &Names) -> String {
+    let _ = swap;
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    old regclass := {old};\n    \
+    target regclass;\n    \
+    r record;\n\
+BEGIN\n    \
+    FOREACH target IN ARRAY ARRAY[{new}, {temp}] LOOP\n        \
+        FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = old AND contype = 'f' LOOP\n            \
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', target, r.conname, r.def);\n        \
+        END LOOP;\n        \
+        {grants}\n    \
+    END LOOP;\n    \
+    IF obj_description(old, 'pg_class') IS NOT NULL THEN\n        \
+        EXECUTE format('COMMENT ON TABLE %s IS %L', {new}, obj_description(old, 'pg_class'));\n    \
+    END IF;\n    \
+    INSERT INTO {STATE_TABLE} (swap, item, detail)\n    \
+    SELECT DISTINCT ON (o.indexrelid) {swap}, 'index:' || n.indexrelid::regclass::text, o.indexrelid::regclass::text\n    \
+    FROM pg_index o\n    \
+    JOIN pg_index n ON n.indrelid = {new} AND n.indisunique = o.indisunique AND n.indisprimary = o.indisprimary\n        \
+        AND regexp_replace(pg_get_indexdef(n.indexrelid), '^.* USING ', '') = regexp_replace(pg_get_indexdef(o.indexrelid), '^.* USING ', '')\n    \
+    WHERE o.indrelid = old\n    \
+    ORDER BY o.indexrelid, n.indexrelid;\n\
+END\n\
+$zmig$;",
+        old = regclass(&n.old),
+        new = regclass(&n.new),
+        temp = regclass(&n.temp),
+        swap = n.swap_literal,
+        grants = copy_grants("old", "target"),
+    )
+}
+
+/// A PL/pgSQL loop granting on `target` (an expression naming a relation) every privilege the
+/// relation `source` (a regclass expression) grants; uses the record variable `r`.
+fn copy_grants(source: &str, target: &str) -> String {
+    format!(
+        "FOR r IN SELECT a.grantee, a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = {source} LOOP\n        \
+             EXECUTE format('GRANT %s ON %s TO %s%s', r.privilege_type, {target},\n            \
+                 CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,\n            \
+                 CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);\n    \
+         END LOOP;"
+    )
+}
+
+/// The `UNION ALL` view: new, temp, then old, each showing the current column types.
+fn view(swap: &Swap, n: &Names) -> String {
+    let cast_back: Vec<String> = swap
+        .columns
+        .iter()
+        .map(|c| {
+            if c.changes() {
+                format!("{col}::{} AS {col}", c.old_type, col = q(&c.name))
+            } else {
+                q(&c.name)
+            }
+        })
+        .collect();
+    let plain: Vec<String> = swap.columns.iter().map(|c| q(&c.name)).collect();
+    format!(
+        "CREATE VIEW {} AS\n    \
+             SELECT {} FROM {}\n    \
+             UNION ALL\n    \
+             SELECT {} FROM {}\n    \
+             UNION ALL\n    \
+             SELECT {} FROM {};",
+        n.table,
+        cast_back.join(", "),
+        n.new,
+        cast_back.join(", "),
+        n.temp,
+        plain.join(", "),
+        n.old
+    )
+}
+
+fn view_defaults_and_grants(n: &Names) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    old regclass := {old};\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR r IN\n        \
+        SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS expr\n        \
+        FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum\n        \
+        WHERE d.adrelid = old\n    \
+    LOOP\n        \
+        EXECUTE format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', {view}, r.attname, r.expr);\n    \
+    END LOOP;\n    \
+    {grants}\n\
+END\n\
+$zmig$;",
+        old = regclass(&n.old),
+        view = quote_literal(&n.table),
+        grants = copy_grants("old", &quote_literal(&n.table)),
+    )
+}
+
+/// Puts the original table back with every row: the new and temp rows are cast back into it.
+fn prepare_down(swap: &Swap, n: &Names) -> Script {
+    let mut down = Script::new();
+    down.comment(&format!(
+        "Reverts prepare: every row of {new} and {temp} goes back into {old}, which takes its \
+         name back; nothing inserted or updated since prepare is lost. A value that no longer \
+         fits the original type fails the revert rather than being lost. This copies the rows \
+         moved so far while holding the table: after a long move, expect it to take as long as \
+         copying them.",
+        new = n.new,
+        temp = n.temp,
+        old = n.old
+    ));
+    down.statement("SET LOCAL lock_timeout = '200ms';\nSET LOCAL statement_timeout = 0;");
+    down.statement(&lock_all(swap, n));
+    down.squawk_ignore("ban-drop-view");
+    down.statement(&format!("DROP VIEW {};", n.table));
+    let columns: Vec<String> = swap.columns.iter().map(|c| q(&c.name)).collect();
+    let cast_back: Vec<String> = swap
+        .columns
+        .iter()
+        .map(|c| {
+            if c.changes() {
+                format!("{}::{}", q(&c.name), c.old_type)
+            } else {
+                q(&c.name)
+            }
+        })
+        .collect();
+    for from in [&n.new, &n.temp] {
+        down.statement(&format!(
+            "INSERT INTO {} ({})\nSELECT {} FROM {from};",
+            n.old,
+            columns.join(", "),
+            cast_back.join(", ")
+        ));
+    }
+    down.safety_assured(
+        &format!(
+            "Their rows are back in {} (the statements above): nothing is lost.",
+            n.old
+        ),
+        &[
+            format!("DROP TABLE {};", n.new),
+            format!("DROP TABLE {};", n.temp),
+        ],
+    );
+    for statement in drop_routines(swap, n) {
+        down.statement(&statement);
+    }
+    down.squawk_ignore("renaming-table");
+    down.statement(&format!(
+        "ALTER TABLE {} RENAME TO {};",
+        n.old,
+        q(&swap.table.name)
+    ));
+    for reference in &swap.references {
+        let table = reference.table.sql();
+        down.statement(&format!(
+            "DROP TRIGGER {} ON {table};",
+            q(&reference_trigger(swap, reference))
+        ));
+        down.statement(&format!(
+            "DROP FUNCTION {}();",
+            reference_function_name(swap, reference)
+        ));
+        down.safety_assured(
+            "The shadow column only ever held copies of the original column.",
+            &[format!(
+                "ALTER TABLE {table} DROP COLUMN {};",
+                q(&shadow_column(reference))
+            )],
+        );
+    }
+    down.comment(
+        "The foreign keys pointing at the table come back unvalidated (a catalog change); they \
+         are validated after this transaction commits.",
+    );
+    down.statement(&restore_foreign_keys(swap, n));
+    down.statement(&format!(
+        "DELETE FROM {STATE_TABLE} WHERE swap = {};",
+        n.swap_literal
+    ));
+    down.commit();
+    down.comment("Validation reads the referencing tables but blocks neither reads nor writes.");
+    down.statement("SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = 0;");
+    down.statement(&validate_foreign_keys(n, &swap.table.sql()));
+    down
+}
+
+/// Re-adds, `NOT VALID`, every foreign key the guards recorded, pointing at the table under its
+/// original name.
+fn restore_foreign_keys(swap: &Swap, n: &Names) -> String {
+    let adds: Vec<String> = swap
+        .references
+        .iter()
+        .map(|r| {
+            format!(
+                "    FOR fk IN SELECT detail FROM {STATE_TABLE} WHERE swap = {} AND item = {} LOOP\n        \
+                         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES %s NOT VALID', {}, fk.detail, {}, {});\n    \
+                     END LOOP;",
+                n.swap_literal,
+                fk_item(r),
+                quote_literal(&r.table.sql()),
+                quote_literal(&r.column),
+                quote_literal(&n.table),
+            )
+        })
+        .collect();
+    if adds.is_empty() {
+        return "-- (no foreign key points at the table)".to_owned();
+    }
+    format!(
+        "DO $zmig$\nDECLARE\n    fk record;\nBEGIN\n{}\nEND\n$zmig$;",
+        adds.join("\n")
+    )
+}
+
+/// Validates every foreign key pointing at `table` that is not yet valid.
+fn validate_foreign_keys(_n: &Names, table: &str) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    fk record;\n\
+BEGIN\n    \
+    FOR fk IN SELECT conname, conrelid::regclass AS rel FROM pg_constraint WHERE confrelid = {} AND contype = 'f' AND NOT convalidated LOOP\n        \
+        EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', fk.rel, fk.conname);\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        regclass(table)
+    )
+}
+
+fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
+    let mut up = Script::new();
+    up.comment(&format!(
+        "finalize: {new} becomes {table} with the new structure ({}); the view, the helpers and \
+         the emptied {old} and {temp} are dropped. Ship it with the release whose schema.rs \
+         shows the new types (`diesel print-schema` after this migration). Not reversible.",
+        changes(swap),
+        new = n.new,
+        table = n.table,
+        old = n.old,
+        temp = n.temp
+    ));
+    up.comment(&lock_timeout_comment(&n.table));
+    up.statement(LOCK_TIMEOUT);
+    up.statement(&lock_all(swap, n));
+    up.comment(&format!(
+        "Only the rows written since the move task finished are left to move while the tables \
+         are locked: stop here unless it has run (`cargo xtask zmig backfill {}`). A small table \
+         is finished here, so a fresh database migrates in one go.",
+        swap.name
+    ));
+    up.statement(&finalize_gate(swap, n));
+    up.comment("The sequence now belongs to the new table (before the old one is dropped with it) and counts in the new type, continuing past the highest key; grants given to the view since prepare are kept.");
+    up.statement(&finalize_carry_over(swap, n));
+    up.comment(
+        "The view goes; the table under its name takes its place below, in this transaction.",
+    );
+    up.squawk_ignore("ban-drop-view");
+    up.statement(&format!("DROP VIEW {};", n.table));
+    for statement in drop_routines(swap, n) {
+        up.statement(&statement);
+    }
+    up.safety_assured(
+        &format!(
+            "Both are empty: the gate above raised otherwise. Every row is in {}.",
+            n.new
+        ),
+        &[
+            format!("DROP TABLE {};", n.old),
+            format!("DROP TABLE {};", n.temp),
+        ],
+    );
+    if swap.key_column().changes() {
+        up.comment("zmig's own index of the view's key cast; the table is locked already.");
+        up.squawk_ignore("require-concurrent-index-deletion");
+        up.statement(&format!(
+            "DROP INDEX {};",
+            sibling(swap, &[&n.new_key_index]).sql()
+        ));
+    }
+    up.squawk_ignore("renaming-table");
+    up.statement(&format!(
+        "ALTER TABLE {} RENAME TO {};",
+        n.new,
+        q(&swap.table.name)
+    ));
+    up.comment("Indexes (and the constraints they back) take the original names.");
+    up.statement(&format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR r IN SELECT item, detail FROM {STATE_TABLE} WHERE swap = {} AND item LIKE 'index:%' LOOP\n        \
+        EXECUTE format('ALTER INDEX %s RENAME TO %I', substr(r.item, 7), (parse_ident(r.detail))[array_upper(parse_ident(r.detail), 1)]);\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        n.swap_literal
+    ));
+    for reference in &swap.references {
+        let table = reference.table.sql();
+        let shadow = q(&shadow_column(reference));
+        let column = q(&reference.column);
+        up.statement(&format!(
+            "DROP TRIGGER {} ON {table};",
+            q(&reference_trigger(swap, reference))
+        ));
+        up.statement(&format!(
+            "DROP FUNCTION {}();",
+            reference_function_name(swap, reference)
+        ));
+        let steps = vec![
+            format!("ALTER TABLE {table} DROP COLUMN {column};"),
+            format!("ALTER TABLE {table} RENAME COLUMN {shadow} TO {column};"),
+        ];
+        let not_null = (!reference.nullable).then(|| {
+            (
+                format!("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL;"),
+                format!(
+                    "ALTER TABLE {table} DROP CONSTRAINT {};",
+                    q(&shadow_not_null(swap, reference))
+                ),
+            )
+        });
+        up.safety_assured(
+            &format!(
+                "The shadow column, equal to {table}.{column} on every row (kept so by the \
+                 trigger, filled by the move task, checked by the gate), takes its place. \
+                 Catalog changes only."
+            ),
+            &steps,
+        );
+        if let Some((set_not_null, drop_check)) = not_null {
+            up.comment(
+                "No scan: the check proving the column holds no NULL was validated by the move \
+                 task (or by the gate above), so SET NOT NULL takes it as proof.",
+            );
+            up.squawk_ignore("adding-not-nullable-field");
+            up.statement(&set_not_null);
+            up.drop_own_constraint(&drop_check);
+        }
+    }
+    if !swap.references.is_empty() {
+        up.comment(
+            "The indexes rebuilt on the shadow columns take the names of the originals, which \
+             went with the original columns.",
+        );
+        up.statement(&format!(
+            "DO $zmig$\n\
+DECLARE\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR r IN SELECT substr(item, 10) AS shadow, detail AS original, rel FROM {STATE_TABLE} WHERE swap = {} AND item LIKE 'refindex:%' LOOP\n        \
+        EXECUTE format('ALTER INDEX %s RENAME TO %I', {}, r.original);\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+            n.swap_literal,
+            index_in_table_schema("r", "shadow"),
+        ));
+    }
+    up.comment(
+        "The foreign keys pointing at the table come back unvalidated (a catalog change), \
+         validated after this transaction commits.",
+    );
+    up.statement(&restore_foreign_keys(swap, n));
+    up.statement(&format!(
+        "DELETE FROM {STATE_TABLE} WHERE swap = {};",
+        n.swap_literal
+    ));
+    up.commit();
+    up.comment("Validation reads the referencing tables but blocks neither reads nor writes.");
+    up.statement("SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = 0;");
+    up.statement(&validate_foreign_keys(n, &swap.table.sql()));
+
+    let mut down = Script::new();
+    down.comment(
+        "finalize dropped the view and the emptied tables; there is no state to return to. To \
+         go back to the original types, write an ordinary migration (or a new swap) that changes \
+         them.",
+    );
+    down.statement(&format!(
+        "DO $zmig$\nBEGIN\n    RAISE EXCEPTION 'zmig swap {}: finalize cannot be reverted';\nEND\n$zmig$;",
+        swap.name
+    ));
+    PhaseSql::outside_transaction(Stage::Finalize, up, down)
+}
+
+/// Moves what is left (refusing if that is more than a few thousand rows), fills what is left
+/// of the shadow columns, and checks old and temp are empty.
+fn finalize_gate(swap: &Swap, n: &Names) -> String {
+    let mut references = String::new();
+    for reference in &swap.references {
+        let table = reference.table.sql();
+        let shadow = q(&shadow_column(reference));
+        let column = q(&reference.column);
+        references.push_str(&format!(
+            "    IF NOT (SELECT finished FROM {STATE_TABLE} WHERE swap = {swap} AND item = {item}) THEN\n        \
+                 small := (SELECT count(*) FROM (SELECT FROM {table} LIMIT 10001) s) <= 10000;\n        \
+                 IF NOT small THEN\n            \
+                     RAISE EXCEPTION 'zmig swap %: the move task has not finished filling %.%', {swap}, {table_lit}, {shadow_lit}\n                \
+                         USING HINT = 'run `cargo xtask zmig backfill ' || {swap} || '` first';\n        \
+                 END IF;\n        \
+                 UPDATE {table} SET {shadow} = {column} WHERE {shadow} IS DISTINCT FROM {column};\n{validate}    \
+             END IF;\n",
+            swap = n.swap_literal,
+            item = reference_item(reference),
+            table_lit = quote_literal(&table),
+            shadow_lit = quote_literal(&shadow),
+            validate = if reference.nullable {
+                String::new()
+            } else {
+                format!(
+                    "        ALTER TABLE {table} VALIDATE CONSTRAINT {};\n",
+                    q(&shadow_not_null(swap, reference))
+                )
+            }
+        ));
+    }
+    if !swap.references.is_empty() {
+        references.push_str(&format!(
+            "    FOR statement IN SELECT * FROM {ref_indexes}() LOOP\n        \
+                 IF NOT small THEN\n            \
+                     RAISE EXCEPTION 'zmig swap %: the move task has not finished rebuilding the indexes of the referencing columns', {swap}\n                \
+                         USING HINT = 'run `cargo xtask zmig backfill ' || {swap} || '` first';\n        \
+                 END IF;\n        \
+                 EXECUTE replace(statement, ' CONCURRENTLY ', ' ');\n    \
+             END LOOP;\n",
+            ref_indexes = n.ref_indexes_fn,
+            swap = n.swap_literal,
+        ));
+    }
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    left_over bigint;\n    \
+    small boolean := true;\n    \
+    statement text;\n\
+BEGIN\n    \
+    SELECT (SELECT count(*) FROM (SELECT FROM {old} LIMIT 10001) o) + (SELECT count(*) FROM (SELECT FROM {temp} LIMIT 10001) t)\n    \
+    INTO left_over;\n    \
+    IF left_over > 10000 THEN\n        \
+        RAISE EXCEPTION 'zmig swap %: more than 10000 rows are still to move', {swap}\n            \
+            USING HINT = 'run `cargo xtask zmig backfill ' || {swap} || '` first';\n    \
+    END IF;\n    \
+    PERFORM {move_fn}(10000);\n    \
+    IF EXISTS (SELECT FROM {old}) OR EXISTS (SELECT FROM {temp}) THEN\n        \
+        RAISE EXCEPTION 'zmig swap %: rows are left in % or % after the last move', {swap}, {old_lit}, {temp_lit};\n    \
+    END IF;\n\
+{references}\
+END\n\
+$zmig$;",
+        old = n.old,
+        temp = n.temp,
+        swap = n.swap_literal,
+        move_fn = n.move_fn,
+        old_lit = quote_literal(&n.old),
+        temp_lit = quote_literal(&n.temp),
+    )
+}
+
+fn finalize_carry_over(swap: &Swap, n: &Names) -> String {
+    let key = swap.key_column();
+    let sequence_type = if key.changes() {
+        format!(" AS {}", key.new_type)
+    } else {
+        String::new()
+    };
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    sequence text := pg_get_serial_sequence({old_lit}, {key_lit});\n    \
+    r record;\n\
+BEGIN\n    \
+    IF sequence IS NOT NULL THEN\n        \
+        EXECUTE format('ALTER SEQUENCE %s{sequence_type} OWNED BY %s.%I', sequence, {new_lit}, {key_lit});\n    \
+    END IF;\n    \
+    {grants}\n\
+END\n\
+$zmig$;",
+        old_lit = quote_literal(&n.old),
+        new_lit = quote_literal(&n.new),
+        key_lit = quote_literal(&swap.key),
+        grants = copy_grants(&regclass(&n.table), &quote_literal(&n.new)),
+    )
+}

@@ -1,0 +1,627 @@
+//! The functions prepare creates: the view's INSTEAD OF triggers, the trigger enforcing each
+//! foreign key pointing at the table, the move task's batch, and what `status` and `verify` read.
+
+use super::{
+    index_in_table_schema, reference_function_name, reference_item, shadow_column, shadow_not_null,
+    Names, STATE_TABLE,
+};
+use crate::plan::{Reference, Swap, SwapColumn};
+use crate::sql::{quote_ident as q, quote_literal};
+
+/// Where a row may be, in the order the triggers look: new, temp, old, then new again, since a
+/// batch may have moved it there in between and rows only ever move towards new.
+fn search_order(n: &Names) -> [(&str, bool); 4] {
+    [
+        (n.new.as_str(), true),
+        (n.temp.as_str(), true),
+        (n.old.as_str(), false),
+        (n.new.as_str(), true),
+    ]
+}
+
+/// A column of a new-structure table (`t."id"`) as the view shows it (`t."id"::integer`).
+fn shown(column: &SwapColumn, row: &str, new_structure: bool) -> String {
+    if new_structure && column.changes() {
+        format!("{row}{}::{}", q(&column.name), column.old_type)
+    } else {
+        format!("{row}{}", q(&column.name))
+    }
+}
+
+/// The value of `column` in the new structure, computed from a row of the current structure.
+fn forward(column: &SwapColumn, row: &str) -> String {
+    match &column.cast {
+        Some(cast) => cast.render(row),
+        None if column.changes() => format!("{row}.{}::{}", q(&column.name), column.new_type),
+        None => format!("{row}.{}", q(&column.name)),
+    }
+}
+
+/// A condition true when a row of the current structure would not read back the same through
+/// the view once moved: the view shows a computed column cast back to its current type, so the
+/// expression must keep the value (`price::numeric(12,2)`), not change it (`price / 100`). `None`
+/// when no column is computed by an expression (a widening always reads back the same).
+fn changes_value(swap: &Swap, row: &str) -> Option<String> {
+    let checks: Vec<String> = swap
+        .columns
+        .iter()
+        .filter(|c| c.cast.is_some())
+        .map(|c| {
+            format!(
+                "({})::{} IS DISTINCT FROM {row}.{}",
+                forward(c, row),
+                c.old_type,
+                q(&c.name)
+            )
+        })
+        .collect();
+    (!checks.is_empty()).then(|| checks.join(" OR "))
+}
+
+/// Refuses a row whose computed columns would not read back the same (see [`changes_value`]).
+fn refuse_value_change(swap: &Swap) -> String {
+    match changes_value(swap, "NEW") {
+        Some(condition) => format!(
+            "IF {condition} THEN\n        \
+                 RAISE data_exception USING MESSAGE = {};\n    \
+             END IF;\n    ",
+            quote_literal(&format!(
+                "zmig swap {}: a column computed by an expression would not read back the same value through the view; the expression must keep the value",
+                swap.name
+            ))
+        ),
+        None => String::new(),
+    }
+}
+
+fn list(swap: &Swap, f: impl Fn(&SwapColumn) -> String) -> String {
+    swap.columns.iter().map(f).collect::<Vec<_>>().join(", ")
+}
+
+fn key_error(swap: &Swap, row: &str) -> String {
+    format!(
+        "format('Key ({})=(%s) already exists.', {row}.{})",
+        swap.key,
+        q(&swap.key)
+    )
+}
+
+pub(super) fn insert_function(swap: &Swap, n: &Names) -> String {
+    let key = q(&swap.key);
+    format!(
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $zmig$\n\
+BEGIN\n    \
+    {refuse}INSERT INTO {temp} ({columns})\n    \
+    VALUES ({values})\n    \
+    RETURNING {shown} INTO NEW;\n    \
+    IF EXISTS (SELECT FROM {new} WHERE {key} = NEW.{key} UNION ALL SELECT FROM {old} WHERE {key} = NEW.{key}) THEN\n        \
+        RAISE unique_violation USING\n            \
+            MESSAGE = {message},\n            \
+            DETAIL = {detail},\n            \
+            TABLE = {table_name};\n    \
+    END IF;\n    \
+    RETURN NEW;\n\
+END\n\
+$zmig$;",
+        f = n.insert_fn,
+        refuse = refuse_value_change(swap),
+        temp = n.temp,
+        new = n.new,
+        old = n.old,
+        columns = list(swap, |c| q(&c.name)),
+        values = list(swap, |c| forward(c, "NEW")),
+        shown = list(swap, |c| shown(c, "", true)),
+        message = quote_literal(&format!(
+            "duplicate key value violates the primary key of \"{}\"",
+            swap.table.name
+        )),
+        detail = key_error(swap, "NEW"),
+        table_name = quote_literal(&swap.table.name),
+    )
+}
+
+/// Locks the row in `table` and checks it is still the row the statement read (`OLD`). Rows
+/// compare by their text form: every type has one, not every type has equality (`json`).
+fn lock_unchanged(swap: &Swap, table: &str, new_structure: bool, lock: &str) -> String {
+    format!(
+        "SELECT ROW({})::text = ROW({})::text INTO unchanged FROM {table} t WHERE t.{key} = OLD.{key} FOR {lock};",
+        list(swap, |c| shown(c, "t.", new_structure)),
+        list(swap, |c| format!("OLD.{}", q(&c.name))),
+        key = q(&swap.key),
+    )
+}
+
+fn stale_row_error(swap: &Swap) -> String {
+    format!(
+        "RAISE serialization_failure USING\n                \
+             MESSAGE = format('zmig swap {}: row (%s)=(%s) of \"{}\" changed after this statement read it', {}, OLD.{}),\n                \
+             HINT = 'retry the transaction; while the table is swapped behind a view a concurrent change is refused rather than overwritten';",
+        swap.name,
+        swap.table.name,
+        quote_literal(&swap.key),
+        q(&swap.key)
+    )
+}
+
+fn key_change_error(swap: &Swap) -> String {
+    format!(
+        "IF NEW.{key} IS DISTINCT FROM OLD.{key} THEN\n        \
+             RAISE feature_not_supported USING MESSAGE = {message};\n    \
+         END IF;",
+        key = q(&swap.key),
+        message = quote_literal(&format!(
+            "zmig swap {}: \"{}\".\"{}\" cannot change until the swap is finalized",
+            swap.name, swap.table.name, swap.key
+        ))
+    )
+}
+
+pub(super) fn update_function(swap: &Swap, n: &Names) -> String {
+    let key = q(&swap.key);
+    let mut attempts = String::new();
+    for (table, new_structure) in search_order(n) {
+        let sets = swap
+            .columns
+            .iter()
+            .filter(|c| c.name != swap.key)
+            .map(|c| {
+                let value = if new_structure {
+                    forward(c, "NEW")
+                } else {
+                    format!("NEW.{}", q(&c.name))
+                };
+                format!("{} = {value}", q(&c.name))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        attempts.push_str(&format!(
+            "    IF NOT done THEN\n        \
+                 {lock}\n        \
+                 IF FOUND THEN\n            \
+                     IF NOT unchanged THEN\n                \
+                         {stale}\n            \
+                     END IF;\n            \
+                     UPDATE {table} SET {sets} WHERE {key} = OLD.{key}\n            \
+                     RETURNING {shown} INTO NEW;\n            \
+                     done := true;\n        \
+                 END IF;\n    \
+             END IF;\n",
+            lock = lock_unchanged(swap, table, new_structure, "NO KEY UPDATE"),
+            stale = stale_row_error(swap),
+            shown = list(swap, |c| shown(c, "", new_structure)),
+        ));
+    }
+    format!(
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $zmig$\n\
+DECLARE\n    \
+    unchanged boolean;\n    \
+    done boolean := false;\n\
+BEGIN\n    \
+    {key_change}\n    \
+    {refuse}\n\
+{attempts}\
+    IF NOT done THEN\n        \
+        RETURN NULL; -- deleted concurrently: 0 rows, as on a table\n    \
+    END IF;\n    \
+    RETURN NEW;\n\
+END\n\
+$zmig$;",
+        f = n.update_fn,
+        key_change = key_change_error(swap),
+        refuse = refuse_value_change(swap),
+    )
+}
+
+pub(super) fn delete_function(swap: &Swap, n: &Names) -> String {
+    let key = q(&swap.key);
+    let mut attempts = String::new();
+    for (table, new_structure) in search_order(n) {
+        attempts.push_str(&format!(
+            "    IF NOT done THEN\n        \
+                 {lock}\n        \
+                 IF FOUND THEN\n            \
+                     IF NOT unchanged THEN\n                \
+                         {stale}\n            \
+                     END IF;\n            \
+                     DELETE FROM {table} WHERE {key} = OLD.{key};\n            \
+                     done := true;\n        \
+                 END IF;\n    \
+             END IF;\n",
+            lock = lock_unchanged(swap, table, new_structure, "UPDATE"),
+            stale = stale_row_error(swap),
+        ));
+    }
+    let mut foreign_keys = String::new();
+    for reference in &swap.references {
+        foreign_keys.push_str(&format!(
+            "    IF EXISTS (SELECT FROM {table} WHERE {column} = OLD.{key}) THEN\n        \
+                 RAISE foreign_key_violation USING\n            \
+                     MESSAGE = {message},\n            \
+                     DETAIL = format('Key ({})=(%s) is still referenced from table \"{}\".', OLD.{key}),\n            \
+                     TABLE = {table_name};\n    \
+             END IF;\n",
+            swap.key,
+            reference.table.name,
+            table = reference.table.sql(),
+            column = q(&reference.column),
+            message = quote_literal(&format!(
+                "update or delete on table \"{}\" violates the foreign key of \"{}\".\"{}\"",
+                swap.table.name, reference.table.name, reference.column
+            )),
+            table_name = quote_literal(&swap.table.name),
+        ));
+    }
+    format!(
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $zmig$\n\
+DECLARE\n    \
+    unchanged boolean;\n    \
+    done boolean := false;\n\
+BEGIN\n\
+{attempts}\
+    IF NOT done THEN\n        \
+        RETURN NULL; -- deleted concurrently: 0 rows, as on a table\n    \
+    END IF;\n\
+{foreign_keys}\
+    RETURN OLD;\n\
+END\n\
+$zmig$;",
+        f = n.delete_fn,
+    )
+}
+
+/// The trigger on a referencing table: keeps the shadow column equal, and checks the
+/// referenced row exists, locking it `FOR KEY SHARE` as a foreign key's check does.
+pub(super) fn reference_function(swap: &Swap, n: &Names, reference: &Reference) -> String {
+    let column = q(&reference.column);
+    let key = q(&swap.key);
+    let mut lookups = String::new();
+    for (i, (table, _)) in search_order(n).into_iter().enumerate() {
+        let guard = if i == 0 {
+            String::new()
+        } else {
+            "IF NOT FOUND THEN ".to_owned()
+        };
+        let end = if i == 0 { "" } else { " END IF;" };
+        lookups.push_str(&format!(
+            "        {guard}PERFORM FROM {table} WHERE {key} = NEW.{column} FOR KEY SHARE;{end}\n"
+        ));
+    }
+    format!(
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $zmig$\n\
+BEGIN\n    \
+    NEW.{shadow} := NEW.{column};\n    \
+    IF NEW.{column} IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.{column} IS DISTINCT FROM OLD.{column}) THEN\n\
+{lookups}\
+        IF NOT FOUND THEN\n            \
+            RAISE foreign_key_violation USING\n                \
+                MESSAGE = {message},\n                \
+                DETAIL = format('Key ({})=(%s) is not present in table \"{}\".', NEW.{column}),\n                \
+                TABLE = {table_name};\n        \
+        END IF;\n    \
+    END IF;\n    \
+    RETURN NEW;\n\
+END\n\
+$zmig$;",
+        reference.column,
+        swap.table.name,
+        f = reference_function_name(swap, reference),
+        shadow = q(&shadow_column(reference)),
+        message = quote_literal(&format!(
+            "insert or update on table \"{}\" violates the foreign key of \"{}\" to \"{}\"",
+            reference.table.name, reference.column, swap.table.name
+        )),
+        table_name = quote_literal(&reference.table.name),
+    )
+}
+
+pub(super) fn move_function(swap: &Swap, n: &Names) -> String {
+    let key = q(&swap.key);
+    let columns = list(swap, |c| q(&c.name));
+    format!(
+        "CREATE FUNCTION {f}(max_rows integer) RETURNS bigint LANGUAGE plpgsql AS $zmig$\n\
+DECLARE\n    \
+    hint bigint;\n    \
+    moved bigint := 0;\n    \
+    batch bigint;\n    \
+    top bigint;\n    \
+    changed bigint;\n\
+BEGIN\n    \
+    SELECT after INTO hint FROM {STATE_TABLE} WHERE swap = {swap} AND item = 'move';\n    \
+    LOOP\n        \
+        WITH picked AS (\n            \
+            SELECT {key} FROM {old} WHERE {key} > coalesce(hint, '-9223372036854775808'::bigint)\n            \
+            ORDER BY {key} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n        \
+        ), gone AS (\n            \
+            DELETE FROM {old} o USING picked WHERE o.{key} = picked.{key} RETURNING o.*\n        \
+        ), put AS (\n            \
+            INSERT INTO {new} ({columns})\n            \
+            SELECT {forward} FROM gone\n            \
+            RETURNING {key}\n        \
+        ), lossy AS (\n            \
+            SELECT count(*) AS n FROM gone WHERE {lossy}\n        \
+        )\n        \
+        SELECT count(*), max({key}), (SELECT n FROM lossy) INTO batch, top, changed FROM put;\n        \
+        IF changed > 0 THEN\n            \
+            RAISE data_exception USING MESSAGE = {lossy_message};\n        \
+        END IF;\n        \
+        moved := moved + batch;\n        \
+        IF top IS NOT NULL THEN\n            \
+            UPDATE {STATE_TABLE} SET after = greatest(after, top) WHERE swap = {swap} AND item = 'move';\n        \
+        END IF;\n        \
+        EXIT WHEN moved >= max_rows OR hint IS NULL;\n        \
+        hint := NULL; -- the hint reached the end: one pass from the start for rows skipped while locked\n    \
+    END LOOP;\n    \
+    IF moved < max_rows THEN\n        \
+        WITH picked AS (\n            \
+            SELECT {key} FROM {temp} ORDER BY {key} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n        \
+        ), gone AS (\n            \
+            DELETE FROM {temp} t USING picked WHERE t.{key} = picked.{key} RETURNING t.*\n        \
+        )\n        \
+        INSERT INTO {new} ({columns})\n        \
+        SELECT {columns} FROM gone;\n        \
+        GET DIAGNOSTICS batch = ROW_COUNT;\n        \
+        moved := moved + batch;\n    \
+    END IF;\n    \
+    RETURN moved;\n\
+END\n\
+$zmig$;",
+        f = n.move_fn,
+        swap = n.swap_literal,
+        old = n.old,
+        new = n.new,
+        temp = n.temp,
+        forward = list(swap, |c| forward(c, "gone")),
+        lossy = changes_value(swap, "gone").unwrap_or_else(|| "false".to_owned()),
+        lossy_message = quote_literal(&format!(
+            "zmig swap {}: a column computed by an expression would not read back the same value through the view; the expression must keep the value",
+            swap.name
+        )),
+    )
+}
+
+pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
+    let mut steps = String::new();
+    for reference in &swap.references {
+        let table = reference.table.sql();
+        let key = q(&reference.table_key);
+        let column = q(&reference.column);
+        let shadow = q(&shadow_column(reference));
+        let validate = if reference.nullable {
+            String::new()
+        } else {
+            format!(
+                "            ALTER TABLE {table} VALIDATE CONSTRAINT {};\n",
+                q(&shadow_not_null(swap, reference))
+            )
+        };
+        steps.push_str(&format!(
+            "    SELECT after, finished, detail::bigint AS upto INTO state FROM {STATE_TABLE} WHERE swap = {swap} AND item = {item} FOR UPDATE;\n    \
+             IF done < max_rows AND NOT state.finished THEN\n        \
+                 WITH picked AS (\n            \
+                     SELECT {key} FROM {table} WHERE {key} > coalesce(state.after, '-9223372036854775808'::bigint) AND {key} <= state.upto\n            \
+                     ORDER BY {key} LIMIT max_rows - done\n        \
+                 ), filled AS (\n            \
+                     UPDATE {table} r SET {shadow} = r.{column} FROM picked\n            \
+                     WHERE r.{key} = picked.{key} AND r.{shadow} IS DISTINCT FROM r.{column}\n        \
+                 )\n        \
+                 SELECT count(*), max({key}) INTO batch, top FROM picked;\n        \
+                 IF top IS NULL THEN\n{validate}            \
+                     ANALYZE {table} ({shadow});\n            \
+                     UPDATE {STATE_TABLE} SET finished = true WHERE swap = {swap} AND item = {item};\n        \
+                 ELSE\n            \
+                     UPDATE {STATE_TABLE} SET after = top WHERE swap = {swap} AND item = {item};\n        \
+                 END IF;\n        \
+                 done := done + batch;\n    \
+             END IF;\n",
+            swap = n.swap_literal,
+            item = reference_item(reference),
+        ));
+    }
+    format!(
+        "CREATE FUNCTION {f}(max_rows integer) RETURNS bigint LANGUAGE plpgsql AS $zmig$\n\
+DECLARE\n    \
+    state record;\n    \
+    done bigint := 0;\n    \
+    batch bigint;\n    \
+    top bigint;\n\
+BEGIN\n\
+{steps}\
+    RETURN done;\n\
+END\n\
+$zmig$;",
+        f = n.sync_refs_fn,
+    )
+}
+
+/// Rows of a table: 0 when its first key (read through the key's index) is gone, an exact count
+/// when the planner's estimate says under 10,000 (cheap then, and what a small table's progress
+/// needs), the estimate otherwise. VACUUM leaves the estimate of a table the move emptied as it
+/// was (it extrapolates from the pages it scanned), so emptiness is looked up, never estimated.
+fn row_count(table: &str, key: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN (SELECT {key} FROM {table} ORDER BY {key} LIMIT 1) IS NULL THEN 0 \
+         WHEN c.reltuples >= 10000 THEN c.reltuples::bigint ELSE (SELECT count(*) FROM {table}) END \
+         FROM pg_class c WHERE c.oid = {}::regclass)",
+        quote_literal(table)
+    )
+}
+
+pub(super) fn progress_function(swap: &Swap, n: &Names) -> String {
+    let refs_left = if swap.references.is_empty() {
+        "0::bigint".to_owned()
+    } else {
+        swap.references
+            .iter()
+            .map(|r| {
+                format!(
+                    "(SELECT CASE WHEN s.finished THEN 0 WHEN s.after IS NULL THEN {rows} \
+                     ELSE ({rows} * greatest(0, s.detail::bigint - s.after) \
+                     / greatest(1, s.detail::bigint - (SELECT min({key}) FROM {table})))::bigint END \
+                     FROM {STATE_TABLE} s WHERE s.swap = {swap} AND s.item = {item})",
+                    rows = row_count(&r.table.sql(), &q(&r.table_key)),
+                    table = r.table.sql(),
+                    key = q(&r.table_key),
+                    swap = n.swap_literal,
+                    item = reference_item(r),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n        + ")
+    };
+    format!(
+        "CREATE FUNCTION {f}() RETURNS TABLE (old_rows bigint, temp_rows bigint, new_rows bigint, refs_left bigint, total_bytes bigint)\n\
+LANGUAGE sql STABLE AS $zmig$\n    \
+    SELECT {old_rows},\n        \
+        {temp_rows},\n        \
+        {new_rows},\n        \
+        {refs_left},\n        \
+        pg_total_relation_size({old_lit}) + pg_total_relation_size({temp_lit}) + pg_total_relation_size({new_lit})\n\
+$zmig$;",
+        f = n.progress_fn,
+        old_rows = row_count(&n.old, &q(&swap.key)),
+        temp_rows = row_count(&n.temp, &q(&swap.key)),
+        new_rows = row_count(&n.new, &q(&swap.key)),
+        old_lit = quote_literal(&n.old),
+        temp_lit = quote_literal(&n.temp),
+        new_lit = quote_literal(&n.new),
+    )
+}
+
+pub(super) fn tables_function(swap: &Swap, n: &Names) -> String {
+    let mut rows = vec![
+        format!("('old', {}::regclass)", quote_literal(&n.old)),
+        format!("('temp', {}::regclass)", quote_literal(&n.temp)),
+        format!("('new', {}::regclass)", quote_literal(&n.new)),
+        format!("('view', {}::regclass)", quote_literal(&n.table)),
+    ];
+    rows.extend(
+        swap.references
+            .iter()
+            .map(|r| format!("('ref', {}::regclass)", quote_literal(&r.table.sql()))),
+    );
+    format!(
+        "CREATE FUNCTION {f}() RETURNS TABLE (role text, rel regclass) LANGUAGE sql STABLE AS $zmig$\n    \
+             VALUES {}\n\
+         $zmig$;",
+        rows.join(",\n        "),
+        f = n.tables_fn,
+    )
+}
+
+pub(super) fn check_function(swap: &Swap, n: &Names) -> String {
+    let key = q(&swap.key);
+    let mut checks = vec![format!(
+        "SELECT 'key in two tables', count(DISTINCT k), min(k)::text FROM (\n        \
+             SELECT n.{key} AS k FROM {new} n JOIN {old} o ON o.{key} = n.{key}\n        \
+             UNION ALL SELECT t.{key} FROM {temp} t JOIN {old} o ON o.{key} = t.{key}\n        \
+             UNION ALL SELECT t.{key} FROM {temp} t JOIN {new} n ON n.{key} = t.{key}\n    \
+         ) twice",
+        new = n.new,
+        old = n.old,
+        temp = n.temp,
+    )];
+    for reference in &swap.references {
+        let table = reference.table.sql();
+        let column = q(&reference.column);
+        let shadow = q(&shadow_column(reference));
+        let absent = [&n.new, &n.temp, &n.old]
+            .iter()
+            .map(|t| format!("NOT EXISTS (SELECT FROM {t} c WHERE c.{key} = r.{column})"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        checks.push(format!(
+            "SELECT {}, count(*), min(r.{column})::text FROM {table} r\n    \
+             WHERE r.{column} IS NOT NULL AND {absent}",
+            quote_literal(&format!(
+                "{}.{} without its row in {}",
+                reference.table.name, reference.column, swap.table.name
+            )),
+        ));
+        checks.push(format!(
+            "SELECT {}, count(*), min(r.{})::text FROM {table} r WHERE r.{shadow} IS DISTINCT FROM r.{column}",
+            quote_literal(&format!(
+                "{}.{} not yet copied into {}",
+                reference.table.name,
+                reference.column,
+                shadow_column(reference)
+            )),
+            q(&reference.table_key),
+        ));
+    }
+    format!(
+        "CREATE FUNCTION {f}() RETURNS TABLE (problem text, rows bigint, example text) LANGUAGE sql STABLE AS $zmig$\n    \
+             {}\n\
+         $zmig$;",
+        checks.join("\n    UNION ALL\n    "),
+        f = n.check_fn,
+    )
+}
+
+/// The statements still to run to rebuild, on the shadow columns, the indexes reading the
+/// referencing columns: `CREATE INDEX CONCURRENTLY` (after dropping an invalid one a killed
+/// build left). Empty once every one is built.
+pub(super) fn ref_indexes_function(n: &Names) -> String {
+    format!(
+        "CREATE FUNCTION {f}() RETURNS SETOF text LANGUAGE plpgsql STABLE AS $zmig$\n\
+DECLARE\n    \
+    r record;\n    \
+    shadow text;\n    \
+    valid boolean;\n    \
+    definition text;\n    \
+    head text;\n\
+BEGIN\n    \
+    FOR r IN SELECT substr(s.item, 10) AS shadow, s.detail AS original, s.rel, ref.column_name, ref.shadow_name\n             \
+             FROM {STATE_TABLE} s\n             \
+             JOIN ({refs}) ref (rel, column_name, shadow_name) ON ref.rel = s.rel\n             \
+             WHERE s.swap = {swap} AND s.item LIKE 'refindex:%'\n    \
+    LOOP\n        \
+        shadow := {shadow_index};\n        \
+        SELECT i.indisvalid INTO valid FROM pg_index i WHERE i.indexrelid = to_regclass(shadow);\n        \
+        CONTINUE WHEN valid;\n        \
+        IF FOUND THEN\n            \
+            RETURN NEXT format('DROP INDEX CONCURRENTLY %s', shadow);\n        \
+        END IF;\n        \
+        definition := pg_get_indexdef(({original_index})::regclass);\n        \
+        head := substring(definition FROM '^CREATE (?:UNIQUE )?INDEX ');\n        \
+        definition := substr(definition, length(head) + 1);\n        \
+        definition := substr(definition, position(' ON ' IN definition));\n        \
+        head := head || 'CONCURRENTLY ' || quote_ident(r.shadow) || left(definition, position(' USING ' IN definition) - 1);\n        \
+        definition := substr(definition, position(' USING ' IN definition));\n        \
+        definition := regexp_replace(definition, '(^|[^\\w\"])' || quote_ident(r.column_name) || '($|[^\\w\"])', '\\1' || quote_ident(r.shadow_name) || '\\2', 'g');\n        \
+        RETURN NEXT head || definition;\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        f = n.ref_indexes_fn,
+        swap = n.swap_literal,
+        shadow_index = index_in_table_schema("r", "shadow"),
+        original_index = index_in_table_schema("r", "original"),
+        refs = n.reference_rows,
+    )
+}
+
+/// Drops what prepare created on the view's side (the triggers go with the view).
+pub(super) fn drop_routines(swap: &Swap, n: &Names) -> Vec<String> {
+    let _ = swap;
+    [
+        &n.insert_fn,
+        &n.update_fn,
+        &n.delete_fn,
+        &n.move_fn,
+        &n.sync_refs_fn,
+        &n.progress_fn,
+        &n.tables_fn,
+        &n.check_fn,
+        &n.ref_indexes_fn,
+    ]
+    .into_iter()
+    .map(|f| {
+        let args = if *f == n.move_fn || *f == n.sync_refs_fn {
+            "integer"
+        } else {
+            ""
+        };
+        format!("DROP FUNCTION {f}({args});")
+    })
+    .collect()
+}
