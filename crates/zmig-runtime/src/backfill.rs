@@ -12,17 +12,19 @@
 //! - Batch size adapts to a target time per batch, between bounds; an optional pause separates
 //!   batches; workers back off while sessions wait long on locks or replicas lag.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Double, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 
-use crate::progress::Progress;
 pub use crate::progress::ProgressMode;
+use crate::progress::{self, Progress};
 use crate::store::{self, LOCK_CLASS};
+use crate::workers::{adapt, first_batch_size, Crew};
+pub use crate::workers::{database_strain, Strain};
 use crate::{check_migration_name, Error, Functions, Result};
 
 /// How a backfill runs. `Default` is what `cargo xtask zmig backfill` uses.
@@ -94,70 +96,81 @@ pub fn backfill(
     store::ensure_tables(&mut conn)?;
     start_run(&mut conn, migration, &functions)?;
 
-    let totals = store::range_totals(&mut conn, migration)?;
+    let before = store::range_totals(&mut conn, migration)?;
     let shared = Shared {
-        stop: options.stop.clone().unwrap_or_default(),
+        crew: Crew::new(options.stop.clone()),
         counters: Mutex::new(Counters::default()),
-        failed: AtomicBool::new(false),
     };
     let progress = Progress::new(
         options.progress,
         migration,
-        totals.keys_total,
-        totals.keys_done,
+        "of keys",
+        before.keys_total,
+        before.keys_done,
     );
-    let workers = options.workers.max(1);
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|n| {
-                let shared = &shared;
-                let functions = &functions;
-                scope.spawn(move || {
-                    let result = run_worker(database_url, migration, functions, options, shared, n);
-                    if result.is_err() {
-                        shared.failed.store(true, Ordering::SeqCst);
-                    }
-                    result
-                })
-            })
-            .collect();
-        // The reporter runs here until every worker is done.
-        while handles.iter().any(|h| !h.is_finished()) {
+    shared.crew.run(
+        options.workers.max(1),
+        |n| run_worker(database_url, migration, &functions, options, &shared, n),
+        || {
             let counters = shared.counters.lock().expect("counters").clone();
-            progress.update(
-                counters.keys,
-                counters.owners,
-                counters.paused,
-                counters.backing_off,
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(Error::WorkerPanicked)))
-            .collect()
-    });
-    for result in results {
-        result?;
-    }
+            show_progress(&progress, &before, &counters, &shared.crew);
+        },
+    )?;
 
     let totals = store::range_totals(&mut conn, migration)?;
     let finished = totals.ranges == totals.ranges_done;
     if finished {
-        diesel::sql_query("UPDATE zmig_backfill_runs SET finished_at = now() WHERE migration = $1 AND finished_at IS NULL")
-            .bind::<Text, _>(migration)
-            .execute(&mut conn)?;
+        store::finish_run(&mut conn, migration)?;
     }
     let counters = shared.counters.into_inner().expect("counters");
-    progress.finish(finished, counters.owners, counters.written);
+    progress.finish(&format!(
+        "{}: {} owners read, {} rows written",
+        if finished {
+            "done"
+        } else {
+            "stopped; run it again to resume"
+        },
+        counters.owners,
+        counters.written
+    ));
     Ok(BackfillReport {
         owners: counters.owners,
         written: counters.written,
         batches: counters.batches,
         finished,
         ranges_left: totals.ranges - totals.ranges_done,
-        backoffs: counters.backoffs,
+        backoffs: shared.crew.backoffs(),
     })
+}
+
+/// The bar (keys walked) and the log line, from this run's counters.
+fn show_progress(
+    progress: &Progress,
+    before: &store::RangeTotals,
+    counters: &Counters,
+    crew: &Crew,
+) {
+    let rate = counters.owners as f64 / progress.elapsed_secs();
+    let state = progress::activity(crew.paused(), crew.backing_off());
+    let done = before.keys_done + counters.keys;
+    progress.show(
+        done,
+        before.keys_total,
+        &format!("{} owners, {rate:.0}/s{state}", counters.owners),
+        || {
+            let percent = if before.keys_total > 0 {
+                100.0 * done as f64 / before.keys_total as f64
+            } else {
+                100.0
+            };
+            let key_rate = counters.keys as f64 / progress.elapsed_secs();
+            format!(
+                "{percent:.1}% of keys, {} owners copied, {rate:.0} owners/s, eta {}{state}",
+                counters.owners,
+                progress::eta(before.keys_total - done, key_rate)
+            )
+        },
+    );
 }
 
 /// Creates zmig's bookkeeping tables now, if they are missing (a backfill or verify creates
@@ -306,9 +319,8 @@ fn split(lowest: i64, highest: i64) -> (i32, i64) {
 }
 
 struct Shared {
-    stop: Arc<AtomicBool>,
+    crew: Crew,
     counters: Mutex<Counters>,
-    failed: AtomicBool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -317,9 +329,6 @@ struct Counters {
     owners: i64,
     written: i64,
     batches: u64,
-    paused: bool,
-    backing_off: bool,
-    backoffs: u64,
 }
 
 /// A range this worker holds the advisory lock of.
@@ -351,14 +360,13 @@ fn run_worker(
 ) -> Result<()> {
     let mut conn = PgConnection::establish(url)?;
     let worker_name = format!("{}:{}:{worker}", hostname(), std::process::id());
-    let mut batch_size = options
-        .batch_size
-        .clamp(options.min_batch_size, options.max_batch_size);
+    let crew = &shared.crew;
+    let mut batch_size = first_batch_size(options);
     loop {
-        if shared.stop.load(Ordering::SeqCst) || shared.failed.load(Ordering::SeqCst) {
+        if crew.should_end() {
             return Ok(());
         }
-        if wait_while_paused(&mut conn, migration, shared)? {
+        if crew.wait_while_paused(&mut conn, migration)? {
             continue;
         }
         let Some(mut claim) = claim_range(&mut conn, migration)? else {
@@ -366,15 +374,15 @@ fn run_worker(
         };
         let result = (|| -> Result<()> {
             while claim.done_through < claim.end_at {
-                if shared.stop.load(Ordering::SeqCst) || shared.failed.load(Ordering::SeqCst) {
+                if crew.should_end() {
                     return Ok(());
                 }
                 if store::load_run(&mut conn, migration)?.is_some_and(|r| r.paused) {
                     // Let the range go; the outer loop waits for the resume.
                     return Ok(());
                 }
-                back_off_under_strain(&mut conn, options, shared)?;
-                if shared.stop.load(Ordering::SeqCst) {
+                crew.back_off_under_strain(&mut conn, options)?;
+                if crew.should_end() {
                     return Ok(());
                 }
                 let started = Instant::now();
@@ -405,21 +413,6 @@ fn run_worker(
         release(&mut conn, migration, claim.range_no)?;
         result?;
     }
-}
-
-/// Waits while the run is paused; `true` when it waited (so the caller looks again).
-fn wait_while_paused(conn: &mut PgConnection, migration: &str, shared: &Shared) -> Result<bool> {
-    let mut waited = false;
-    while store::load_run(conn, migration)?.is_some_and(|r| r.paused) {
-        shared.counters.lock().expect("counters").paused = true;
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        waited = true;
-    }
-    shared.counters.lock().expect("counters").paused = false;
-    Ok(waited)
 }
 
 /// The first range not done whose advisory lock this session can take.
@@ -527,62 +520,6 @@ fn run_batch(
     Ok(batch)
 }
 
-/// The next batch size: scaled towards the target time, by at most a factor of two either way.
-fn adapt(size: i32, elapsed: Duration, options: &BackfillOptions) -> i32 {
-    let elapsed = elapsed.as_secs_f64().max(0.001);
-    let factor = (options.target_batch_time.as_secs_f64() / elapsed).clamp(0.5, 2.0);
-    ((f64::from(size) * factor) as i32).clamp(options.min_batch_size, options.max_batch_size)
-}
-
-/// Signs that the database is under strain, as the backfill reads them before each batch.
-#[derive(Debug, Clone, PartialEq, QueryableByName)]
-pub struct Strain {
-    /// Sessions of this database waiting more than half a second for a lock.
-    #[diesel(sql_type = BigInt)]
-    pub lock_waiters: i64,
-    /// The largest replay lag of any replica, in seconds (0 without replicas, or without the
-    /// right to see them).
-    #[diesel(sql_type = Double)]
-    pub replication_lag_seconds: f64,
-}
-
-/// Reads the current [`Strain`].
-pub fn database_strain(conn: &mut PgConnection) -> Result<Strain> {
-    Ok(diesel::sql_query(
-        "SELECT (SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
-                 WHERE NOT l.granted AND a.datname = current_database()
-                   AND l.waitstart < clock_timestamp() - interval '500 milliseconds')::bigint AS lock_waiters,
-                (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication)::float8
-                    AS replication_lag_seconds",
-    )
-    .get_result(conn)?)
-}
-
-/// Waits, with a growing sleep (100 ms doubling up to 5 s), for as long as the database shows
-/// strain, or until the backfill is stopped.
-fn back_off_under_strain(
-    conn: &mut PgConnection,
-    options: &BackfillOptions,
-    shared: &Shared,
-) -> Result<()> {
-    let mut sleep = Duration::from_millis(100);
-    loop {
-        let strain = database_strain(conn)?;
-        let strained = strain.lock_waiters > options.max_lock_waiters
-            || strain.replication_lag_seconds > options.max_replication_lag.as_secs_f64();
-        {
-            let mut counters = shared.counters.lock().expect("counters");
-            counters.backing_off = strained;
-            counters.backoffs += u64::from(strained);
-        }
-        if !strained || shared.stop.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        std::thread::sleep(sleep);
-        sleep = (sleep * 2).min(Duration::from_secs(5));
-    }
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -603,14 +540,5 @@ mod tests {
         assert!(i64::from(count) * size >= 1_000_000_000);
         let (count, size) = split(-5, 5);
         assert_eq!((count, size), (1, 11));
-    }
-
-    #[test]
-    fn adapts_towards_the_target_time_within_bounds() {
-        let options = BackfillOptions::default();
-        assert_eq!(adapt(1_000, Duration::from_millis(100), &options), 2_000);
-        assert_eq!(adapt(1_000, Duration::from_millis(800), &options), 500);
-        assert_eq!(adapt(150, Duration::from_secs(10), &options), 100);
-        assert_eq!(adapt(20_000, Duration::from_millis(1), &options), 20_000);
     }
 }

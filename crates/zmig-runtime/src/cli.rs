@@ -2,7 +2,9 @@
 //! `xtask/src/main.rs` is `fn main() -> std::process::ExitCode { zmig_runtime::cli::main() }`.
 //!
 //! `plan` and `generate` read the crate and need no database; `backfill`, `verify` and `status`
-//! work on the database `DATABASE_URL` names.
+//! work on the database `DATABASE_URL` names. A name whose `zmig_<name>_move` function exists
+//! there is a swap: `backfill` moves its rows and `verify` checks them; any other name is an
+//! extract the workspace's code must declare.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,7 +22,7 @@ use zmig_codegen::migrations;
 use zmig_codegen::project::Project;
 
 use crate::backfill::{self, BackfillOptions};
-use crate::verify;
+use crate::{swap, verify};
 
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
@@ -45,18 +47,23 @@ struct ZmigArgs {
 enum Command {
     #[command(flatten)]
     Codegen(ZmigCommand),
-    /// Copy the owner rows that existed before dual writing into the new table.
+    /// Copy the owner rows that existed before dual writing into the new table; for a swap,
+    /// moves rows into the new table.
     ///
-    /// Batched, throttled and checkpointed in the database: stop it (Ctrl-C) or kill it at any
-    /// moment and run it again to resume; run it on several machines at once to share the work.
-    /// Refuses to start before the dual_write migration is applied.
+    /// Batched, throttled and resumable: stop it (Ctrl-C) or kill it at any moment and run it
+    /// again to resume; run it on several machines at once to share the work. An extract's
+    /// backfill is checkpointed in the database and refuses to start before the dual_write
+    /// migration is applied. A swap's move (when the database has the swap's
+    /// `zmig_<name>_move` function) needs no checkpoint, the tables being its state; it also
+    /// syncs the referencing columns, and ANALYZEs the new table and VACUUMs the old one as it
+    /// goes; it refuses to start before the prepare migration is applied.
     Backfill {
         /// The migration's name (see `cargo xtask zmig plan`).
         name: String,
         /// Worker threads in this process.
         #[arg(long, default_value_t = 1)]
         workers: usize,
-        /// Owners per batch to start with; adapted towards --target-batch-ms.
+        /// Owners (for a swap, rows) per batch to start with; adapted towards --target-batch-ms.
         #[arg(long, default_value_t = 1_000)]
         batch_size: i32,
         /// How long a batch should take, in milliseconds.
@@ -65,26 +72,30 @@ enum Command {
         /// Sleep between batches, in milliseconds.
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
-        /// Pause the running backfill (its workers finish their batch and wait), then exit.
+        /// Pause the running backfill or move (its workers finish their batch and wait), then
+        /// exit.
         #[arg(long, conflicts_with = "resume")]
         pause: bool,
-        /// Resume a paused backfill, then exit.
+        /// Resume a paused backfill or move, then exit.
         #[arg(long)]
         resume: bool,
         #[command(flatten)]
         target: Target,
     },
-    /// Compare old and new row by row; exits non-zero when any row differs.
+    /// Compare old and new row by row; for a swap, checks its rows. Exits non-zero when any
+    /// row differs.
     ///
     /// The result is recorded: write_new and contract refuse to run until the latest
-    /// verification found no differing row.
+    /// verification found no differing row. For a swap: no key in two of its tables, no
+    /// reference without its row, every widened shadow column equal to its column.
     Verify {
         /// The migration's name (see `cargo xtask zmig plan`).
         name: String,
         #[command(flatten)]
         target: Target,
     },
-    /// Per migration: stage in code, migrations applied, backfill progress, rows differing.
+    /// Per migration: stage in code, migrations applied, backfill progress, rows differing;
+    /// then the swaps the database has (rows left to move, disk used, references to sync).
     Status {
         #[command(flatten)]
         target: Target,
@@ -131,15 +142,18 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
             resume,
             target,
         } => {
-            known_migration(&target, &name)?;
             let url = database_url()?;
+            let mut conn = connect(&url)?;
+            let is_swap = swap::is_swap(&mut conn, &name)?;
+            if !is_swap {
+                known_migration(&target, &name)?;
+            }
+            let task = if is_swap { "move" } else { "backfill" };
             if pause || resume {
-                let mut conn = PgConnection::establish(&url)
-                    .with_context(|| format!("connecting to {}", redact(&url)))?;
                 backfill::set_paused(&mut conn, &name, pause)?;
                 writeln!(
                     out,
-                    "{name}: backfill {}",
+                    "{name}: {task} {}",
                     if pause { "paused" } else { "resumed" }
                 )?;
                 return Ok(ExitCode::SUCCESS);
@@ -156,6 +170,9 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
                 stop: Some(stop),
                 ..BackfillOptions::default()
             };
+            if is_swap {
+                return run_move(&url, &name, &options, out);
+            }
             let report = backfill::backfill(&url, &name, &options)?;
             if report.finished {
                 writeln!(
@@ -173,10 +190,12 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
             }
         }
         Command::Verify { name, target } => {
-            known_migration(&target, &name)?;
             let url = database_url()?;
-            let mut conn = PgConnection::establish(&url)
-                .with_context(|| format!("connecting to {}", redact(&url)))?;
+            let mut conn = connect(&url)?;
+            if swap::is_swap(&mut conn, &name)? {
+                return verify_swap(&mut conn, &name, out);
+            }
+            known_migration(&target, &name)?;
             let report = verify::verify(&mut conn, &name)?;
             writeln!(out, "{name}: {} rows differing", report.differing)?;
             for (problem, count) in &report.by_problem {
@@ -199,12 +218,69 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
         Command::Status { target } => {
             let projects = codegen_cli::load_all(&target)?;
             let url = database_url()?;
-            let mut conn = PgConnection::establish(&url)
-                .with_context(|| format!("connecting to {}", redact(&url)))?;
+            let mut conn = connect(&url)?;
             print_status(&projects, &mut conn, out)?;
+            print_swaps_status(&mut conn, out)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A swap's move, and what to do next.
+fn run_move(
+    url: &str,
+    name: &str,
+    options: &BackfillOptions,
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
+    let report = swap::move_rows(url, name, options)?;
+    writeln!(
+        out,
+        "{name}: {} rows moved in {} batches, {} referencing rows synced; {} on disk (was {})",
+        report.moved,
+        report.batches,
+        report.refs_synced,
+        indicatif::HumanBytes(report.bytes_after.max(0) as u64),
+        indicatif::HumanBytes(report.bytes_before.max(0) as u64),
+    )?;
+    if report.finished {
+        writeln!(
+            out,
+            "{name}: move complete; next: cargo xtask zmig verify {name}, then stage = \"finalize\""
+        )?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(
+            out,
+            "{name}: move not complete (stopped, or other workers hold the last rows); run it again to resume"
+        )?;
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// A swap's verify: every kind of problem with its count, non-zero exit when any has rows.
+fn verify_swap(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> Result<ExitCode> {
+    let check = swap::verify(conn, name)?;
+    writeln!(out, "{name}: {} rows with problems", check.problem_rows())?;
+    for problem in &check.problems {
+        match (&problem.example, problem.rows) {
+            (Some(example), rows) if rows > 0 => writeln!(
+                out,
+                "  {}: {rows} (for example key {example})",
+                problem.problem
+            )?,
+            (_, rows) => writeln!(out, "  {}: {rows}", problem.problem)?,
+        }
+    }
+    Ok(if check.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn connect(url: &str) -> Result<PgConnection> {
+    PgConnection::establish(url).with_context(|| format!("connecting to {}", redact(url)))
 }
 
 fn database_url() -> Result<String> {
@@ -231,9 +307,20 @@ fn redact(url: &str) -> String {
 /// Refuses a name no model declares, listing the ones that exist.
 fn known_migration(target: &Target, name: &str) -> Result<()> {
     let projects = codegen_cli::load_all(target)?;
+    if projects
+        .iter()
+        .flat_map(|p| p.swaps.iter())
+        .any(|s| s.swap.name == name)
+    {
+        bail!(
+            "swap `{name}` is declared but this database has not applied its prepare migration: \
+             apply it first (`diesel migration run`, or the application's embedded migrations)"
+        );
+    }
     let names: Vec<&str> = projects
         .iter()
-        .flat_map(|p| p.extracts.iter().map(|m| m.extract.name.as_str()))
+        .flat_map(|p| p.migrations())
+        .map(|m| m.name)
         .collect();
     if names.contains(&name) {
         return Ok(());
@@ -317,14 +404,58 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
                     )?;
                 }
             }
-            match verify::last_verification(conn, &x.name)? {
-                None => writeln!(out, "  verify                never run")?,
-                Some((differing, when)) => writeln!(
-                    out,
-                    "  verify                {differing} rows differing (at {when})"
-                )?,
-            }
+            print_last_verification(conn, &x.name, "rows differing", out)?;
         }
+    }
+    Ok(())
+}
+
+/// The `verify` line of `status`: what the last verification of `name` found (`{count}
+/// {found}`) and when.
+fn print_last_verification(
+    conn: &mut PgConnection,
+    name: &str,
+    found: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match verify::last_verification(conn, name)? {
+        None => writeln!(out, "  verify                never run")?,
+        Some((count, when)) => {
+            writeln!(out, "  verify                {count} {found} (at {when})")?
+        }
+    }
+    Ok(())
+}
+
+/// Every swap whose prepare migration the database has: where its rows are, the pause, and the
+/// last verification.
+fn print_swaps_status(conn: &mut PgConnection, out: &mut dyn Write) -> Result<()> {
+    for name in swap::swaps(conn)? {
+        let Some(status) = swap::status(conn, &name)? else {
+            continue;
+        };
+        let p = &status.progress;
+        writeln!(out, "{name}: swap, prepare applied")?;
+        let state = if p.old_rows == 0 && p.temp_rows == 0 {
+            "complete"
+        } else if p.old_rows == 0 {
+            "old table empty; rows inserted since wait in temp"
+        } else if status.paused {
+            "paused"
+        } else {
+            "in progress or stopped"
+        };
+        writeln!(out, "  move                  {state}: {}", p.summary())?;
+        if p.refs_left == 0 {
+            writeln!(out, "  references            synced")?;
+        } else {
+            writeln!(
+                out,
+                "  references            {} rows left to sync",
+                p.refs_left
+            )?;
+        }
+        print_last_verification(conn, &name, "rows with problems", out)?;
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 //!   several workers (threads or machines) sharing one backfill;
 //! - [`verify`]: compares old and new row by row and records the result that gates the
 //!   migrations past the backfill;
+//! - [`swap`]: a swap's move: rows into the new table behind the view, in batches of adaptive
+//!   size from several workers, and its verify and status;
 //! - [`migrate`]: runs pending Diesel migrations, retrying a statement that gave up on its
 //!   `lock_timeout`;
 //! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call.
@@ -29,9 +31,11 @@ mod model;
 mod progress;
 pub mod sql_type;
 mod store;
+pub mod swap;
 pub mod verify;
+mod workers;
 
-pub use model::{ExtractInfo, Migration, Stage, ZmigModel};
+pub use model::{ExtractInfo, Migration, Stage, SwapInfo, ZmigModel};
 pub use sql_type::RustType;
 
 /// `sync = app`: brings the new row of one owner in step, in the caller's transaction. The

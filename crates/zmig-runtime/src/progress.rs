@@ -1,4 +1,5 @@
-//! Progress of long work: a bar on a terminal, a log line every few seconds otherwise.
+//! Progress of long work: a bar on a terminal, a log line every few seconds otherwise. What the
+//! bar and the lines say is the caller's: the backfill counts keys, a swap's move counts rows.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -19,8 +20,6 @@ pub enum ProgressMode {
 
 pub(crate) struct Progress {
     label: String,
-    keys_total: i64,
-    keys_before: i64,
     started: Instant,
     bar: Option<ProgressBar>,
     log: bool,
@@ -30,7 +29,9 @@ pub(crate) struct Progress {
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl Progress {
-    pub fn new(mode: ProgressMode, label: &str, keys_total: i64, keys_before: i64) -> Progress {
+    /// A bar of `total` units standing at `position`; `unit` follows the percentage on the bar
+    /// (`of keys`, `moved`).
+    pub fn new(mode: ProgressMode, label: &str, unit: &str, total: i64, position: i64) -> Progress {
         let bar_wanted = match mode {
             ProgressMode::Auto => std::io::stderr().is_terminal(),
             ProgressMode::Bar => true,
@@ -38,24 +39,22 @@ impl Progress {
         };
         let bar = bar_wanted.then(|| {
             let bar = ProgressBar::with_draw_target(
-                Some(keys_total.max(0) as u64),
+                Some(total.max(0) as u64),
                 ProgressDrawTarget::stderr(),
             );
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:40}] {percent:>3}% of keys  {msg}  eta {eta}",
-                )
+                ProgressStyle::with_template(&format!(
+                    "{{prefix}} [{{bar:40}}] {{percent:>3}}% {unit}  {{msg}}  eta {{eta}}"
+                ))
                 .expect("a valid template")
                 .progress_chars("=> "),
             );
             bar.set_prefix(label.to_owned());
-            bar.set_position(keys_before.max(0) as u64);
+            bar.set_position(position.max(0) as u64);
             bar
         });
         Progress {
             label: label.to_owned(),
-            keys_total,
-            keys_before,
             started: Instant::now(),
             bar,
             log: matches!(mode, ProgressMode::Log)
@@ -64,57 +63,56 @@ impl Progress {
         }
     }
 
-    /// `keys` and `owners` count this run's work so far.
-    pub fn update(&self, keys: i64, owners: i64, paused: bool, backing_off: bool) {
-        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = owners as f64 / elapsed;
-        let state = if paused {
-            " (paused)"
-        } else if backing_off {
-            " (backing off: database under strain)"
-        } else {
-            ""
-        };
+    /// Seconds since the work started (never zero, so rates can divide by it).
+    pub fn elapsed_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64().max(0.001)
+    }
+
+    /// Moves the bar to `position` of `total` with `message` beside it, and prints the log line
+    /// `line` builds when one is due.
+    pub fn show(&self, position: i64, total: i64, message: &str, line: impl FnOnce() -> String) {
         if let Some(bar) = &self.bar {
-            bar.set_position((self.keys_before + keys).max(0) as u64);
-            bar.set_message(format!("{owners} owners, {rate:.0}/s{state}"));
+            bar.set_length(total.max(0) as u64);
+            bar.set_position(position.max(0) as u64);
+            bar.set_message(message.to_owned());
         }
         if self.log {
             let mut last = self.last_line.lock().expect("progress");
             if last.elapsed() >= LOG_EVERY {
                 *last = Instant::now();
-                let done = self.keys_before + keys;
-                let percent = if self.keys_total > 0 {
-                    100.0 * done as f64 / self.keys_total as f64
-                } else {
-                    100.0
-                };
-                let key_rate = keys as f64 / elapsed;
-                let eta = if key_rate > 0.0 {
-                    format!("{:.0}s", (self.keys_total - done).max(0) as f64 / key_rate)
-                } else {
-                    "unknown".to_owned()
-                };
-                eprintln!("{}: {percent:.1}% of keys, {owners} owners copied, {rate:.0} owners/s, eta {eta}{state}", self.label);
+                eprintln!("{}: {}", self.label, line());
             }
         }
     }
 
-    pub fn finish(&self, finished: bool, owners: i64, written: i64) {
+    /// Clears the bar and prints `summary` with the time the work took.
+    pub fn finish(&self, summary: &str) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
         if self.log || self.bar.is_some() {
             let elapsed = self.started.elapsed().as_secs_f64();
-            let state = if finished {
-                "done"
-            } else {
-                "stopped; run it again to resume"
-            };
-            eprintln!(
-                "{}: {state}: {owners} owners read, {written} rows written in {elapsed:.1}s",
-                self.label
-            );
+            eprintln!("{}: {summary} in {elapsed:.1}s", self.label);
         }
+    }
+}
+
+/// What a crew's workers are doing, as the bar and the log lines say it after their numbers.
+pub(crate) fn activity(paused: bool, backing_off: bool) -> &'static str {
+    if paused {
+        " (paused)"
+    } else if backing_off {
+        " (backing off: database under strain)"
+    } else {
+        ""
+    }
+}
+
+/// The estimated time left at `rate` units per second, for log lines.
+pub(crate) fn eta(left: i64, rate: f64) -> String {
+    if rate > 0.0 {
+        format!("{:.0}s", left.max(0) as f64 / rate)
+    } else {
+        "unknown".to_owned()
     }
 }

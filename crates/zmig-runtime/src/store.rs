@@ -1,5 +1,5 @@
-//! zmig's bookkeeping tables: backfill runs and their key ranges (the checkpoints), and
-//! verifications. They are created on first use, in the connection's current schema, and hold
+//! zmig's bookkeeping tables: backfill runs and their key ranges (the checkpoints), swaps'
+//! moves (a run without ranges, for the pause), and verifications. They are created on first use, in the connection's current schema, and hold
 //! nothing of the application's data.
 
 use diesel::connection::SimpleConnection;
@@ -87,6 +87,28 @@ pub(crate) fn load_run(conn: &mut PgConnection, migration: &str) -> Result<Optio
     .bind::<Text, _>(migration)
     .get_result(conn)
     .optional()?)
+}
+
+/// Records a run that walks no key ranges (a swap's move: its tables are its state), so that
+/// `set_paused` can pause it like a backfill; a run that finished before is open again.
+pub(crate) fn open_run(conn: &mut PgConnection, migration: &str) -> Result<()> {
+    diesel::sql_query(
+        "INSERT INTO zmig_backfill_runs (migration) VALUES ($1)
+         ON CONFLICT (migration) DO UPDATE SET finished_at = NULL",
+    )
+    .bind::<Text, _>(migration)
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Marks the run finished (once: a later call keeps the first time).
+pub(crate) fn finish_run(conn: &mut PgConnection, migration: &str) -> Result<()> {
+    diesel::sql_query(
+        "UPDATE zmig_backfill_runs SET finished_at = now() WHERE migration = $1 AND finished_at IS NULL",
+    )
+    .bind::<Text, _>(migration)
+    .execute(conn)?;
+    Ok(())
 }
 
 /// Totals over a run's ranges.

@@ -124,14 +124,26 @@ pub fn verify(conn: &mut PgConnection, migration: &str) -> Result<VerifyReport> 
         .map(|d| format!("{} {}", d.problem, d.owner_key))
         .collect::<Vec<_>>()
         .join(", ");
+    record(conn, migration, report.differing, &examples)?;
+    Ok(report)
+}
+
+/// Records a verification's result, for `status` and the gates of later migrations. The
+/// bookkeeping tables must exist.
+pub(crate) fn record(
+    conn: &mut PgConnection,
+    migration: &str,
+    differing: i64,
+    examples: &str,
+) -> Result<()> {
     diesel::sql_query(
         "INSERT INTO zmig_verifications (migration, differing, examples) VALUES ($1, $2, $3)",
     )
     .bind::<Text, _>(migration)
-    .bind::<BigInt, _>(report.differing)
+    .bind::<BigInt, _>(differing)
     .bind::<Text, _>(examples)
     .execute(conn)?;
-    Ok(report)
+    Ok(())
 }
 
 /// The latest recorded verification: `(differing, when)`.

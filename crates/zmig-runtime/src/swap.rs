@@ -1,0 +1,680 @@
+//! A swap's `move` (`#[zmig(swap(...))]`, between its prepare and finalize migrations): moves
+//! every row of `<table>_old` and `<table>_temp` into `<table>_new` while the view `<table>` keeps
+//! serving reads and writes, and fills the widened shadow columns of the tables that reference
+//! it. Also the swap's `verify` and `status`.
+//!
+//! - Each batch is one short transaction calling `zmig_<name>_move(n)`, which the prepare
+//!   migration created: it takes its rows `FOR UPDATE SKIP LOCKED`, so workers (threads here,
+//!   processes elsewhere) never wait for each other or for a writer holding a row, and every row
+//!   is in exactly one of the three tables at each commit. There is nothing to checkpoint: the
+//!   tables are the state, so a killed move resumes by running again, and a run after the end
+//!   moves nothing.
+//! - An upkeep thread runs `zmig_<name>_sync_refs` to completion (it checkpoints itself in the
+//!   database), then builds concurrently the indexes of the filled shadow columns
+//!   (`zmig_<name>_ref_indexes()`), and every tenth of the way ANALYZEs the new table, so the planner sees it grow
+//!   behind the view, and VACUUMs the old one, so its dead rows do not pile up and its row
+//!   estimate (which `zmig_<name>_progress` reports) stays true.
+//! - Workers, adaptive batch size, pause, back-off under strain and progress are the backfill's
+//!   ([`BackfillOptions`], [`crate::backfill::set_paused`]).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
+use indicatif::{HumanBytes, HumanCount};
+
+use crate::backfill::BackfillOptions;
+use crate::progress::{self, Progress, ProgressMode};
+use crate::workers::{adapt, first_batch_size, Crew};
+use crate::{check_migration_name, store, verify, Error, Result};
+
+/// A move runs with the backfill's options: workers, batch size and its bounds, target batch
+/// time, pause between batches, strain limits, progress and the stop flag. The batch size counts
+/// rows moved (and, for the references, rows synced).
+pub type MoveOptions = BackfillOptions;
+
+/// Below this many rows, `zmig_<name>_progress` counts a table exactly; above, it reports the
+/// planner's estimate (`reltuples`), which only VACUUM and ANALYZE bring up to date.
+const EXACT_BELOW: i64 = 10_000;
+
+/// A move ends once the old table is empty and the temp table holds fewer rows than this:
+/// writers keep inserting into temp through the view until finalize, which moves what remains
+/// under its lock, so waiting for temp to be empty at one instant could last as long as the
+/// traffic does.
+const LEFT_FOR_FINALIZE: i64 = 1_000;
+
+/// How long a worker waits when `move` found nothing to take while rows remain: they are locked
+/// by writers or by another worker's batch, or the remaining count is a stale estimate.
+const LOCKED_ROWS_WAIT: Duration = Duration::from_millis(100);
+
+/// The fewest rows moved between two rounds of ANALYZE and VACUUM, so a small table is not
+/// tidied after every batch.
+const MIN_TIDY_STEP: i64 = 1_000;
+
+/// How often the upkeep thread, its references synced, looks whether to tidy or to end.
+const UPKEEP_LOOKS_EVERY: Duration = Duration::from_millis(20);
+
+/// Refreshing stale estimates (a VACUUM) happens at most this often.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// What a move did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoveReport {
+    /// Rows this call moved into the new table.
+    pub moved: i64,
+    /// Batches that moved rows.
+    pub batches: u64,
+    /// Rows of referencing tables this call went through to fill their shadow column (rows the
+    /// trigger had already filled included).
+    pub refs_synced: i64,
+    /// Times a worker paused because the database was under strain.
+    pub backoffs: u64,
+    /// Disk used by the old, temp and new tables (with their indexes and TOAST) before and after.
+    pub bytes_before: i64,
+    pub bytes_after: i64,
+    /// Whether the old table is empty, at most a few rows inserted meanwhile wait in temp for
+    /// finalize, and every referencing row is synced.
+    pub finished: bool,
+}
+
+/// Where a swap's rows are, as `zmig_<name>_progress()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct SwapProgress {
+    /// Rows in the old table: exact below 10,000, the planner's estimate above.
+    #[diesel(sql_type = BigInt)]
+    pub old_rows: i64,
+    /// Rows inserted since prepare and not moved yet: exact below 10,000, estimated above.
+    #[diesel(sql_type = BigInt)]
+    pub temp_rows: i64,
+    #[diesel(sql_type = BigInt)]
+    pub new_rows: i64,
+    /// Rows of referencing tables whose shadow column is not synced yet.
+    #[diesel(sql_type = BigInt)]
+    pub refs_left: i64,
+    /// Disk used by the three tables, with their indexes and TOAST.
+    #[diesel(sql_type = BigInt)]
+    pub total_bytes: i64,
+}
+
+impl SwapProgress {
+    /// Rows still to move (old + temp).
+    pub fn rows_left(&self) -> i64 {
+        self.old_rows + self.temp_rows
+    }
+
+    /// Whether `rows_left` is a count rather than an estimate.
+    pub fn exact(&self) -> bool {
+        self.old_rows < EXACT_BELOW && self.temp_rows < EXACT_BELOW
+    }
+
+    /// The old table is empty and temp holds no more than finalize moves under its lock.
+    fn moved_enough(&self) -> bool {
+        self.old_rows == 0 && self.temp_rows < LEFT_FOR_FINALIZE
+    }
+
+    /// One line for people: `1,200 rows left (old 1,000, temp 200), 8,800 in new, 1.2 MiB on
+    /// disk`, with `about` before an estimate.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} rows left (old {}, temp {}), {} in new, {} on disk",
+            approximate(self.rows_left(), self.exact()),
+            table_rows(self.old_rows),
+            table_rows(self.temp_rows),
+            table_rows(self.new_rows),
+            HumanBytes(self.total_bytes.max(0) as u64)
+        )
+    }
+}
+
+/// Where a swap stands on this database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapStatus {
+    pub progress: SwapProgress,
+    /// Paused with `set_paused` (running movers wait).
+    pub paused: bool,
+}
+
+/// One kind of problem `zmig_<name>_check()` looks for, and how many rows have it.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct SwapProblem {
+    /// `key in two tables`, `reference without its row` or `shadow column differs`.
+    #[diesel(sql_type = Text)]
+    pub problem: String,
+    #[diesel(sql_type = BigInt)]
+    pub rows: i64,
+    /// A key that has it.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub example: Option<String>,
+}
+
+/// What `verify` found: every kind of problem, with 0 rows when the swap is clean of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapCheck {
+    pub problems: Vec<SwapProblem>,
+}
+
+impl SwapCheck {
+    /// Rows with a problem, over all kinds.
+    pub fn problem_rows(&self) -> i64 {
+        self.problems.iter().map(|p| p.rows).sum()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.problems.iter().all(|p| p.rows == 0)
+    }
+}
+
+/// The database functions of a swap, named as its prepare migration creates them.
+struct SwapFunctions {
+    move_rows: String,
+    sync_refs: String,
+    progress: String,
+    tables: String,
+    check: String,
+    ref_indexes: String,
+}
+
+impl SwapFunctions {
+    fn of(name: &str) -> SwapFunctions {
+        SwapFunctions {
+            move_rows: format!("zmig_{name}_move"),
+            sync_refs: format!("zmig_{name}_sync_refs"),
+            progress: format!("zmig_{name}_progress"),
+            tables: format!("zmig_{name}_tables"),
+            check: format!("zmig_{name}_check"),
+            ref_indexes: format!("zmig_{name}_ref_indexes"),
+        }
+    }
+}
+
+/// The tables a move works on, as SQL (quoted, qualified when not on the search path).
+struct SwapTables {
+    old: String,
+    temp: String,
+    new: String,
+}
+
+/// Whether `name` is a swap whose prepare migration this database has applied (its
+/// `zmig_<name>_move` function exists). `false` for a name zmig would never give a migration.
+pub fn is_swap(conn: &mut PgConnection, name: &str) -> Result<bool> {
+    if check_migration_name(name).is_err() {
+        return Ok(false);
+    }
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Bool)]
+        found: bool,
+    }
+    let found: Found = diesel::sql_query("SELECT to_regproc($1) IS NOT NULL AS found")
+        .bind::<Text, _>(SwapFunctions::of(name).move_rows)
+        .get_result(conn)?;
+    Ok(found.found)
+}
+
+/// The swaps this database has a prepare migration of, by name.
+pub fn swaps(conn: &mut PgConnection) -> Result<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    // `_move` alone could be some other function's suffix; a swap also has its progress.
+    let names: Vec<Name> = diesel::sql_query(
+        "SELECT DISTINCT substring(m.proname FROM '^zmig_(.+)_move$') AS name
+         FROM pg_proc AS m
+         WHERE m.proname ~ '^zmig_.+_move$' AND pg_function_is_visible(m.oid)
+           AND to_regproc('zmig_' || substring(m.proname FROM '^zmig_(.+)_move$') || '_progress') IS NOT NULL
+         ORDER BY 1",
+    )
+    .load(conn)?;
+    Ok(names
+        .into_iter()
+        .map(|n| n.name)
+        .filter(|n| check_migration_name(n).is_ok())
+        .collect())
+}
+
+/// Runs (or resumes) the move of swap `name` against `database_url`: moves every row into the
+/// new table, syncs the referencing columns, and keeps the tables' statistics fresh.
+pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Result<MoveReport> {
+    check_migration_name(name)?;
+    let functions = SwapFunctions::of(name);
+    let mut conn = PgConnection::establish(database_url)?;
+    require_prepare(
+        &mut conn,
+        name,
+        &[
+            &functions.move_rows,
+            &functions.sync_refs,
+            &functions.progress,
+            &functions.tables,
+        ],
+    )?;
+    let tables = load_tables(&mut conn, &functions)?;
+    store::ensure_tables(&mut conn)?;
+    store::open_run(&mut conn, name)?;
+    let before = read_progress(&mut conn, &functions)?;
+
+    let crew = Crew::new(options.stop.clone());
+    let movers = options.workers.max(1);
+    let tally = Tally::new(movers);
+    let tidy_step = (before.rows_left() / 10).max(MIN_TIDY_STEP);
+    let progress = Progress::new(options.progress, name, "moved", before.rows_left(), 0);
+    // The counts as last read, and the rows moved by then.
+    let mut latest = (before.clone(), 0);
+    let mut ticks = 0u32;
+    crew.run(
+        movers + 1,
+        |n| {
+            if n == 0 {
+                return run_upkeep(
+                    database_url,
+                    name,
+                    &functions,
+                    &tables,
+                    options,
+                    &crew,
+                    &tally,
+                    tidy_step,
+                );
+            }
+            let result = run_mover(database_url, name, &functions, options, &crew, &tally);
+            tally.movers_running.fetch_sub(1, Ordering::SeqCst);
+            result
+        },
+        || {
+            // The counts cost a query: once a second is plenty for a bar or a log line.
+            ticks += 1;
+            if options.progress != ProgressMode::Silent && ticks % 5 == 1 {
+                let moved = tally.moved.load(Ordering::SeqCst);
+                if let Ok(now) = read_progress(&mut conn, &functions) {
+                    latest = (now, moved);
+                }
+            }
+            show_progress(&progress, &latest.0, latest.1, &tally, &crew);
+        },
+    )?;
+
+    let finished = tally.all_moved.load(Ordering::SeqCst) && tally.refs_done.load(Ordering::SeqCst);
+    // The planner's statistics for the new table as it is now, stopped or done; when done, a
+    // last VACUUM so the old table's dead rows are reusable and its estimate reads empty.
+    analyze(&mut conn, &tables)?;
+    if finished {
+        vacuum(&mut conn, &tables)?;
+        store::finish_run(&mut conn, name)?;
+    }
+    let after = read_progress(&mut conn, &functions)?;
+    let report = MoveReport {
+        moved: tally.moved.load(Ordering::SeqCst),
+        batches: tally.batches.load(Ordering::SeqCst),
+        refs_synced: tally.refs_synced.load(Ordering::SeqCst),
+        backoffs: crew.backoffs(),
+        bytes_before: before.total_bytes,
+        bytes_after: after.total_bytes,
+        finished,
+    };
+    progress.finish(&format!(
+        "{}: {} rows moved, {} referencing rows synced; {} (was {})",
+        if finished {
+            "done"
+        } else {
+            "stopped; run it again to resume"
+        },
+        HumanCount(report.moved.max(0) as u64),
+        HumanCount(report.refs_synced.max(0) as u64),
+        after.summary(),
+        HumanBytes(report.bytes_before.max(0) as u64),
+    ));
+    Ok(report)
+}
+
+/// Checks the rows of swap `name` (`zmig_<name>_check()`): no key in two of its tables, no
+/// reference without its row, every shadow column equal to its column. Records the result for
+/// `status`.
+pub fn verify(conn: &mut PgConnection, name: &str) -> Result<SwapCheck> {
+    check_migration_name(name)?;
+    let functions = SwapFunctions::of(name);
+    require_prepare(conn, name, &[&functions.check])?;
+    let problems: Vec<SwapProblem> = diesel::sql_query(format!(
+        "SELECT problem, coalesce(\"rows\", 0)::bigint AS \"rows\", example FROM \"{}\"()",
+        functions.check
+    ))
+    .load(conn)?;
+    let check = SwapCheck { problems };
+    let examples = check
+        .problems
+        .iter()
+        .filter(|p| p.rows > 0)
+        .map(|p| format!("{} {}", p.problem, p.example.as_deref().unwrap_or("?")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    store::ensure_tables(conn)?;
+    verify::record(conn, name, check.problem_rows(), &examples)?;
+    Ok(check)
+}
+
+/// Where swap `name` stands on this database; `None` when its prepare migration is not applied
+/// (or finalize has run).
+pub fn status(conn: &mut PgConnection, name: &str) -> Result<Option<SwapStatus>> {
+    if !is_swap(conn, name)? {
+        return Ok(None);
+    }
+    let progress = read_progress(conn, &SwapFunctions::of(name))?;
+    let paused =
+        store::tables_exist(conn)? && store::load_run(conn, name)?.is_some_and(|run| run.paused);
+    Ok(Some(SwapStatus { progress, paused }))
+}
+
+/// `n` rows for messages: an estimate says so.
+fn approximate(n: i64, exact: bool) -> String {
+    let count = HumanCount(n.max(0) as u64);
+    if exact {
+        count.to_string()
+    } else {
+        format!("about {count}")
+    }
+}
+
+/// The rows of one table as `zmig_<name>_progress` counts them: exact below 10,000.
+fn table_rows(n: i64) -> String {
+    approximate(n, n < EXACT_BELOW)
+}
+
+/// The move needs the functions the prepare migration creates: without them there is no view
+/// routing writes, and nothing to move.
+fn require_prepare(conn: &mut PgConnection, name: &str, functions: &[&String]) -> Result<()> {
+    #[derive(QueryableByName)]
+    struct Missing {
+        #[diesel(sql_type = Array<Text>)]
+        missing: Vec<String>,
+    }
+    let missing: Missing = diesel::sql_query(
+        "SELECT array(SELECT f FROM unnest($1::text[]) WITH ORDINALITY AS u(f, n)
+                      WHERE to_regproc(f) IS NULL ORDER BY n) AS missing",
+    )
+    .bind::<Array<Text>, _>(functions)
+    .get_result(conn)?;
+    if missing.missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NotReady(format!(
+        "the prepare migration of swap `{name}` is not applied on this database (no {} function); \
+         apply the prepare migration first: diesel migration run (or your service's embedded \
+         migrations), after `cargo xtask zmig generate` with stage = \"prepare\"",
+        missing.missing.join(", no ")
+    )))
+}
+
+fn load_tables(conn: &mut PgConnection, functions: &SwapFunctions) -> Result<SwapTables> {
+    #[derive(QueryableByName)]
+    struct Role {
+        #[diesel(sql_type = Text)]
+        role: String,
+        #[diesel(sql_type = Text)]
+        rel: String,
+    }
+    let roles: Vec<Role> = diesel::sql_query(format!(
+        "SELECT role, rel::text AS rel FROM \"{}\"()",
+        functions.tables
+    ))
+    .load(conn)?;
+    let find = |wanted: &str| {
+        roles
+            .iter()
+            .find(|r| r.role == wanted)
+            .map(|r| r.rel.clone())
+            .ok_or_else(|| {
+                Error::NotReady(format!(
+                    "{}() names no `{wanted}` table; the prepare migration is damaged",
+                    functions.tables
+                ))
+            })
+    };
+    Ok(SwapTables {
+        old: find("old")?,
+        temp: find("temp")?,
+        new: find("new")?,
+    })
+}
+
+fn read_progress(conn: &mut PgConnection, functions: &SwapFunctions) -> Result<SwapProgress> {
+    Ok(diesel::sql_query(format!(
+        "SELECT coalesce(old_rows, 0)::bigint AS old_rows, coalesce(temp_rows, 0)::bigint AS temp_rows,
+                coalesce(new_rows, 0)::bigint AS new_rows, coalesce(refs_left, 0)::bigint AS refs_left,
+                coalesce(total_bytes, 0)::bigint AS total_bytes
+         FROM \"{}\"()",
+        functions.progress
+    ))
+    .get_result(conn)?)
+}
+
+/// What the workers of one move have done, for each other, the reporter and the report.
+struct Tally {
+    moved: AtomicI64,
+    batches: AtomicU64,
+    refs_synced: AtomicI64,
+    /// `sync_refs` returned 0: every referencing row is synced.
+    refs_done: AtomicBool,
+    /// A mover saw the old table empty (and temp all but empty) after a batch that found less
+    /// than it asked for.
+    all_moved: AtomicBool,
+    movers_running: AtomicUsize,
+    /// A mover found nothing to move while the counts, estimates, said otherwise.
+    refresh_estimates: AtomicBool,
+}
+
+impl Tally {
+    fn new(movers: usize) -> Tally {
+        Tally {
+            moved: AtomicI64::new(0),
+            batches: AtomicU64::new(0),
+            refs_synced: AtomicI64::new(0),
+            refs_done: AtomicBool::new(false),
+            all_moved: AtomicBool::new(false),
+            movers_running: AtomicUsize::new(movers),
+            refresh_estimates: AtomicBool::new(false),
+        }
+    }
+}
+
+/// One mover: batches of `zmig_<name>_move` until the old table is empty.
+fn run_mover(
+    url: &str,
+    name: &str,
+    functions: &SwapFunctions,
+    options: &MoveOptions,
+    crew: &Crew,
+    tally: &Tally,
+) -> Result<()> {
+    let mut conn = PgConnection::establish(url)?;
+    let mut batch_size = first_batch_size(options);
+    let query = format!(
+        "SELECT coalesce(\"{}\"($1), 0)::bigint AS n",
+        functions.move_rows
+    );
+    while crew.ready_for_batch(&mut conn, name, options)? {
+        let started = Instant::now();
+        let moved = conn.transaction(|conn| call_batch(conn, &query, batch_size))?;
+        if moved > 0 {
+            tally.moved.fetch_add(moved, Ordering::SeqCst);
+            tally.batches.fetch_add(1, Ordering::SeqCst);
+        }
+        if moved < i64::from(batch_size) {
+            // The batch took every row it could: done, or the rest is locked (by writers or
+            // another worker's batch), or the count left is a stale estimate.
+            let left = read_progress(&mut conn, functions)?;
+            if left.moved_enough() {
+                tally.all_moved.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            if moved == 0 {
+                if !left.exact() {
+                    tally.refresh_estimates.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(LOCKED_ROWS_WAIT);
+                continue;
+            }
+        }
+        batch_size = adapt(batch_size, started.elapsed(), options);
+        if !options.pause.is_zero() {
+            std::thread::sleep(options.pause);
+        }
+    }
+    Ok(())
+}
+
+/// The upkeep thread: syncs the referencing columns to the end, and tidies the tables every
+/// `tidy_step` rows moved (or when a mover needs fresh estimates) until the movers are done.
+#[allow(clippy::too_many_arguments)]
+fn run_upkeep(
+    url: &str,
+    name: &str,
+    functions: &SwapFunctions,
+    tables: &SwapTables,
+    options: &MoveOptions,
+    crew: &Crew,
+    tally: &Tally,
+    tidy_step: i64,
+) -> Result<()> {
+    let mut conn = PgConnection::establish(url)?;
+    let mut batch_size = first_batch_size(options);
+    let query = format!(
+        "SELECT coalesce(\"{}\"($1), 0)::bigint AS n",
+        functions.sync_refs
+    );
+    let mut tidy_at = tidy_step;
+    let mut refreshed: Option<Instant> = None;
+    loop {
+        if crew.should_end() {
+            return Ok(());
+        }
+        if !tally.refs_done.load(Ordering::SeqCst) {
+            if !crew.ready_for_batch(&mut conn, name, options)? {
+                return Ok(());
+            }
+            let started = Instant::now();
+            // Done, it also validates the NOT NULL check of the shadow columns: that call can
+            // take a while on a big table, and only reads.
+            let synced = conn.transaction(|conn| call_batch(conn, &query, batch_size))?;
+            if synced == 0 {
+                build_reference_indexes(&mut conn, functions)?;
+                tally.refs_done.store(true, Ordering::SeqCst);
+            } else {
+                tally.refs_synced.fetch_add(synced, Ordering::SeqCst);
+                batch_size = adapt(batch_size, started.elapsed(), options);
+            }
+        }
+        let moved = tally.moved.load(Ordering::SeqCst);
+        let refresh = tally.refresh_estimates.swap(false, Ordering::SeqCst)
+            && refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
+        if moved >= tidy_at || refresh {
+            analyze(&mut conn, tables)?;
+            vacuum(&mut conn, tables)?;
+            tidy_at = moved + tidy_step;
+            if refresh {
+                refreshed = Some(Instant::now());
+            }
+        }
+        if tally.refs_done.load(Ordering::SeqCst) {
+            if tally.movers_running.load(Ordering::SeqCst) == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(UPKEEP_LOOKS_EVERY);
+        } else if !options.pause.is_zero() {
+            std::thread::sleep(options.pause);
+        }
+    }
+}
+
+/// Rebuilds, on the filled shadow columns, every index that reads a referencing column, as
+/// `zmig_<name>_ref_indexes()` lists them: `CREATE INDEX CONCURRENTLY`, so writes to the
+/// referencing tables go on. Each statement runs on its own, outside any transaction, as
+/// concurrent builds must; a build a kill interrupted is dropped and started again.
+fn build_reference_indexes(conn: &mut PgConnection, functions: &SwapFunctions) -> Result<()> {
+    #[derive(QueryableByName)]
+    struct Statement {
+        #[diesel(sql_type = Text)]
+        statement: String,
+    }
+    let statements = diesel::sql_query(format!(
+        "SELECT s AS statement FROM \"{}\"() s",
+        functions.ref_indexes
+    ))
+    .load::<Statement>(conn)?;
+    for Statement { statement } in statements {
+        conn.batch_execute(&statement)?;
+    }
+    Ok(())
+}
+
+/// `SELECT f($1)` of a batch function that returns how many rows it did.
+fn call_batch(conn: &mut PgConnection, query: &str, batch_size: i32) -> diesel::QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Done {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(query)
+        .bind::<Integer, _>(batch_size)
+        .get_result::<Done>(conn)
+        .map(|d| d.n)
+}
+
+/// Statistics for the new table, which grows behind the view without autovacuum's ANALYZE
+/// keeping pace with a bulk move.
+fn analyze(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
+    conn.batch_execute(&format!("ANALYZE {}", tables.new))?;
+    Ok(())
+}
+
+/// VACUUM of old and temp, which the move empties: their dead rows become reusable and their
+/// `reltuples` estimates true. VACUUM cannot run in a transaction: this is one autocommit
+/// statement. `TRUNCATE false`: handing the emptied pages back to the operating system would
+/// take an ACCESS EXCLUSIVE lock on tables every read through the view touches (and replicas
+/// replay that lock, cancelling their queries); finalize drops both tables anyway.
+fn vacuum(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
+    conn.batch_execute(&format!(
+        "VACUUM (TRUNCATE false) {}, {}",
+        tables.old, tables.temp
+    ))?;
+    Ok(())
+}
+
+/// The bar (rows moved of rows moved + left) and the log line. `latest` was read when this run
+/// had moved `moved_then` rows; the rows moved since come off its count.
+fn show_progress(
+    progress: &Progress,
+    latest: &SwapProgress,
+    moved_then: i64,
+    tally: &Tally,
+    crew: &Crew,
+) {
+    let moved = tally.moved.load(Ordering::SeqCst);
+    let rate = moved as f64 / progress.elapsed_secs();
+    let state = progress::activity(crew.paused(), crew.backing_off());
+    let left = (latest.rows_left() - (moved - moved_then)).max(0);
+    let left_text = approximate(left, latest.exact());
+    let bytes = HumanBytes(latest.total_bytes.max(0) as u64);
+    progress.show(
+        moved,
+        moved + left,
+        &format!("{left_text} rows left, {} moved, {bytes}, {rate:.0}/s{state}", HumanCount(moved.max(0) as u64)),
+        || {
+            let percent = if moved + left > 0 {
+                100.0 * moved as f64 / (moved + left) as f64
+            } else {
+                100.0
+            };
+            format!(
+                "{percent:.1}% moved, {left_text} rows left in old and temp, {} rows moved, {rate:.0} rows/s, \
+                 {bytes} on disk, {} referencing rows to sync, eta {}{state}",
+                HumanCount(moved.max(0) as u64),
+                approximate(latest.refs_left, true),
+                progress::eta(left, rate)
+            )
+        },
+    );
+}
