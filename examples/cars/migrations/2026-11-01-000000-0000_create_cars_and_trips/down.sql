@@ -1,0 +1,2 @@
+DROP TABLE trips;
+DROP TABLE cars;
