@@ -4,11 +4,9 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::ExitCode;
 
 use diesel_migrations::MigrationHarness;
-use zmig_runtime::cli::run_from;
-use zmig_tests::{exec, fixtures, TestDb};
+use zmig_tests::{exec, fixtures, run_cli, TestDb};
 
 /// Runs `cargo xtask zmig <args>`; returns whether it succeeded and what it printed (or the
 /// error it returned).
@@ -19,14 +17,7 @@ fn zmig(manifest: &Path, args: &[&str]) -> (bool, String) {
     if !matches!(args.first(), Some(&"help")) {
         argv.extend(["--manifest-path", manifest]);
     }
-    let mut out = Vec::new();
-    match run_from(argv, &mut out) {
-        Ok(code) => (code == ExitCode::SUCCESS, String::from_utf8(out).unwrap()),
-        Err(error) => (
-            false,
-            format!("{}error: {error:#}", String::from_utf8(out).unwrap()),
-        ),
-    }
+    run_cli(argv)
 }
 
 #[test]

@@ -32,12 +32,9 @@ use zmig_runtime::backfill::{
     BackfillStatus, ProgressMode,
 };
 use zmig_runtime::verify::{last_verification, verify, Difference};
+use zmig_tests::waits::{db_now, pause_checks, poll_until, SetOnDrop};
 use zmig_tests::writes::{boxed, insert_caterer, Addr, Change, Events, Shape, Stats};
 use zmig_tests::{apply_first, count, exec, fixtures, writer_conn, FixtureCrate, TestDb};
-
-/// Bounds on polling the database for a condition: tries, and the pause between two.
-const POLL_TRIES: u32 = 1_500;
-const POLL_EVERY: Duration = Duration::from_millis(10);
 
 const CITIES: [&str; 8] = [
     "Boston", "Austin", "Denver", "Tulsa", "Reno", "Salem", "Dayton", "Fresno",
@@ -167,27 +164,6 @@ fn range_locks(conn: &mut PgConnection) -> i64 {
          WHERE locktype = 'advisory' AND granted AND classid <> x'7a6d6967'::bigint::oid
            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
-}
-
-/// Polls `done` up to `POLL_TRIES` times, `POLL_EVERY` apart; panics with `what` if it never
-/// holds.
-fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..POLL_TRIES {
-        if done() {
-            return;
-        }
-        thread::sleep(POLL_EVERY);
-    }
-    panic!("gave up waiting: {what}");
-}
-
-/// Sets the flag when dropped, even while a panic unwinds, so nobody waits on it forever.
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Decrements the counter when dropped (a writer that ended, normally or not).
@@ -1159,39 +1135,6 @@ fn verify_finds_unexpected_and_orphan_rows_and_the_inline_gate_agrees() {
 // ---------------------------------------------------------------------------------------------
 // 5. Pause and resume
 // ---------------------------------------------------------------------------------------------
-
-/// The text of the runtime's "is the run paused?" query, as `pg_stat_activity` shows it.
-const PAUSE_CHECK: &str =
-    "SELECT paused, finished_at IS NOT NULL AS finished FROM zmig_backfill_runs%";
-
-/// The database's clock, as text.
-fn db_now(conn: &mut PgConnection) -> String {
-    text(conn, "SELECT clock_timestamp()::text AS line")
-}
-
-/// Sessions of this database whose last query was a pause check that began after `since`:
-/// `(pid, when it began)`.
-fn pause_checks(conn: &mut PgConnection, since: &str) -> Vec<(i32, String)> {
-    #[derive(QueryableByName)]
-    struct Check {
-        #[diesel(sql_type = Integer)]
-        pid: i32,
-        #[diesel(sql_type = Text)]
-        started: String,
-    }
-    diesel::sql_query(
-        "SELECT pid, query_start::text AS started FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE $1
-           AND query_start > $2::timestamptz",
-    )
-    .bind::<Text, _>(PAUSE_CHECK)
-    .bind::<Text, _>(since)
-    .load::<Check>(conn)
-    .unwrap()
-    .into_iter()
-    .map(|c| (c.pid, c.started))
-    .collect()
-}
 
 /// Polls until `workers` sessions have each run the pause check more than `times` times from
 /// now on, asserting at every poll that the run stands still: `status` as `expected`, no range

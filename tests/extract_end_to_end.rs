@@ -16,17 +16,14 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
-use diesel::migration::{Migration, MigrationSource};
-use diesel::pg::{Pg, PgConnection};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel_migrations::FileBasedMigrations;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zmig_runtime::backfill::{backfill, BackfillOptions, ProgressMode};
-use zmig_runtime::migrate::{run_pending_with_retry, RetryPolicy};
 use zmig_runtime::verify::verify;
 use zmig_tests::caterers_app::{read_new, schema, write_new};
-use zmig_tests::{count, exec, fixtures, is_retryable, writer_conn, FixtureCrate, TestDb};
+use zmig_tests::{count, exec, fixtures, is_retryable, migrate_to, writer_conn, TestDb};
 
 const SEEDED: i32 = 30_000;
 const WRITERS: usize = 4;
@@ -345,44 +342,6 @@ fn compare(conn: &mut PgConnection, logs: &[Log], old_columns: bool, new_table: 
     );
 }
 
-/// Pending migrations up to and including the one whose name ends with `_<phase>`.
-struct UpTo {
-    inner: FileBasedMigrations,
-    phase: &'static str,
-}
-
-impl MigrationSource<Pg> for UpTo {
-    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<Pg>>>> {
-        let mut all = MigrationSource::<Pg>::migrations(&self.inner)?;
-        all.sort_by_key(|m| m.name().to_string());
-        let last = all
-            .iter()
-            .position(|m| m.name().to_string().ends_with(&format!("_{}", self.phase)))
-            .expect("phase folder");
-        all.truncate(last + 1);
-        Ok(all)
-    }
-}
-
-fn migrate(url: &str, fixture: &FixtureCrate, phase: &'static str) {
-    let mut conn = PgConnection::establish(url).unwrap();
-    let policy = RetryPolicy {
-        attempts: 100,
-        first_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(200),
-    };
-    run_pending_with_retry(
-        &mut conn,
-        UpTo {
-            inner: fixture.migrations(),
-            phase,
-        },
-        &policy,
-        |_, _, _| {},
-    )
-    .unwrap_or_else(|e| panic!("{phase}: {e}"));
-}
-
 fn run(label: &str, backfill_workers: usize) {
     let fixture = fixtures::caterers(label);
     let (outcome, report) = fixture.generate(false).unwrap();
@@ -391,7 +350,7 @@ fn run(label: &str, backfill_workers: usize) {
     let url = db.url.clone();
     let mut conn = db.conn();
 
-    migrate(&url, &fixture, "create_tables");
+    migrate_to(&url, &fixture, "create_tables");
     exec(
         &mut conn,
         &format!(
@@ -417,13 +376,13 @@ fn run(label: &str, backfill_workers: usize) {
 
     // expand: the application is unchanged.
     stage(&url, &mut logs, &old, 1, || {
-        migrate(&url, &fixture, "expand")
+        migrate_to(&url, &fixture, "expand")
     });
     compare(&mut conn, &logs, true, false, "after expand");
 
     // dual_write: the triggers go in under traffic; rows written from now on are synced.
     stage(&url, &mut logs, &old, 2, || {
-        migrate(&url, &fixture, "dual_write")
+        migrate_to(&url, &fixture, "dual_write")
     });
     compare(&mut conn, &logs, true, false, "after dual_write");
 
@@ -499,7 +458,7 @@ fn run(label: &str, backfill_workers: usize) {
     // write_new: the migration ships first, under the previous release's traffic; then the new
     // release rolls out while instances of the previous one still run beside it.
     stage(&url, &mut logs, &old, 5, || {
-        migrate(&url, &fixture, "write_new")
+        migrate_to(&url, &fixture, "write_new")
     });
     compare(
         &mut conn,
@@ -519,7 +478,7 @@ fn run(label: &str, backfill_workers: usize) {
 
     // contract: the old columns go while the new code keeps writing.
     stage(&url, &mut logs, &new, 8, || {
-        migrate(&url, &fixture, "contract")
+        migrate_to(&url, &fixture, "contract")
     });
     compare(&mut conn, &logs, false, true, "after contract");
     assert_eq!(

@@ -1,19 +1,24 @@
 //! Helpers shared by the integration tests: a PostgreSQL database of their own for each test,
 //! and throwaway Diesel crates that zmig generates migrations for.
 
+pub mod cars_next;
 pub mod caterers_app;
 pub mod fixtures;
+pub mod waits;
 pub mod writes;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use diesel::pg::PgConnection;
+use diesel::migration::{Migration, MigrationSource};
+use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use zmig_codegen::cli::generate;
 use zmig_codegen::project;
+use zmig_runtime::migrate::{run_pending_with_retry, RetryPolicy};
 
 /// The server the tests use: `DATABASE_URL`, or the local PostgreSQL.
 pub fn server_url() -> String {
@@ -140,6 +145,22 @@ impl FixtureCrate {
         )
     }
 
+    /// The cars example's schema and first migration, with `attribute` on its model.
+    pub fn cars(label: &str, attribute: &str) -> FixtureCrate {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cars");
+        let schema = fs::read_to_string(example.join("src/schema.rs")).unwrap();
+        let first = example.join("migrations/2026-11-01-000000-0000_create_cars_and_trips");
+        let create = fs::read_to_string(first.join("up.sql")).unwrap();
+        let drop = fs::read_to_string(first.join("down.sql")).unwrap();
+        FixtureCrate::new(
+            label,
+            &schema,
+            &model_source("cars", "Car", attribute),
+            &create,
+            &drop,
+        )
+    }
+
     pub fn migrations_dir(&self) -> PathBuf {
         self.root.join("migrations")
     }
@@ -255,6 +276,23 @@ pub fn revert_last(conn: &mut PgConnection, fixture: &FixtureCrate) -> String {
         .to_string()
 }
 
+/// Runs the command line `argv` (`cargo xtask`, `zmig`, …) as users run it, through
+/// `zmig_runtime::cli::run_from`: whether it succeeded, and what it printed (followed by the
+/// error it returned, if any).
+pub fn run_cli(argv: Vec<&str>) -> (bool, String) {
+    let mut out = Vec::new();
+    match zmig_runtime::cli::run_from(argv, &mut out) {
+        Ok(code) => (
+            code == std::process::ExitCode::SUCCESS,
+            String::from_utf8(out).unwrap(),
+        ),
+        Err(error) => (
+            false,
+            format!("{}error: {error:#}", String::from_utf8(out).unwrap()),
+        ),
+    }
+}
+
 /// Runs `sql`, panicking with the statement on error; returns the rows affected.
 pub fn exec(conn: &mut PgConnection, sql: &str) -> usize {
     diesel::sql_query(sql)
@@ -313,4 +351,40 @@ pub fn is_retryable(error: &diesel::result::Error) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Pending migrations up to and including the one whose name ends with `_<phase>`.
+pub struct UpTo {
+    pub inner: FileBasedMigrations,
+    pub phase: String,
+}
+
+impl MigrationSource<Pg> for UpTo {
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<Pg>>>> {
+        let mut all = MigrationSource::<Pg>::migrations(&self.inner)?;
+        all.sort_by_key(|m| m.name().to_string());
+        let last = all
+            .iter()
+            .position(|m| m.name().to_string().ends_with(&format!("_{}", self.phase)))
+            .expect("phase folder");
+        all.truncate(last + 1);
+        Ok(all)
+    }
+}
+
+/// Applies the fixture's pending migrations up to `phase` as a deploy under traffic would: with
+/// the retrying runner, which waits out a lock timeout and tries again.
+pub fn migrate_to(url: &str, fixture: &FixtureCrate, phase: &str) {
+    let mut conn = PgConnection::establish(url).unwrap();
+    let policy = RetryPolicy {
+        attempts: 100,
+        first_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(200),
+    };
+    let source = UpTo {
+        inner: fixture.migrations(),
+        phase: phase.to_owned(),
+    };
+    run_pending_with_retry(&mut conn, source, &policy, |_, _, _| {})
+        .unwrap_or_else(|e| panic!("{phase}: {e}"));
 }

@@ -1,0 +1,38 @@
+//! A swap's move in a process of its own, for `tests/swap_end_to_end.rs` to kill (`kill -9`) in
+//! the middle of its work: `swap_worker <database url> <swap name>`.
+//!
+//! Two workers, batches of exactly 500 rows and a pause after each, so that it is slow enough to
+//! be caught half way. On success it prints its report on stdout; on error it exits with 1.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use zmig_runtime::backfill::ProgressMode;
+use zmig_runtime::swap::{move_rows, MoveOptions};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, name] = args.as_slice() else {
+        eprintln!("usage: swap_worker <database url> <swap name>");
+        return ExitCode::from(2);
+    };
+    let options = MoveOptions {
+        workers: 2,
+        batch_size: 500,
+        min_batch_size: 500,
+        max_batch_size: 500,
+        pause: Duration::from_millis(5),
+        progress: ProgressMode::Silent,
+        ..MoveOptions::default()
+    };
+    match move_rows(url, name, &options) {
+        Ok(report) => {
+            println!("{report:?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("swap_worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
