@@ -501,11 +501,11 @@ fn the_command_line_moves_verifies_and_reports_a_swap_the_database_has() {
     let (ok, status) = zmig(&["status"]);
     assert!(ok, "{status}");
     assert!(
-        status.contains("cars_bigint: swap, prepare applied")
+        status.contains("cars_bigint: code at stage `prepare` (1 of 3)")
             && status.contains(
                 "move                  in progress or stopped: 3,200 rows left (old 3,000, temp 200), 0 in new"
             )
-            && status.contains("references            500 rows left to sync")
+            && status.contains("references            about 500 rows left to sync")
             && status.contains("verify                never run"),
         "{status}"
     );

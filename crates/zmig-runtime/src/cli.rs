@@ -220,7 +220,7 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
             let url = database_url()?;
             let mut conn = connect(&url)?;
             print_status(&projects, &mut conn, out)?;
-            print_swaps_status(&mut conn, out)?;
+            print_swaps_status(&projects, &mut conn, out)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -349,17 +349,17 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
             Err(_) => Vec::new(),
         };
     for project in projects {
-        for model in &project.extracts {
-            let x = &model.extract;
+        for migration in project.migrations() {
             writeln!(
                 out,
-                "{}: code at stage `{}` ({} of 6)",
-                x.name,
-                x.stage,
-                x.stage.number()
+                "{}: code at stage `{}` ({} of {})",
+                migration.name,
+                migration.stage,
+                migration.stage.number(),
+                migration.stage.strategy_stages().len()
             )?;
-            for planned in model.folders() {
-                let state = match migrations::existing_folder(&project.migrations_dir, &planned)? {
+            for planned in &migration.folders {
+                let state = match migrations::existing_folder(&project.migrations_dir, planned)? {
                     None => "not generated".to_owned(),
                     Some(path) => {
                         let folder = path
@@ -382,7 +382,18 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
                 };
                 writeln!(out, "  migration {:<11} {state}", planned.stage.as_str())?;
             }
-            match backfill::status(conn, &x.name)? {
+            if project.swaps.iter().any(|m| m.swap.name == migration.name) {
+                if swap::is_swap(conn, migration.name)? {
+                    print_swap_move(conn, migration.name, out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "  move                  not started (prepare not applied)"
+                    )?;
+                }
+                continue;
+            }
+            match backfill::status(conn, migration.name)? {
                 None => writeln!(out, "  backfill              not started")?,
                 Some(status) => {
                     let percent = if status.keys_total > 0 {
@@ -404,7 +415,7 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
                     )?;
                 }
             }
-            print_last_verification(conn, &x.name, "rows differing", out)?;
+            print_last_verification(conn, migration.name, "rows differing", out)?;
         }
     }
     Ok(())
@@ -427,37 +438,54 @@ fn print_last_verification(
     Ok(())
 }
 
-/// Every swap whose prepare migration the database has: where its rows are, the pause, and the
-/// last verification.
-fn print_swaps_status(conn: &mut PgConnection, out: &mut dyn Write) -> Result<()> {
+/// Swaps this database has that no crate of the workspace declares (any more).
+fn print_swaps_status(
+    projects: &[Project],
+    conn: &mut PgConnection,
+    out: &mut dyn Write,
+) -> Result<()> {
     for name in swap::swaps(conn)? {
-        let Some(status) = swap::status(conn, &name)? else {
+        if projects
+            .iter()
+            .any(|p| p.swaps.iter().any(|m| m.swap.name == name))
+        {
             continue;
-        };
-        let p = &status.progress;
-        writeln!(out, "{name}: swap, prepare applied")?;
-        let state = if p.old_rows == 0 && p.temp_rows == 0 {
-            "complete"
-        } else if p.old_rows == 0 {
-            "old table empty; rows inserted since wait in temp"
-        } else if status.paused {
-            "paused"
-        } else {
-            "in progress or stopped"
-        };
-        writeln!(out, "  move                  {state}: {}", p.summary())?;
-        if p.refs_left == 0 {
-            writeln!(out, "  references            synced")?;
-        } else {
-            writeln!(
-                out,
-                "  references            {} rows left to sync",
-                p.refs_left
-            )?;
         }
-        print_last_verification(conn, &name, "rows with problems", out)?;
+        writeln!(
+            out,
+            "{name}: swap, prepare applied (not declared in this workspace)"
+        )?;
+        print_swap_move(conn, &name, out)?;
     }
     Ok(())
+}
+
+/// Where a prepared swap's rows are, its references, and its last verification.
+fn print_swap_move(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> Result<()> {
+    let Some(status) = swap::status(conn, name)? else {
+        return Ok(());
+    };
+    let p = &status.progress;
+    let state = if p.old_rows == 0 && p.temp_rows == 0 {
+        "complete"
+    } else if p.old_rows == 0 {
+        "old table empty; rows inserted since wait in temp"
+    } else if status.paused {
+        "paused"
+    } else {
+        "in progress or stopped"
+    };
+    writeln!(out, "  move                  {state}: {}", p.summary())?;
+    if p.refs_left == 0 {
+        writeln!(out, "  references            synced")?;
+    } else {
+        writeln!(
+            out,
+            "  references            about {} rows left to sync",
+            p.refs_left
+        )?;
+    }
+    print_last_verification(conn, name, "rows with problems", out)
 }
 
 #[cfg(test)]
