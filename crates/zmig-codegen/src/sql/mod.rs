@@ -127,6 +127,17 @@ impl Script {
         self.text.push_str("-- safety-assured:end\n");
     }
 
+    /// Opens a fenced section like [`Script::safety_assured`]'s, for steps that each carry
+    /// their own comment; [`Script::assured_end`] closes it.
+    pub fn assured_start(&mut self, why: &str) {
+        self.comment(why);
+        self.text.push_str("-- safety-assured:start\n");
+    }
+
+    pub fn assured_end(&mut self) {
+        self.text.push_str("-- safety-assured:end\n");
+    }
+
     pub fn finish(self) -> String {
         self.text
     }

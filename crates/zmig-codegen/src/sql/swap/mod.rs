@@ -221,6 +221,11 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          the three tables. Foreign keys pointing at the table are recorded to be restored.",
     );
     up.statement(&guards(swap, n));
+    up.assured_start(
+        "From here to the end of the fenced section: a rename, then new tables, a type change and \
+         indexes on those empty tables, in one transaction with the view that takes the name \
+         below, so no client ever finds the name missing. Each step says why it is safe.",
+    );
     up.comment(
         "The original table, renamed: a catalog change. Its sequence, indexes and constraints \
          stay with it, and it keeps every row until the move task takes them.",
@@ -279,6 +284,7 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
             ));
         }
     }
+    up.assured_end();
     up.comment(
         "Carried over to the new tables: foreign keys to other tables (checked on empty tables: \
          instant), the table's comment and grants. Each index of the new table is paired with \
@@ -400,11 +406,15 @@ fn references_prepare(swap: &Swap, n: &Names, reference: &Reference, up: &mut Sc
          and filled for existing rows by the move task, swapped in at finalize.",
         col = q(&reference.column)
     ));
-    up.statement(&format!(
-        "ALTER TABLE {table} ADD COLUMN {} {};",
-        q(&shadow),
-        reference.new_type
-    ));
+    up.safety_assured(
+        "No IF NOT EXISTS, on purpose: a column already under this name is not zmig's, and \
+         adopting it would swap unknown values in at finalize.",
+        &[format!(
+            "ALTER TABLE {table} ADD COLUMN {} {};",
+            q(&shadow),
+            reference.new_type
+        )],
+    );
     if !reference.nullable {
         up.comment(
             "Its NOT NULL, proved by a check the move task validates once the column is filled \
@@ -742,12 +752,17 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
     for statement in drop_routines(swap, n) {
         down.statement(&statement);
     }
+    down.assured_start(
+        "The original table takes its name back, in the transaction that dropped the view: no \
+         client finds the name missing.",
+    );
     down.squawk_ignore("renaming-table");
     down.statement(&format!(
         "ALTER TABLE {} RENAME TO {};",
         n.old,
         q(&swap.table.name)
     ));
+    down.assured_end();
     for reference in &swap.references {
         let table = reference.table.sql();
         down.statement(&format!(
@@ -869,6 +884,10 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
         ],
     );
     if swap.key_column().changes() {
+        up.assured_start(
+            "zmig's own index of the view's key cast goes, and the new table takes the name, \
+             in the transaction that dropped the view and holds every lock already.",
+        );
         up.comment("zmig's own index of the view's key cast; the table is locked already.");
         up.squawk_ignore("require-concurrent-index-deletion");
         up.statement(&format!(
@@ -876,12 +895,19 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
             sibling(swap, &[&n.new_key_index]).sql()
         ));
     }
+    if !swap.key_column().changes() {
+        up.assured_start(
+            "The new table takes the name, in the transaction that dropped the view and holds \
+             every lock already.",
+        );
+    }
     up.squawk_ignore("renaming-table");
     up.statement(&format!(
         "ALTER TABLE {} RENAME TO {};",
         n.new,
         q(&swap.table.name)
     ));
+    up.assured_end();
     up.comment("Indexes (and the constraints they back) take the original names.");
     up.statement(&format!(
         "DO $zmig$\n\
@@ -933,8 +959,10 @@ $zmig$;",
                 "No scan: the check proving the column holds no NULL was validated by the move \
                  task (or by the gate above), so SET NOT NULL takes it as proof.",
             );
+            up.assured_start("A NOT NULL proved by a validated check: no scan, catalog only.");
             up.squawk_ignore("adding-not-nullable-field");
             up.statement(&set_not_null);
+            up.assured_end();
             up.drop_own_constraint(&drop_check);
         }
     }
