@@ -55,7 +55,21 @@ pub struct BenchDb {
 }
 
 impl BenchDb {
+    /// A new, empty database.
     pub fn create() -> Result<BenchDb> {
+        BenchDb::create_as("")
+    }
+
+    /// A new database that is a file-level copy of this one (`CREATE DATABASE … TEMPLATE`):
+    /// the same rows on the same pages, statistics and visibility map included. No session may
+    /// be connected to this one meanwhile.
+    pub fn copy(&self) -> Result<BenchDb> {
+        BenchDb::create_as(&format!(" TEMPLATE \"{}\"", self.name))
+            .with_context(|| format!("copying database {}", self.name))
+    }
+
+    /// `CREATE DATABASE <a new name><clause>`.
+    fn create_as(clause: &str) -> Result<BenchDb> {
         let server = server_url();
         let name = format!(
             "zmig_bench_{}_{}",
@@ -70,7 +84,7 @@ impl BenchDb {
         })?;
         // Two statements: neither may run in a (multi-statement) transaction.
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
-        admin.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"{clause}"))?;
         let url = with_database(&server, &name);
         Ok(BenchDb { name, url, server })
     }
@@ -109,6 +123,14 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> Result<i64> {
         .get_result::<Count>(conn)
         .with_context(|| format!("running: {}", first_line(sql)))?
         .n)
+}
+
+/// Disk used by `relation` with its indexes and TOAST (`pg_total_relation_size`).
+pub fn relation_bytes(conn: &mut PgConnection, relation: &str) -> Result<i64> {
+    count(
+        conn,
+        &format!("SELECT pg_total_relation_size('{relation}')::bigint AS n"),
+    )
 }
 
 /// The text column `t` of the single row `sql` returns.

@@ -1,7 +1,8 @@
-//! The caterers data set the database benchmarks share: a throwaway Diesel crate holding the
-//! caterers example's schema and first migration, with zmig's extract attribute at `dual_write`
-//! and the folders `generate` writes for it; a database with that crate's migrations applied
-//! through diesel_migrations; and the caterers rows, made in one statement.
+//! The throwaway Diesel crates the database benchmarks generate zmig's migrations in, and the
+//! caterers data set the extract benchmarks share: a crate holding the caterers example's schema
+//! and first migration, with zmig's extract attribute at `dual_write` and the folders `generate`
+//! writes for it; a database with that crate's migrations applied through diesel_migrations; and
+//! the caterers rows, made in one statement.
 //!
 //! The example's schema is copied here rather than read from `examples/caterers`: that crate
 //! moves through the stages (its `schema.rs` loses the moved columns at write_new), while the
@@ -12,9 +13,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
-use diesel::migration::MigrationSource;
+use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::{Pg, PgConnection};
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+use zmig_runtime::migrate::{run_pending_with_retry, RetryPolicy};
 
 use crate::db::{self, BenchDb};
 
@@ -91,42 +93,75 @@ diesel::table! {
     }
 }
 
+/// The caterers crate: its schema, its first migration, and the extract at `dual_write`
+/// (expand and dual_write).
+const CATERERS_CRATE: CrateFiles = CrateFiles {
+    label: "caterers",
+    schema_rs: SCHEMA_RS,
+    models_rs: MODELS_RS,
+    create: "create_caterers",
+    create_sql: CREATE_SQL,
+    drop_sql: "DROP TABLE caterers;\n",
+    generated: 2,
+};
+
+/// What a temporary crate is made of: the application's `schema.rs`, the annotated model, the
+/// first migration (its name, up and down), and how many folders `generate` must write for it.
+pub struct CrateFiles {
+    pub label: &'static str,
+    pub schema_rs: &'static str,
+    pub models_rs: &'static str,
+    pub create: &'static str,
+    pub create_sql: &'static str,
+    pub drop_sql: &'static str,
+    pub generated: usize,
+}
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// A temporary Diesel crate with zmig's generated migrations for the caterers extract at
-/// `dual_write`: create_caterers, then expand, then dual_write. Removed on drop.
+/// A temporary Diesel crate with the first migration of `CrateFiles` and zmig's generated
+/// migrations after it. Removed on drop.
 pub struct TempCrate {
     pub root: PathBuf,
 }
 
 impl TempCrate {
+    /// The caterers crate, with the extract's expand and dual_write folders.
     pub fn caterers() -> Result<TempCrate> {
+        TempCrate::generated(&CATERERS_CRATE)
+    }
+
+    /// Writes the crate `files` describes and runs zmig's `generate` on it.
+    pub fn generated(files: &CrateFiles) -> Result<TempCrate> {
         let root = std::env::temp_dir().join(format!(
-            "zmig-bench-caterers-{}-{}",
+            "zmig-bench-{}-{}-{}",
+            files.label,
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         let _ = fs::remove_dir_all(&root);
         let krate = TempCrate { root };
-        let create = krate
-            .root
-            .join("migrations/2020-01-01-000000-0000_create_caterers");
+        let create = krate.root.join(format!(
+            "migrations/2020-01-01-000000-0000_{}",
+            files.create
+        ));
         fs::create_dir_all(krate.root.join("src"))?;
         fs::create_dir_all(&create)?;
         fs::write(
             krate.root.join("diesel.toml"),
             "[print_schema]\nfile = \"src/schema.rs\"\n\n[migrations_directory]\ndir = \"migrations\"\n",
         )?;
-        fs::write(krate.root.join("src/schema.rs"), SCHEMA_RS)?;
-        fs::write(krate.root.join("src/models.rs"), MODELS_RS)?;
-        fs::write(create.join("up.sql"), CREATE_SQL)?;
-        fs::write(create.join("down.sql"), "DROP TABLE caterers;\n")?;
+        fs::write(krate.root.join("src/schema.rs"), files.schema_rs)?;
+        fs::write(krate.root.join("src/models.rs"), files.models_rs)?;
+        fs::write(create.join("up.sql"), files.create_sql)?;
+        fs::write(create.join("down.sql"), files.drop_sql)?;
         let project = zmig_codegen::project::load(&krate.root).map_err(|e| anyhow!("{e}"))?;
         let mut out = Vec::new();
         let outcome = zmig_codegen::cli::generate(&[project], false, TIMESTAMP, &mut out)?;
-        if !outcome.ok() || outcome.written.len() != 2 {
+        if !outcome.ok() || outcome.written.len() != files.generated {
             bail!(
-                "generating the caterers migrations failed:\n{}",
+                "generating the {} migrations failed:\n{}",
+                files.label,
                 String::from_utf8_lossy(&out)
             );
         }
@@ -137,11 +172,66 @@ impl TempCrate {
         FileBasedMigrations::from_path(self.root.join("migrations"))
             .map_err(|e| anyhow!("reading the generated migrations: {e}"))
     }
+
+    /// Applies the next pending migration, which must be the one whose name contains `what`,
+    /// as a service does at start-up: with zmig-runtime's runner, which tries again (after a
+    /// growing pause) a migration that gave up on its `lock_timeout`. Returns the retries.
+    pub fn apply_next(&self, conn: &mut PgConnection, what: &str) -> Result<u32> {
+        let pending = conn
+            .pending_migrations(self.migrations()?)
+            .map_err(|e| anyhow!("listing pending migrations: {e}"))?;
+        let Some(next) = pending.first() else {
+            bail!("no migration pending, expected {what}");
+        };
+        let name = next.name().to_string();
+        if !name.contains(what) {
+            bail!("the next pending migration is {name}, expected {what}");
+        }
+        let only = OneMigration {
+            migrations: self.migrations()?,
+            name,
+        };
+        let mut retries = 0;
+        run_pending_with_retry(conn, only, &RetryPolicy::default(), |_, _, _| retries += 1)?;
+        Ok(retries)
+    }
+
+    /// Reverts the last applied migration, which must be the one whose name contains `what`.
+    pub fn revert_last(&self, conn: &mut PgConnection, what: &str) -> Result<()> {
+        let expected = MigrationSource::<Pg>::migrations(&self.migrations()?)
+            .map_err(|e| anyhow!("reading the generated migrations: {e}"))?
+            .iter()
+            .map(|m| m.name())
+            .find(|name| name.to_string().contains(what))
+            .map(|name| name.version().as_owned())
+            .ok_or_else(|| anyhow!("no migration named like {what}"))?;
+        let reverted = conn
+            .revert_last_migration(self.migrations()?)
+            .map_err(|e| anyhow!("reverting {what}: {e}"))?;
+        if reverted != expected {
+            bail!("reverted migration {reverted}, expected {what} ({expected})");
+        }
+        Ok(())
+    }
 }
 
 impl Drop for TempCrate {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The migration of a folder named `name`, alone: what `apply_next` hands the runner.
+struct OneMigration {
+    migrations: FileBasedMigrations,
+    name: String,
+}
+
+impl MigrationSource<Pg> for OneMigration {
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<Pg>>>> {
+        let mut all = MigrationSource::<Pg>::migrations(&self.migrations)?;
+        all.retain(|m| m.name().to_string() == self.name);
+        Ok(all)
     }
 }
 
@@ -166,38 +256,12 @@ impl Caterers {
 
     /// Applies the next pending migration, which must be the one whose name contains `what`.
     pub fn apply_next(&self, conn: &mut PgConnection, what: &str) -> Result<()> {
-        let source = self.krate.migrations()?;
-        let pending = conn
-            .pending_migrations(source)
-            .map_err(|e| anyhow!("listing pending migrations: {e}"))?;
-        let Some(next) = pending.first() else {
-            bail!("no migration pending, expected {what}");
-        };
-        let name = next.name().to_string();
-        if !name.contains(what) {
-            bail!("the next pending migration is {name}, expected {what}");
-        }
-        conn.run_migration(&**next)
-            .map_err(|e| anyhow!("applying {name}: {e}"))?;
-        Ok(())
+        self.krate.apply_next(conn, what).map(|_| ())
     }
 
     /// Reverts the last applied migration, which must be the one whose name contains `what`.
     pub fn revert_last(&self, conn: &mut PgConnection, what: &str) -> Result<()> {
-        let expected = MigrationSource::<Pg>::migrations(&self.krate.migrations()?)
-            .map_err(|e| anyhow!("reading the generated migrations: {e}"))?
-            .iter()
-            .map(|m| m.name())
-            .find(|name| name.to_string().contains(what))
-            .map(|name| name.version().as_owned())
-            .ok_or_else(|| anyhow!("no migration named like {what}"))?;
-        let reverted = conn
-            .revert_last_migration(self.krate.migrations()?)
-            .map_err(|e| anyhow!("reverting {what}: {e}"))?;
-        if reverted != expected {
-            bail!("reverted migration {reverted}, expected {what} ({expected})");
-        }
-        Ok(())
+        self.krate.revert_last(conn, what)
     }
 
     /// Empties the new table and forgets the backfill, so the next backfill starts from scratch.

@@ -82,10 +82,13 @@ pub enum Unit {
     Millis,
     PerSecond,
     Count,
+    /// Bytes, shown in MiB.
+    Bytes,
 }
 
 /// One line of the table: a measure, the baseline's figure beside zmig's, and the ratio that
-/// compares them (named by its JSON key).
+/// compares them (named by its JSON key), or the JSON key of zmig's figure when that figure is
+/// what counts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
     pub measure: String,
@@ -93,6 +96,7 @@ pub struct Line {
     pub baseline: Option<f64>,
     pub zmig: Option<f64>,
     pub ratio: Option<(String, f64)>,
+    pub key: Option<String>,
 }
 
 impl Line {
@@ -103,6 +107,7 @@ impl Line {
             baseline: None,
             zmig: None,
             ratio: None,
+            key: None,
         }
     }
 
@@ -118,6 +123,12 @@ impl Line {
 
     pub fn ratio(mut self, key: &str, value: f64) -> Line {
         self.ratio = Some((key.to_owned(), value));
+        self
+    }
+
+    /// Names the figure in the zmig column that counts, where no ratio does.
+    pub fn key(mut self, key: &str) -> Line {
+        self.key = Some(key.to_owned());
         self
     }
 }
@@ -173,6 +184,7 @@ impl Report {
                     line.ratio
                         .as_ref()
                         .map(|(k, _)| k.clone())
+                        .or_else(|| line.key.clone())
                         .unwrap_or_default(),
                 ]
             })
@@ -246,6 +258,7 @@ fn unit_suffix(unit: Unit) -> &'static str {
         Unit::Millis => " (ms)",
         Unit::PerSecond => " (/s)",
         Unit::Count => "",
+        Unit::Bytes => " (MiB)",
     }
 }
 
@@ -263,6 +276,7 @@ fn format_value(value: f64, unit: Unit) -> String {
             }
         }
         Unit::PerSecond | Unit::Count => thousands(value.round() as i64),
+        Unit::Bytes => format!("{:.1}", value / (1024.0 * 1024.0)),
     }
 }
 
