@@ -132,6 +132,7 @@ pub fn run(params: &Params) -> Result<Report> {
             f.set(&format!("{key}_s"), took);
             f.set(&format!("{key}_rows_per_s"), rows / took);
             f.set(&format!("{key}_batches"), report.batches as f64);
+            f.set(&format!("{key}_yields"), report.yields as f64);
             progress(&format!(
                 "round {round}/{}: zmig backfill, {workers} worker(s) {took:.2} s ({} rows/s, {} batches)",
                 params.rounds,
@@ -171,6 +172,7 @@ pub fn run(params: &Params) -> Result<Report> {
         Line::new("  context: its rows per second", Unit::PerSecond)
             .baseline(m.at("constrained_rows_per_s")),
         Line::new("  zmig batches, 1 worker", Unit::Count).zmig(m.at("zmig_1_worker_batches")),
+        Line::new("  of which followed by a yield", Unit::Count).zmig(m.at("zmig_1_worker_yields")),
     ];
     Ok(Report {
         benchmark: "backfill".to_owned(),

@@ -90,6 +90,8 @@ pub fn run(params: &Params) -> Result<Report> {
         f.set("backfill_owners", copied.owners as f64);
         f.set("backfill_finished", f64::from(u8::from(copied.finished)));
         f.set("backfill_backoffs", copied.backoffs as f64);
+        f.set("backfill_batches", copied.batches as f64);
+        f.set("backfill_yields", copied.yields as f64);
         progress(&format!(
             "round {round}/{}: p99 {:.2} ms without, {:.2} ms during a backfill that copied {} of {} owners at {} rows/s",
             params.rounds,
@@ -128,6 +130,8 @@ pub fn run(params: &Params) -> Result<Report> {
             .zmig(m.at("backfill_rows_per_s")),
         Line::new("backfill owners copied in the window", Unit::Count)
             .zmig(m.at("backfill_owners")),
+        Line::new("backfill batches", Unit::Count).zmig(m.at("backfill_batches")),
+        Line::new("  of which followed by a yield", Unit::Count).zmig(m.at("backfill_yields")),
         Line::new("window", Unit::Seconds)
             .baseline(m.at("window_s"))
             .zmig(m.at("window_s")),

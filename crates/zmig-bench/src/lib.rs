@@ -107,6 +107,18 @@ pub struct BenchArgs {
     /// move's), instead of zmig's default (0).
     #[arg(long, value_name = "MS")]
     pub pause_ms: Option<u64>,
+    /// The backfill's target time per batch while other sessions work, in milliseconds
+    /// (backfill, concurrent; swap: the move's), instead of zmig's default (50).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub busy_target_batch_ms: Option<u64>,
+    /// The backfill's pause after each batch while other sessions work, as a multiple of the
+    /// batch's time (backfill, concurrent; swap: the move's), instead of zmig's default (2).
+    #[arg(long, value_name = "RATIO")]
+    pub busy_pause_ratio: Option<f64>,
+    /// Run the backfill (swap: the move) without yielding to other sessions, as zmig did before
+    /// it yielded: full speed whatever the writers do.
+    #[arg(long)]
+    pub no_yield: bool,
     /// Print one JSON object with every figure instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -138,6 +150,11 @@ pub struct Params {
     pub target_batch_ms: Option<u64>,
     /// The backfill's pause between batches, when not zmig's default.
     pub pause_ms: Option<u64>,
+    /// The backfill's busy target and pause ratio, when not zmig's defaults.
+    pub busy_target_batch_ms: Option<u64>,
+    pub busy_pause_ratio: Option<f64>,
+    /// The backfill does not yield to other sessions.
+    pub no_yield: bool,
 }
 
 impl Params {
@@ -153,10 +170,19 @@ impl Params {
         if let Some(ms) = self.pause_ms {
             f.set("pause_ms", ms as f64);
         }
+        if let Some(ms) = self.busy_target_batch_ms {
+            f.set("busy_target_batch_ms", ms as f64);
+        }
+        if let Some(ratio) = self.busy_pause_ratio {
+            f.set("busy_pause_ratio", ratio);
+        }
+        if self.no_yield {
+            f.set("no_yield", 1.0);
+        }
         f
     }
 
-    /// zmig's default backfill options, silent, with `--target-batch-ms` when given.
+    /// zmig's default backfill options, silent, with the throttle flags that were given.
     fn backfill_options(&self) -> zmig_runtime::backfill::BackfillOptions {
         let mut options = zmig_runtime::backfill::BackfillOptions {
             progress: zmig_runtime::backfill::ProgressMode::Silent,
@@ -168,6 +194,13 @@ impl Params {
         if let Some(ms) = self.pause_ms {
             options.pause = std::time::Duration::from_millis(ms);
         }
+        if let Some(ms) = self.busy_target_batch_ms {
+            options.busy_target_batch_time = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ratio) = self.busy_pause_ratio {
+            options.busy_pause_ratio = ratio;
+        }
+        options.yield_to_traffic = !self.no_yield;
         options
     }
 }
@@ -177,6 +210,12 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
         bail!("--seconds must be a positive number of seconds");
     }
+    if args
+        .busy_pause_ratio
+        .is_some_and(|r| !(r.is_finite() && r >= 0.0))
+    {
+        bail!("--busy-pause-ratio must be a number, 0 or more");
+    }
     let params = Params {
         rows: args.rows,
         seconds: args.seconds,
@@ -184,6 +223,9 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
         models: args.models as usize,
         target_batch_ms: args.target_batch_ms,
         pause_ms: args.pause_ms,
+        busy_target_batch_ms: args.busy_target_batch_ms,
+        busy_pause_ratio: args.busy_pause_ratio,
+        no_yield: args.no_yield,
     };
     match args.name {
         Bench::Backfill => backfill::run(&params),
@@ -246,6 +288,15 @@ pub(crate) fn notes(params: &Params, mut notes: Vec<String>) -> Vec<String> {
     }
     if let Some(ms) = params.pause_ms {
         changed.push(format!("--pause-ms {ms}"));
+    }
+    if let Some(ms) = params.busy_target_batch_ms {
+        changed.push(format!("--busy-target-batch-ms {ms}"));
+    }
+    if let Some(ratio) = params.busy_pause_ratio {
+        changed.push(format!("--busy-pause-ratio {ratio}"));
+    }
+    if params.no_yield {
+        changed.push("--no-yield".to_owned());
     }
     if !changed.is_empty() {
         notes.push(format!(

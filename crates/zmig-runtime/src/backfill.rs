@@ -11,6 +11,10 @@
 //!   last committed batch left it, and the batch function's upserts make a repeat harmless.
 //! - Batch size adapts to a target time per batch, between bounds; an optional pause separates
 //!   batches; workers back off while sessions wait long on locks or replicas lag.
+//! - Workers yield to live traffic: after each batch a worker looks whether other sessions of
+//!   the database did work since its last look (`pg_stat_activity`, zmig's own workers left
+//!   out); while they do, its batches aim at a shorter time and each is followed by a pause (by
+//!   default twice as long as the batch). With no other work, it runs at full speed.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -23,8 +27,8 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 pub use crate::progress::ProgressMode;
 use crate::progress::{self, Progress};
 use crate::store::{self, LOCK_CLASS};
-use crate::workers::{adapt, first_batch_size, Crew};
-pub use crate::workers::{database_strain, Strain};
+use crate::workers::{self, Crew, Pace};
+pub use crate::workers::{database_strain, live_traffic, Strain, Traffic};
 use crate::{check_migration_name, Error, Functions, Result};
 
 /// How a backfill runs. `Default` is what `cargo xtask zmig backfill` uses.
@@ -36,11 +40,25 @@ pub struct BackfillOptions {
     pub batch_size: i32,
     pub min_batch_size: i32,
     pub max_batch_size: i32,
-    /// How long one batch should take: short enough that writers waiting on its locks barely
-    /// notice, long enough that per-batch overhead stays small.
+    /// How long one batch should take while no other session works (and the longest it should
+    /// take while some do): short enough that writers waiting on its locks barely notice, long
+    /// enough that per-batch overhead stays small. Default 200 ms.
     pub target_batch_time: Duration,
-    /// Sleep between batches, to leave the database room.
+    /// Sleep between batches, to leave the database room, busy or not. Default none.
     pub pause: Duration,
+    /// Yield to live traffic: after each batch, look whether other sessions of the database
+    /// (zmig's workers left out) did work since the last look, and while they do, run batches of
+    /// `busy_target_batch_time` with a pause of `busy_pause_ratio` times the batch after each.
+    /// Default `true`; `false` runs at full speed whatever else runs (a quiet night). See
+    /// [`live_traffic`] for what counts, and the rights it needs.
+    pub yield_to_traffic: bool,
+    /// How long one batch should take while other sessions work: its locks make writers wait up
+    /// to that long. Never longer than `target_batch_time`. Default 50 ms.
+    pub busy_target_batch_time: Duration,
+    /// While other sessions work, the pause after each batch, as a multiple of the time the batch
+    /// took: 2 (default) leaves the database to the application two thirds of the time, 1 half of
+    /// it, 0 never pauses. Never shorter than `pause`.
+    pub busy_pause_ratio: f64,
     /// Back off while more than this many sessions have waited over half a second for a lock.
     pub max_lock_waiters: i64,
     /// Back off while a replica lags more than this.
@@ -59,6 +77,9 @@ impl Default for BackfillOptions {
             max_batch_size: 20_000,
             target_batch_time: Duration::from_millis(200),
             pause: Duration::ZERO,
+            yield_to_traffic: true,
+            busy_target_batch_time: Duration::from_millis(50),
+            busy_pause_ratio: 2.0,
             max_lock_waiters: 2,
             max_replication_lag: Duration::from_secs(10),
             progress: ProgressMode::Auto,
@@ -81,6 +102,9 @@ pub struct BackfillReport {
     pub ranges_left: i64,
     /// Times a worker paused because the database was under strain.
     pub backoffs: u64,
+    /// Batches after which a worker yielded to other sessions' work (ran a shorter batch next
+    /// and paused first).
+    pub yields: u64,
 }
 
 /// Runs (or resumes) the backfill of `migration` against `database_url`.
@@ -91,7 +115,7 @@ pub fn backfill(
 ) -> Result<BackfillReport> {
     check_migration_name(migration)?;
     let functions = Functions::of(migration);
-    let mut conn = PgConnection::establish(database_url)?;
+    let mut conn = workers::connect(database_url, migration)?;
     check_dual_write_in_place(&mut conn, migration, &functions)?;
     store::ensure_tables(&mut conn)?;
     start_run(&mut conn, migration, &functions)?;
@@ -124,14 +148,15 @@ pub fn backfill(
     }
     let counters = shared.counters.into_inner().expect("counters");
     progress.finish(&format!(
-        "{}: {} owners read, {} rows written",
+        "{}: {} owners read, {} rows written{}",
         if finished {
             "done"
         } else {
             "stopped; run it again to resume"
         },
         counters.owners,
-        counters.written
+        counters.written,
+        progress::yielded(shared.crew.yields(), counters.batches)
     ));
     Ok(BackfillReport {
         owners: counters.owners,
@@ -140,6 +165,7 @@ pub fn backfill(
         finished,
         ranges_left: totals.ranges - totals.ranges_done,
         backoffs: shared.crew.backoffs(),
+        yields: shared.crew.yields(),
     })
 }
 
@@ -151,7 +177,7 @@ fn show_progress(
     crew: &Crew,
 ) {
     let rate = counters.owners as f64 / progress.elapsed_secs();
-    let state = progress::activity(crew.paused(), crew.backing_off());
+    let state = progress::activity(crew.paused(), crew.backing_off(), crew.yielding());
     let done = before.keys_done + counters.keys;
     progress.show(
         done,
@@ -358,10 +384,10 @@ fn run_worker(
     shared: &Shared,
     worker: usize,
 ) -> Result<()> {
-    let mut conn = PgConnection::establish(url)?;
+    let mut conn = workers::connect(url, migration)?;
     let worker_name = format!("{}:{}:{worker}", hostname(), std::process::id());
     let crew = &shared.crew;
-    let mut batch_size = first_batch_size(options);
+    let mut pace = Pace::new(options);
     loop {
         if crew.should_end() {
             return Ok(());
@@ -391,7 +417,7 @@ fn run_worker(
                     migration,
                     functions,
                     &claim,
-                    batch_size,
+                    pace.batch_size(),
                     &worker_name,
                 )?;
                 let elapsed = started.elapsed();
@@ -403,10 +429,7 @@ fn run_worker(
                     counters.batches += 1;
                 }
                 claim.done_through = batch.next;
-                batch_size = adapt(batch_size, elapsed, options);
-                if !options.pause.is_zero() {
-                    std::thread::sleep(options.pause);
-                }
+                pace.after_batch(&mut conn, crew, elapsed)?;
             }
             Ok(())
         })();

@@ -51,7 +51,10 @@ enum Command {
     /// moves rows into the new table.
     ///
     /// Batched, throttled and resumable: stop it (Ctrl-C) or kill it at any moment and run it
-    /// again to resume; run it on several machines at once to share the work. An extract's
+    /// again to resume; run it on several machines at once to share the work. It yields to live
+    /// traffic: while other sessions of the database work, batches are short
+    /// (--busy-target-batch-ms) and each is followed by a pause twice as long
+    /// (--busy-pause-ratio); with none, it runs at full speed (--target-batch-ms). An extract's
     /// backfill is checkpointed in the database and refuses to start before the dual_write
     /// migration is applied. A swap's move (when the database has the swap's
     /// `zmig_<name>_move` function) needs no checkpoint, the tables being its state; it also
@@ -66,12 +69,28 @@ enum Command {
         /// Owners (for a swap, rows) per batch to start with; adapted towards --target-batch-ms.
         #[arg(long, default_value_t = 1_000)]
         batch_size: i32,
-        /// How long a batch should take, in milliseconds.
+        /// How long a batch should take while no other session of the database works, in
+        /// milliseconds.
         #[arg(long, default_value_t = 200)]
         target_batch_ms: u64,
-        /// Sleep between batches, in milliseconds.
+        /// Sleep between batches, in milliseconds, whether other sessions work or not.
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
+        /// How long a batch should take while other sessions of the database work (a session
+        /// counts when it ran a statement since the worker's last look; zmig's workers do not),
+        /// in milliseconds: writers that need a row of the batch wait up to that long. At most
+        /// --target-batch-ms.
+        #[arg(long, default_value_t = 50, value_name = "MS")]
+        busy_target_batch_ms: u64,
+        /// While other sessions work, pause after each batch this many times as long as the
+        /// batch took: 2 leaves the database to them two thirds of the time, 1 half of it, 0
+        /// never pauses. At least --pause-ms.
+        #[arg(long, default_value_t = 2.0, value_name = "RATIO", value_parser = pause_ratio)]
+        busy_pause_ratio: f64,
+        /// Do not yield: run at full speed whatever other sessions do (a quiet night, a
+        /// maintenance window).
+        #[arg(long, conflicts_with_all = ["busy_target_batch_ms", "busy_pause_ratio"])]
+        no_yield: bool,
         /// Pause the running backfill or move (its workers finish their batch and wait), then
         /// exit.
         #[arg(long, conflicts_with = "resume")]
@@ -138,6 +157,9 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
             batch_size,
             target_batch_ms,
             pause_ms,
+            busy_target_batch_ms,
+            busy_pause_ratio,
+            no_yield,
             pause,
             resume,
             target,
@@ -167,6 +189,9 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
                 batch_size,
                 target_batch_time: Duration::from_millis(target_batch_ms),
                 pause: Duration::from_millis(pause_ms),
+                yield_to_traffic: !no_yield,
+                busy_target_batch_time: Duration::from_millis(busy_target_batch_ms),
+                busy_pause_ratio,
                 stop: Some(stop),
                 ..BackfillOptions::default()
             };
@@ -277,6 +302,14 @@ fn verify_swap(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> Resu
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `--busy-pause-ratio`: a finite number, 0 to 100.
+fn pause_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=100.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("`{text}` is not a number from 0 to 100")),
+    }
 }
 
 fn connect(url: &str) -> Result<PgConnection> {
@@ -491,6 +524,52 @@ fn print_swap_move(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backfill_flags_default_to_the_library_defaults() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(
+                ["cargo xtask", "zmig", "backfill", "caterers_addresses"]
+                    .iter()
+                    .chain(args),
+            )
+            .map_err(|e| e.to_string())?;
+            let Top::Zmig(ZmigArgs { command }) = cli.command;
+            match command {
+                Command::Backfill {
+                    target_batch_ms,
+                    pause_ms,
+                    busy_target_batch_ms,
+                    busy_pause_ratio,
+                    no_yield,
+                    ..
+                } => Ok((
+                    target_batch_ms,
+                    pause_ms,
+                    busy_target_batch_ms,
+                    busy_pause_ratio,
+                    no_yield,
+                )),
+                _ => Err("not a backfill".to_owned()),
+            }
+        };
+        let defaults = BackfillOptions::default();
+        assert_eq!(
+            parse(&[]).unwrap(),
+            (
+                defaults.target_batch_time.as_millis() as u64,
+                defaults.pause.as_millis() as u64,
+                defaults.busy_target_batch_time.as_millis() as u64,
+                defaults.busy_pause_ratio,
+                !defaults.yield_to_traffic,
+            )
+        );
+        assert_eq!(parse(&["--busy-pause-ratio", "0.5"]).unwrap().3, 0.5);
+        assert!(parse(&["--no-yield"]).unwrap().4);
+        assert!(parse(&["--busy-pause-ratio", "-1"]).is_err());
+        assert!(parse(&["--busy-pause-ratio", "NaN"]).is_err());
+        assert!(parse(&["--no-yield", "--busy-pause-ratio", "2"]).is_err());
+    }
 
     #[test]
     fn redacts_passwords_only() {

@@ -97,14 +97,29 @@ impl Progress {
     }
 }
 
-/// What a crew's workers are doing, as the bar and the log lines say it after their numbers.
-pub(crate) fn activity(paused: bool, backing_off: bool) -> &'static str {
+/// What a crew's workers are doing, as the bar and the log lines say it after their numbers;
+/// `yielding` is `Some(busy sessions)` while they yield to other sessions' work.
+pub(crate) fn activity(paused: bool, backing_off: bool, yielding: Option<i64>) -> String {
     if paused {
-        " (paused)"
+        " (paused)".to_owned()
     } else if backing_off {
-        " (backing off: database under strain)"
+        " (backing off: database under strain)".to_owned()
+    } else if let Some(sessions) = yielding {
+        format!(
+            " (yielding to live traffic: {sessions} other session{} busy; short batches, pausing)",
+            if sessions == 1 { "" } else { "s" }
+        )
     } else {
-        ""
+        String::new()
+    }
+}
+
+/// For the closing line: how many of the `batches` were followed by a yield, when any were.
+pub(crate) fn yielded(yields: u64, batches: u64) -> String {
+    if yields == 0 {
+        String::new()
+    } else {
+        format!("; yielded to live traffic after {yields} of {batches} batches")
     }
 }
 
@@ -114,5 +129,26 @@ pub(crate) fn eta(left: i64, rate: f64) -> String {
         format!("{:.0}s", left.max(0) as f64 / rate)
     } else {
         "unknown".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_when_workers_yield() {
+        assert_eq!(activity(false, false, None), "");
+        assert_eq!(activity(true, false, Some(2)), " (paused)");
+        assert_eq!(
+            activity(false, false, Some(1)),
+            " (yielding to live traffic: 1 other session busy; short batches, pausing)"
+        );
+        assert!(activity(false, false, Some(3)).contains("3 other sessions busy"));
+        assert_eq!(yielded(0, 10), "");
+        assert_eq!(
+            yielded(4, 10),
+            "; yielded to live traffic after 4 of 10 batches"
+        );
     }
 }

@@ -14,8 +14,10 @@
 //!   (`zmig_<name>_ref_indexes()`), and every tenth of the way ANALYZEs the new table, so the planner sees it grow
 //!   behind the view, and VACUUMs the old one, so its dead rows do not pile up and its row
 //!   estimate (which `zmig_<name>_progress` reports) stays true.
-//! - Workers, adaptive batch size, pause, back-off under strain and progress are the backfill's
-//!   ([`BackfillOptions`], [`crate::backfill::set_paused`]).
+//! - Workers, adaptive batch size, pause, back-off under strain, yielding to live traffic and
+//!   progress are the backfill's ([`BackfillOptions`], [`crate::backfill::set_paused`]): the
+//!   movers and the references' sync run short batches and pause after each while other
+//!   sessions of the database work.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,12 +30,12 @@ use indicatif::{HumanBytes, HumanCount};
 
 use crate::backfill::BackfillOptions;
 use crate::progress::{self, Progress, ProgressMode};
-use crate::workers::{adapt, first_batch_size, Crew};
+use crate::workers::{self, Crew, Pace};
 use crate::{check_migration_name, store, verify, Error, Result};
 
 /// A move runs with the backfill's options: workers, batch size and its bounds, target batch
-/// time, pause between batches, strain limits, progress and the stop flag. The batch size counts
-/// rows moved (and, for the references, rows synced).
+/// time, pause between batches, yielding to live traffic, strain limits, progress and the stop
+/// flag. The batch size counts rows moved (and, for the references, rows synced).
 pub type MoveOptions = BackfillOptions;
 
 /// Below this many rows, `zmig_<name>_progress` counts a table exactly; above, it reports the
@@ -242,7 +244,7 @@ pub fn swaps(conn: &mut PgConnection) -> Result<Vec<String>> {
 pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Result<MoveReport> {
     check_migration_name(name)?;
     let functions = SwapFunctions::of(name);
-    let mut conn = PgConnection::establish(database_url)?;
+    let mut conn = workers::connect(database_url, name)?;
     require_prepare(
         &mut conn,
         name,
@@ -317,7 +319,7 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
         finished,
     };
     progress.finish(&format!(
-        "{}: {} rows moved, {} referencing rows synced; {} (was {})",
+        "{}: {} rows moved, {} referencing rows synced; {} (was {}){}",
         if finished {
             "done"
         } else {
@@ -327,6 +329,10 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
         HumanCount(report.refs_synced.max(0) as u64),
         after.summary(),
         HumanBytes(report.bytes_before.max(0) as u64),
+        progress::yielded(
+            crew.yields(),
+            tally.batches.load(Ordering::SeqCst) + tally.ref_batches.load(Ordering::SeqCst)
+        ),
     ));
     Ok(report)
 }
@@ -455,6 +461,8 @@ fn read_progress(conn: &mut PgConnection, functions: &SwapFunctions) -> Result<S
 struct Tally {
     moved: AtomicI64,
     batches: AtomicU64,
+    /// Batches of the references' sync.
+    ref_batches: AtomicU64,
     refs_synced: AtomicI64,
     /// `sync_refs` returned 0: every referencing row is synced.
     refs_done: AtomicBool,
@@ -471,6 +479,7 @@ impl Tally {
         Tally {
             moved: AtomicI64::new(0),
             batches: AtomicU64::new(0),
+            ref_batches: AtomicU64::new(0),
             refs_synced: AtomicI64::new(0),
             refs_done: AtomicBool::new(false),
             all_moved: AtomicBool::new(false),
@@ -489,14 +498,15 @@ fn run_mover(
     crew: &Crew,
     tally: &Tally,
 ) -> Result<()> {
-    let mut conn = PgConnection::establish(url)?;
-    let mut batch_size = first_batch_size(options);
+    let mut conn = workers::connect(url, name)?;
+    let mut pace = Pace::new(options);
     let query = format!(
         "SELECT coalesce(\"{}\"($1), 0)::bigint AS n",
         functions.move_rows
     );
     while crew.ready_for_batch(&mut conn, name, options)? {
         let started = Instant::now();
+        let batch_size = pace.batch_size();
         let moved = conn.transaction(|conn| call_batch(conn, &query, batch_size))?;
         if moved > 0 {
             tally.moved.fetch_add(moved, Ordering::SeqCst);
@@ -518,10 +528,7 @@ fn run_mover(
                 continue;
             }
         }
-        batch_size = adapt(batch_size, started.elapsed(), options);
-        if !options.pause.is_zero() {
-            std::thread::sleep(options.pause);
-        }
+        pace.after_batch(&mut conn, crew, started.elapsed())?;
     }
     Ok(())
 }
@@ -539,8 +546,8 @@ fn run_upkeep(
     tally: &Tally,
     tidy_step: i64,
 ) -> Result<()> {
-    let mut conn = PgConnection::establish(url)?;
-    let mut batch_size = first_batch_size(options);
+    let mut conn = workers::connect(url, name)?;
+    let mut pace = Pace::new(options);
     let query = format!(
         "SELECT coalesce(\"{}\"($1), 0)::bigint AS n",
         functions.sync_refs
@@ -558,13 +565,15 @@ fn run_upkeep(
             let started = Instant::now();
             // Done, it also validates the NOT NULL check of the shadow columns: that call can
             // take a while on a big table, and only reads.
+            let batch_size = pace.batch_size();
             let synced = conn.transaction(|conn| call_batch(conn, &query, batch_size))?;
             if synced == 0 {
                 build_reference_indexes(&mut conn, functions)?;
                 tally.refs_done.store(true, Ordering::SeqCst);
             } else {
                 tally.refs_synced.fetch_add(synced, Ordering::SeqCst);
-                batch_size = adapt(batch_size, started.elapsed(), options);
+                tally.ref_batches.fetch_add(1, Ordering::SeqCst);
+                pace.after_batch(&mut conn, crew, started.elapsed())?;
             }
         }
         let moved = tally.moved.load(Ordering::SeqCst);
@@ -583,8 +592,6 @@ fn run_upkeep(
                 return Ok(());
             }
             std::thread::sleep(UPKEEP_LOOKS_EVERY);
-        } else if !options.pause.is_zero() {
-            std::thread::sleep(options.pause);
         }
     }
 }
@@ -654,7 +661,7 @@ fn show_progress(
 ) {
     let moved = tally.moved.load(Ordering::SeqCst);
     let rate = moved as f64 / progress.elapsed_secs();
-    let state = progress::activity(crew.paused(), crew.backing_off());
+    let state = progress::activity(crew.paused(), crew.backing_off(), crew.yielding());
     let left = (latest.rows_left() - (moved - moved_then)).max(0);
     let left_text = approximate(left, latest.exact());
     let bytes = HumanBytes(latest.total_bytes.max(0) as u64);
