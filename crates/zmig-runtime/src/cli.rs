@@ -352,8 +352,10 @@ fn known_migration(target: &Target, name: &str) -> Result<()> {
     }
     let names: Vec<&str> = projects
         .iter()
-        .flat_map(|p| p.migrations())
-        .map(|m| m.name)
+        .flat_map(|p| {
+            let extracts = p.extracts.iter().map(|m| m.extract.name.as_str());
+            extracts.chain(p.swaps.iter().map(|m| m.swap.name.as_str()))
+        })
         .collect();
     if names.contains(&name) {
         return Ok(());

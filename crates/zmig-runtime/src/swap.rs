@@ -142,7 +142,8 @@ pub struct SwapStatus {
 /// One kind of problem `zmig_<name>_check()` looks for, and how many rows have it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct SwapProblem {
-    /// `key in two tables`, `reference without its row` or `shadow column differs`.
+    /// `key in two tables`, `<table>.<column> without its row in <table>` or `<table>.<column> not
+    /// yet copied into <shadow column>`.
     #[diesel(sql_type = Text)]
     pub problem: String,
     #[diesel(sql_type = BigInt)]

@@ -27,14 +27,9 @@ pub fn swap_sql(swap: &Swap) -> Vec<PhaseSql> {
     vec![prepare(swap, &names), finalize(swap, &names)]
 }
 
-/// The function the runtime's move task calls for each batch.
-pub fn move_function_name(migration: &str) -> String {
-    format!("zmig_{migration}_move")
-}
-
 /// The bookkeeping table every swap shares: which foreign keys prepare dropped (to restore
 /// them), which index of the new table takes which original name, and the move's progress.
-pub const STATE_TABLE: &str = "zmig_swap_state";
+pub(crate) const STATE_TABLE: &str = "zmig_swap_state";
 
 /// Names of the database objects zmig creates, each at most 63 bytes.
 pub(crate) struct Names {
@@ -290,7 +285,7 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          instant), the table's comment and grants. Each index of the new table is paired with \
          the original's name, which it takes at finalize.",
     );
-    up.statement(&carry_over(swap, n));
+    up.statement(&carry_over(n));
     up.comment(
         "The view, under the table's name. It shows the current column types, so the \
          application's Diesel code decodes every row exactly as before; new-structure rows are \
@@ -601,8 +596,7 @@ $zmig$;",
 
 /// Foreign keys to other tables onto the new tables, the table comment, grants, and the pairing
 /// of the new table's indexes with the original names.
-fn carry_over(swap: &Swap, n: &Names) -> String {
-    let _ = swap;
+fn carry_over(n: &Names) -> String {
     format!(
         "DO $zmig$\n\
 DECLARE\n    \
@@ -749,7 +743,7 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
             format!("DROP TABLE {};", n.temp),
         ],
     );
-    for statement in drop_routines(swap, n) {
+    for statement in drop_routines(n) {
         down.statement(&statement);
     }
     down.assured_start(
@@ -793,7 +787,7 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
     down.commit();
     down.comment("Validation reads the referencing tables but blocks neither reads nor writes.");
     down.statement("SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = 0;");
-    down.statement(&validate_foreign_keys(n, &swap.table.sql()));
+    down.statement(&validate_foreign_keys(&swap.table.sql()));
     down
 }
 
@@ -826,7 +820,7 @@ fn restore_foreign_keys(swap: &Swap, n: &Names) -> String {
 }
 
 /// Validates every foreign key pointing at `table` that is not yet valid.
-fn validate_foreign_keys(_n: &Names, table: &str) -> String {
+fn validate_foreign_keys(table: &str) -> String {
     format!(
         "DO $zmig$\n\
 DECLARE\n    \
@@ -870,7 +864,7 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
     );
     up.squawk_ignore("ban-drop-view");
     up.statement(&format!("DROP VIEW {};", n.table));
-    for statement in drop_routines(swap, n) {
+    for statement in drop_routines(n) {
         up.statement(&statement);
     }
     up.safety_assured(
@@ -997,7 +991,7 @@ $zmig$;",
     up.commit();
     up.comment("Validation reads the referencing tables but blocks neither reads nor writes.");
     up.statement("SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = 0;");
-    up.statement(&validate_foreign_keys(n, &swap.table.sql()));
+    up.statement(&validate_foreign_keys(&swap.table.sql()));
 
     let mut down = Script::new();
     down.comment(

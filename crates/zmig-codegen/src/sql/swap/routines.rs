@@ -601,27 +601,19 @@ $zmig$;",
 }
 
 /// Drops what prepare created on the view's side (the triggers go with the view).
-pub(super) fn drop_routines(swap: &Swap, n: &Names) -> Vec<String> {
-    let _ = swap;
+pub(super) fn drop_routines(n: &Names) -> Vec<String> {
     [
-        &n.insert_fn,
-        &n.update_fn,
-        &n.delete_fn,
-        &n.move_fn,
-        &n.sync_refs_fn,
-        &n.progress_fn,
-        &n.tables_fn,
-        &n.check_fn,
-        &n.ref_indexes_fn,
+        (&n.insert_fn, ""),
+        (&n.update_fn, ""),
+        (&n.delete_fn, ""),
+        (&n.move_fn, "integer"),
+        (&n.sync_refs_fn, "integer"),
+        (&n.progress_fn, ""),
+        (&n.tables_fn, ""),
+        (&n.check_fn, ""),
+        (&n.ref_indexes_fn, ""),
     ]
     .into_iter()
-    .map(|f| {
-        let args = if *f == n.move_fn || *f == n.sync_refs_fn {
-            "integer"
-        } else {
-            ""
-        };
-        format!("DROP FUNCTION {f}({args});")
-    })
+    .map(|(f, args)| format!("DROP FUNCTION {f}({args});"))
     .collect()
 }
