@@ -480,7 +480,7 @@ fn writer(url: &str, shape: &Shape, thread: u64, crew: &Crew) -> Stats {
                     }])
                 });
             }
-            // Delete a caterer (its new row goes with it, by the foreign key).
+            // Delete a caterer (its new row goes with it: the delete trigger, then the foreign key).
             75..=84 => {
                 stats.run(&what, &mut conn, |c| {
                     let row = boxed(format!(
@@ -1089,18 +1089,12 @@ fn verify_finds_unexpected_and_orphan_rows_and_the_inline_gate_agrees() {
         "INSERT INTO addresses (owner_id, street1, street2, city, state, zip)
          SELECT id, street1, street2, city, state, zip FROM caterers WHERE id = 7",
     );
-    // Orphans need the foreign key out of the way: replica mode skips its triggers.
-    diesel::sql_query("SET session_replication_role = replica")
-        .execute(&mut conn)
-        .expect("a superuser may skip the foreign key");
+    // Orphans: before write_new the new table has no foreign key to refuse them.
     exec(
         &mut conn,
         "INSERT INTO addresses (owner_id, street1, city, state, zip)
          VALUES (-5, '1 Lost Rd', 'Reno', 'NV', '00001'), (999999, '2 Lost Rd', 'Reno', 'NV', '00002')",
     );
-    diesel::sql_query("SET session_replication_role = DEFAULT")
-        .execute(&mut conn)
-        .unwrap();
     let broken = verify(&mut conn, MIGRATION).unwrap();
     assert_eq!(
         broken.examples,
@@ -1130,6 +1124,148 @@ fn verify_finds_unexpected_and_orphan_rows_and_the_inline_gate_agrees() {
     let applied = apply_next(&mut conn, &fixture).expect("write_new: the inline diff is clean");
     assert!(applied.ends_with("_write_new"), "{applied}");
     assert_latest_verifications(&mut conn, &latest);
+}
+
+/// Until write_new the new table has no foreign key: the dual_write triggers delete an owner's
+/// row with the owner and carry it along when the owner's key changes. A batch of the backfill
+/// mends every kind of difference `verify` names (it is what a second run does over rows
+/// broken behind zmig's back). write_new then adds the foreign key `NOT VALID` and validates it
+/// after a commit; interrupted by a row without an owner, it leaves the key unvalidated and
+/// applies whole once the row is gone.
+#[test]
+fn the_triggers_cascade_a_batch_mends_every_difference_and_write_new_adds_the_foreign_key() {
+    const SEEDED: i32 = 3_000;
+    const MIGRATION: &str = "caterers_addr_filtered";
+    let fixture = fixtures::caterers_filtered("bf_mend");
+    generated(&fixture);
+    let db = TestDb::new("bf_mend");
+    let mut conn = db.conn();
+    apply_first(&mut conn, &fixture, 1);
+    seed(&mut conn, SEEDED);
+    apply_first(&mut conn, &fixture, 2);
+    let foreign_keys = |conn: &mut PgConnection| {
+        text(
+            conn,
+            "SELECT coalesce(string_agg(conname || ' ' || convalidated::text, ', '), 'none') AS line
+             FROM pg_constraint WHERE conrelid = 'addresses'::regclass AND contype = 'f'",
+        )
+    };
+    assert_eq!(foreign_keys(&mut conn), "none");
+    let report = backfill(&db.url, MIGRATION, &options(2, 500, 20_000)).unwrap();
+    assert!(report.finished, "{report:?}");
+    assert!(verify(&mut conn, MIGRATION).unwrap().ok());
+
+    // What ON DELETE CASCADE and ON UPDATE CASCADE would do, the triggers do: caterer 1 (with
+    // street2, state not XX) is deleted, caterer 4 moves to a new key.
+    let row_of = |conn: &mut PgConnection, key: i32| {
+        count(
+            conn,
+            &format!("SELECT count(*) AS n FROM addresses WHERE owner_id = {key}"),
+        )
+    };
+    assert_eq!((row_of(&mut conn, 1), row_of(&mut conn, 4)), (1, 1));
+    exec(&mut conn, "DELETE FROM caterers WHERE id = 1");
+    exec(&mut conn, "UPDATE caterers SET id = 500000 WHERE id = 4");
+    assert_eq!(
+        (
+            row_of(&mut conn, 1),
+            row_of(&mut conn, 4),
+            row_of(&mut conn, 500000)
+        ),
+        (0, 0, 1)
+    );
+    assert!(verify(&mut conn, MIGRATION).unwrap().ok());
+
+    // Broken behind zmig's back, one of each kind (caterer 7 is outside the filter; caterer
+    // 2500 is deleted, then a row appears for it).
+    exec(
+        &mut conn,
+        "UPDATE addresses SET city = 'Nowhere' WHERE owner_id = 10",
+    );
+    exec(&mut conn, "DELETE FROM addresses WHERE owner_id = 13");
+    exec(
+        &mut conn,
+        "INSERT INTO addresses (owner_id, street1, street2, city, state, zip)
+         SELECT id, street1, street2, city, state, zip FROM caterers WHERE id = 7",
+    );
+    exec(&mut conn, "DELETE FROM caterers WHERE id = 2500");
+    exec(
+        &mut conn,
+        "INSERT INTO addresses (owner_id, street1, city, state, zip)
+         VALUES (2500, '1 Lost Rd', 'Reno', 'NV', '00001')",
+    );
+    let broken = verify(&mut conn, MIGRATION).unwrap();
+    assert_eq!(
+        sorted_problems(&broken),
+        vec![
+            ("differs".to_owned(), 1),
+            ("missing".to_owned(), 1),
+            ("orphan".to_owned(), 1),
+            ("unexpected".to_owned(), 1)
+        ],
+        "{broken:?}"
+    );
+    // Two batches over the keys, as the runtime would call them: the four rows are mended,
+    // and again nothing is written.
+    let batch = |conn: &mut PgConnection, after: i64| {
+        text(
+            conn,
+            &format!(
+                "SELECT last_key || ' ' || owners || ' ' || written AS line
+                 FROM zmig_{MIGRATION}_backfill({after}, 3000, 2000)"
+            ),
+        )
+    };
+    // Ids 2..=2002 but 4, then 2003..=3000 but 2500 (1 and 2500 are gone, 4 is 500000).
+    assert_eq!(batch(&mut conn, 0), "2002 2000 3");
+    assert_eq!(batch(&mut conn, 2002), "3000 997 1");
+    assert_eq!(batch(&mut conn, 0), "2002 2000 0");
+    assert_eq!(batch(&mut conn, 2002), "3000 997 0");
+    assert!(verify(&mut conn, MIGRATION).unwrap().ok());
+    assert_eq!(
+        text(
+            &mut conn,
+            "SELECT city AS line FROM addresses WHERE owner_id = 10"
+        ),
+        text(&mut conn, "SELECT city AS line FROM caterers WHERE id = 10")
+    );
+
+    // A row without an owner slips in after the verification: write_new's validation refuses
+    // it. The foreign key stays, not valid, and checks every write from then on.
+    exec(
+        &mut conn,
+        "INSERT INTO addresses (owner_id, street1, city, state, zip)
+         VALUES (999999, '2 Lost Rd', 'Reno', 'NV', '00002')",
+    );
+    let refused = apply_next(&mut conn, &fixture).expect_err("validation must refuse the orphan");
+    assert!(refused.contains("foreign key"), "{refused}");
+    assert!(next_pending(&mut conn, &fixture).ends_with("_write_new"));
+    assert_eq!(foreign_keys(&mut conn), "addresses_owner_id_fkey false");
+    let checked = diesel::sql_query(
+        "INSERT INTO addresses (owner_id, street1, city, state, zip)
+         VALUES (888888, '3 Lost Rd', 'Reno', 'NV', '00003')",
+    )
+    .execute(&mut conn)
+    .expect_err("the unvalidated foreign key checks new rows");
+    assert!(checked.to_string().contains("foreign key"), "{checked}");
+
+    // Gone, and write_new runs again from the top, whole.
+    exec(&mut conn, "DELETE FROM addresses WHERE owner_id = 999999");
+    let applied = apply_next(&mut conn, &fixture).expect("write_new runs again");
+    assert!(applied.ends_with("_write_new"), "{applied}");
+    assert_eq!(foreign_keys(&mut conn), "addresses_owner_id_fkey true");
+    // Now the foreign key cascades, and the triggers find nothing left to do.
+    exec(&mut conn, "DELETE FROM caterers WHERE id = 16");
+    exec(&mut conn, "UPDATE caterers SET id = 600000 WHERE id = 19");
+    assert_eq!(
+        (
+            row_of(&mut conn, 16),
+            row_of(&mut conn, 19),
+            row_of(&mut conn, 600000)
+        ),
+        (0, 0, 1)
+    );
+    assert!(verify(&mut conn, MIGRATION).unwrap().ok());
 }
 
 // ---------------------------------------------------------------------------------------------

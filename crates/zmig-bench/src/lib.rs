@@ -45,7 +45,9 @@ backfill    zmig's backfill (zmig_runtime::backfill::backfill, default options),
             workers, each on a freshly emptied new table.
             Baseline: one INSERT INTO addresses ... SELECT ... FROM caterers into the bare new
             table, then its primary key, unique owner key and foreign key added (timed too).
-            backfill_ratio = baseline time / zmig time (1 worker); backfill_ratio_2_workers.
+            backfill_ratio = baseline time / zmig time (1 worker); backfill_ratio_2_workers;
+            backfill_ratio_with_fk also counts write_new's foreign key (NOT VALID, then
+            VALIDATE), which expand leaves out so that the backfill does not check it per row.
 
 dual-write  One connection, single-row writes in a closed loop, --seconds per kind: updates of a
             moved column, updates of other columns, inserts, with the dual_write migration (the

@@ -305,11 +305,16 @@ impl<'a> RustSide<'a> {
                     })
                 }
 
-                /// `sync = app`: deletes the owner `owner_key`; its new row goes with it (the
-                /// foreign key cascades).
+                /// `sync = app`: deletes the owner `owner_key` and its new row, in one
+                /// transaction. Every delete of an owner must go through here: until write_new
+                /// adds the foreign key, nothing else removes the new row.
                 pub fn zmig_delete(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
                     use ::diesel::prelude::*;
-                    ::diesel::delete(#owner_table::table.filter(#owner_table::#owner_pk.eq(owner_key))).execute(conn)
+                    ::diesel::Connection::transaction(conn, |conn| {
+                        let deleted = ::diesel::delete(#owner_table::table.filter(#owner_table::#owner_pk.eq(owner_key.clone()))).execute(conn)?;
+                        ::zmig_runtime::sync_owner(conn, #name, i64::from(owner_key))?;
+                        ::std::result::Result::Ok(deleted)
+                    })
                 }
             }
         }

@@ -82,7 +82,7 @@ pub fn extract_phases(extract: &Extract) -> Vec<Phase> {
             let (ships, summary, gate) = match stage {
                 Stage::Expand => (
                     Ships::Migration,
-                    format!("create table {new} with a foreign key and unique owner key to {owner}; the application is unchanged"),
+                    format!("create table {new} with a unique owner key to {owner} (its foreign key comes at write_new); the application is unchanged"),
                     "the migration is applied everywhere".to_owned(),
                 ),
                 Stage::DualWrite if extract.sync == SyncMode::App => (
@@ -107,7 +107,7 @@ pub fn extract_phases(extract: &Extract) -> Vec<Phase> {
                 ),
                 Stage::WriteNew => (
                     Ships::MigrationAndCode,
-                    format!("triggers on {new} sync writes back into {owner} for instances still on the previous release; the old columns become nullable; the application writes {new} and stops writing the old columns"),
+                    format!("the foreign key from {new} to {owner} is added and validated; triggers on {new} sync writes back into {owner} for instances still on the previous release; the old columns become nullable; the application writes {new} and stops writing the old columns"),
                     "every running instance writes the new table; nothing reads or writes the old columns".to_owned(),
                 ),
                 Stage::Contract => (

@@ -20,82 +20,103 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
     let pk = q(&x.owner_pk);
     let key = q(&x.key);
 
-    let mut select = vec![format!("o.{pk}")];
     let mut insert_columns = vec![key.clone()];
-    let mut values = vec![format!("b.{pk}")];
-    let mut updates = Vec::new();
-    let mut targets = Vec::new();
+    let mut values = vec![format!("o.{pk}")];
+    let mut sets = Vec::new();
     for c in &x.columns {
-        select.push(format!("o.{}", q(&c.source)));
         insert_columns.push(q(&c.target));
-        values.push(format!("b.{}", q(&c.source)));
-        updates.push(format!("{0} = EXCLUDED.{0}", q(&c.target)));
-        targets.push(c.target.clone());
-    }
-    // The filter may read columns that do not move.
-    if let Some(filter) = &x.filter {
-        for column in &filter.filter.columns {
-            let column = format!("o.{}", q(column));
-            if !select.contains(&column) {
-                select.push(column);
-            }
-        }
+        values.push(format!("o.{}", q(&c.source)));
+        sets.push(format!("{} = o.{}", q(&c.target), q(&c.source)));
     }
     for t in &x.timestamps {
         insert_columns.push(q(&t.name));
         if t.name == "created_at" {
-            let column = format!("o.{}", q(&t.name));
-            if !select.contains(&column) {
-                select.push(column);
-            }
-            values.push(format!("b.{}", q(&t.name)));
+            values.push(format!("o.{}", q(&t.name)));
         } else {
             values.push("now()".to_owned());
             // As the triggers do: a row changed by the backfill is a row changed now.
-            updates.push(format!("{0} = EXCLUDED.{0}", q(&t.name)));
+            sets.push(format!("{} = now()", q(&t.name)));
         }
     }
+    let carries_o = carries(x, "o").replace("\n       AND ", "\n      AND ");
+    let in_batch = |column: &str| format!("{column} > after AND {column} <= last_key");
     out.comment(&format!(
-        "One backfill batch: copies the owners with keys in (after, upto], at most max_rows of them in \
-         key order, into {new}, and returns the last key it read. The batch locks its owner rows \
-         first (FOR SHARE): a writer changing one of them waits for this short transaction, and its \
-         trigger then writes after the batch. Without that lock, the batch's snapshot could \
-         overwrite a newer trigger write with an older value. Upserts change nothing when the row \
-         is already right, so a batch can run any number of times."
+        "One backfill batch: makes {new} right for the owners with keys in (after, upto], at most \
+         max_rows of them in key order, and returns the last key it covered. First it locks those \
+         owner rows (FOR SHARE) and waits for writers already changing them; from then until this \
+         short transaction commits, nobody changes them, and a writer that wants to waits, and its \
+         trigger writes after the batch. Each statement after the lock reads a snapshot taken once \
+         the lock is held, so it sees every committed write and the rows their triggers wrote, and \
+         what it writes cannot race a trigger: a row of {new} can be inserted with a plain INSERT \
+         (no speculative insertion) and compared in a plain UPDATE. The statements only touch rows \
+         that need it: a batch run again over the same keys writes nothing. Each restricts both \
+         tables to the batch's keys, so the plans stay index range scans however stale the new \
+         table's statistics are; and each call is planned with its own keys."
     ));
     out.statement(&format!(
         "CREATE {replace}FUNCTION {}(after bigint, upto bigint, max_rows integer)\n\
          RETURNS TABLE (last_key bigint, owners integer, written integer)\n\
-         LANGUAGE sql AS $zmig$\n\
-         WITH batch AS (\n    \
+         LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $zmig$\n\
+         DECLARE\n    \
+             changed integer;\n\
+         BEGIN\n    \
+             SELECT max(b.k), count(*)::integer INTO last_key, owners\n    \
+             FROM (SELECT o.{pk}::bigint AS k\n          \
+                   FROM {owner} AS o\n          \
+                   WHERE o.{pk} > after AND o.{pk} <= upto\n          \
+                   ORDER BY o.{pk}\n          \
+                   LIMIT max_rows\n          \
+                   FOR SHARE OF o) AS b;\n    \
+             written := 0;\n    \
+             IF last_key IS NULL THEN\n        \
+                 RETURN NEXT;\n        \
+                 RETURN;\n    \
+             END IF;\n\n    \
+             -- Rows whose owner is gone or no longer carries the moved columns.\n    \
+             DELETE FROM {new} AS n\n    \
+             WHERE {n_range}\n      \
+               AND NOT EXISTS (SELECT FROM {owner} AS o\n                      \
+                               WHERE o.{pk} = n.{key}\n                        \
+                                 AND {carries_deep});\n    \
+             GET DIAGNOSTICS changed = ROW_COUNT;\n    \
+             written := written + changed;\n\n    \
+             -- Rows whose values differ from their owner's.\n    \
+             UPDATE {new} AS n\n    \
+             SET {}\n    \
+             FROM {owner} AS o\n    \
+             WHERE {n_range}\n      \
+               AND o.{pk} = n.{key}\n      \
+               AND {carries_o}\n      \
+               AND {} IS DISTINCT FROM ({});\n    \
+             GET DIAGNOSTICS changed = ROW_COUNT;\n    \
+             written := written + changed;\n\n    \
+             -- Owners that carry the moved columns and have no row yet: on a first pass, all of them.\n    \
+             INSERT INTO {new} ({})\n    \
              SELECT {}\n    \
              FROM {owner} AS o\n    \
-             WHERE o.{pk} > after AND o.{pk} <= upto\n    \
-             ORDER BY o.{pk}\n    \
-             LIMIT max_rows\n    \
-             FOR SHARE OF o\n\
-         ), copied AS (\n    \
-             INSERT INTO {new} AS n ({})\n    \
-             SELECT {}\n    \
-             FROM batch AS b\n    \
-             WHERE {}\n    \
-             ON CONFLICT ({key}) DO UPDATE\n        \
-                 SET {}\n        \
-                 WHERE {} IS DISTINCT FROM {}\n    \
-             RETURNING 1\n\
-         )\n\
-         SELECT (SELECT max(b.{pk}) FROM batch AS b)::bigint,\n       \
-                (SELECT count(*) FROM batch)::integer,\n       \
-                (SELECT count(*) FROM copied)::integer;\n\
+             WHERE {o_range}\n      \
+               AND {carries_o}\n      \
+               AND NOT EXISTS (SELECT FROM {new} AS n\n                      \
+                               WHERE n.{key} = o.{pk}\n                        \
+                                 AND {n_range});\n    \
+             GET DIAGNOSTICS changed = ROW_COUNT;\n    \
+             written := written + changed;\n    \
+             RETURN NEXT;\n\
+         END\n\
          $zmig$;",
         q(&n.backfill_fn),
-        select.join(", "),
+        sets.join(",\n        "),
+        row_of("n", &targets_of(x)),
+        x.columns
+            .iter()
+            .map(|c| format!("o.{}::{}", q(&c.source), c.target_type))
+            .collect::<Vec<_>>()
+            .join(", "),
         insert_columns.join(", "),
         values.join(", "),
-        carries(x, "b").replace("\n       AND ", "\n      AND "),
-        updates.join(",\n            "),
-        row_of("n", &targets),
-        row_of("EXCLUDED", &targets),
+        n_range = in_batch(&format!("n.{key}")),
+        o_range = in_batch(&format!("o.{pk}")),
+        carries_deep = carries(x, "o").replace("\n       AND ", "\n                        AND "),
     ));
 
     out.comment(
@@ -148,6 +169,11 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
         new_values.join(", "),
         carries_o = carries(x, "o").replace("\n       AND ", " AND "),
     ));
+}
+
+/// The new table's names of the moved columns.
+fn targets_of(x: &Extract) -> Vec<String> {
+    x.columns.iter().map(|c| c.target.clone()).collect()
 }
 
 pub(super) fn drop_backfill_functions(n: &Names) -> Vec<String> {

@@ -34,6 +34,7 @@ pub(crate) struct Names {
     to_new_fn: String,
     to_new_insert: String,
     to_new_update: String,
+    to_new_delete: String,
     to_old_fn: String,
     to_old_insert_delete: String,
     to_old_update: String,
@@ -50,6 +51,7 @@ impl Names {
             to_new_fn: n("to_new"),
             to_new_insert: n("to_new_ins"),
             to_new_update: n("to_new_upd"),
+            to_new_delete: n("to_new_del"),
             to_old_fn: n("to_old"),
             to_old_insert_delete: n("to_old_ins_del"),
             to_old_update: n("to_old_upd"),
@@ -103,7 +105,10 @@ fn expand(x: &Extract) -> PhaseSql {
     let owner = x.owner.sql();
     let new = x.new_table.sql();
     let mut up = Script::new();
-    up.comment(&lock_timeout_comment(&owner));
+    up.comment(
+        "This migration only creates a table: it locks nothing the application uses. The usual short\n\
+         timeouts stay, so that nothing here can ever wait behind traffic.",
+    );
     up.statement(LOCK_TIMEOUT);
 
     let mut lines = Vec::new();
@@ -148,18 +153,13 @@ fn expand(x: &Extract) -> PhaseSql {
             q(&x.key)
         ));
     }
-    lines.push(format!(
-        "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {owner} ({}) ON DELETE CASCADE ON UPDATE CASCADE",
-        q(&object_name(&[&x.new_table.name, &x.key, "fkey"])),
-        q(&x.key),
-        q(&x.owner_pk)
-    ));
     let moved: Vec<String> = x.columns.iter().map(|c| q(&c.source)).collect();
     up.comment(&format!(
-        "The new home of {} of {owner}. One row per owner at most: the owner key is unique, and the\n\
-         foreign key removes the row with its owner. The table is empty, so creating it with its\n\
-         constraints scans nothing; the foreign key takes a SHARE ROW EXCLUSIVE lock on {owner}\n\
-         (reads go on, writes wait) until this migration commits.",
+        "The new home of {} of {owner}. One row per owner at most: the owner key is unique. The\n\
+         foreign key to {owner} comes later, at write_new, once the backfill is verified: checked\n\
+         row by row it would be nearly half of the backfill's time, and the dual_write triggers do\n\
+         its work until then (a deleted owner loses its row, a changed key takes it along). So this\n\
+         migration creates an empty table and takes no lock on {owner}.",
         moved.join(", ")
     ));
     up.safety_assured(
@@ -243,8 +243,14 @@ fn not_null_check(x: &Extract, column: &str) -> String {
     object_name(&["zmig", &x.name, column, "nn"])
 }
 
+/// The foreign key write_new adds from the new table to its owner.
+fn foreign_key_name(x: &Extract) -> String {
+    object_name(&[&x.new_table.name, &x.key, "fkey"])
+}
+
 fn write_new(x: &Extract, n: &Names) -> PhaseSql {
     let owner = x.owner.sql();
+    let new = x.new_table.sql();
     let required: Vec<&str> = x
         .columns
         .iter()
@@ -255,8 +261,9 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
     let mut up = Script::new();
     up.comment(&format!(
         "{}\n\
-         (This migration runs outside Diesel's transaction because its down.sql must commit between\n\
-         steps; PostgreSQL still runs this file as one implicit transaction.)",
+         (This migration runs outside Diesel's transaction: it commits once, before validating the\n\
+         foreign key, so that the scan holds no lock that blocks writes. Every step is safe to run\n\
+         again.)",
         lock_timeout_comment(&owner)
     ));
     up.statement(LOCK_TIMEOUT);
@@ -282,10 +289,34 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
         );
     }
     reverse_sync(x, n, &mut up);
+    let fkey = q(&foreign_key_name(x));
+    up.comment(&format!(
+        "The foreign key from {new} to {owner}, which expand left out so that the backfill would not\n\
+         check it row by row. Added NOT VALID, it checks new writes from now on and changes the catalog\n\
+         only (a SHARE ROW EXCLUSIVE lock on both tables: reads go on, writes wait for the commit). One\n\
+         left by an interrupted run of this file is replaced."
+    ));
+    up.drop_own_constraint(&format!(
+        "ALTER TABLE {new} DROP CONSTRAINT IF EXISTS {fkey};"
+    ));
+    up.statement(&format!(
+        "ALTER TABLE {new} ADD CONSTRAINT {fkey} FOREIGN KEY ({}) REFERENCES {owner} ({}) ON DELETE CASCADE ON UPDATE CASCADE NOT VALID;",
+        q(&x.key),
+        q(&x.owner_pk)
+    ));
+    up.commit();
+    up.comment(&format!(
+        "Validation checks the rows already there in one scan under SHARE UPDATE EXCLUSIVE on {new}\n\
+         and ROW SHARE on {owner}: reads and writes of both go on, so it may take as long as it\n\
+         needs. The verified backfill found no row without its owner, so it finds none either."
+    ));
+    up.statement(SCAN_TIMEOUTS);
+    up.statement(&format!("ALTER TABLE {new} VALIDATE CONSTRAINT {fkey};"));
 
     let mut down = Script::new();
     down.comment(&format!(
         "{}\n\
+         The foreign key added by up.sql stays: it is valid, and the dual_write triggers agree with it.\n\
          This file commits between steps (it runs outside Diesel's transaction), so that validating\n\
          NOT NULL scans the table without blocking it. Every step is safe to run again.",
         lock_timeout_comment(&owner)

@@ -68,8 +68,9 @@ pub(super) fn drop_owner_sync(x: &Extract, n: &Names) -> Vec<String> {
 }
 
 /// The body shared by the trigger function and the app-mode function: upsert the new row of the
-/// owner row `row` when it carries the moved columns, delete it when it does not.
-fn sync_row(x: &Extract, row: &str) -> String {
+/// owner row `row` when it carries the moved columns, delete it when it does not. `indent` is
+/// the depth of the surrounding block; the caller marks the write with `zmig.syncing`.
+fn sync_row(x: &Extract, row: &str, indent: &str) -> String {
     let new = x.new_table.sql();
     let mut insert_columns = vec![q(&x.key)];
     let mut values = vec![format!("{row}.{}", q(&x.owner_pk))];
@@ -92,19 +93,33 @@ fn sync_row(x: &Extract, row: &str) -> String {
         }
     }
     let targets: Vec<String> = x.columns.iter().map(|c| c.target.clone()).collect();
-    format!(
-        "    {}\n    IF {} THEN\n        INSERT INTO {new} AS n ({})\n        VALUES ({})\n        ON CONFLICT ({}) DO UPDATE\n            SET {}\n            WHERE {} IS DISTINCT FROM {};\n    ELSE\n        DELETE FROM {new} WHERE {} = {row}.{};\n    END IF;\n    {CLEAR_SYNCING}",
-        set_syncing(x),
-        carries(x, row),
+    let body = format!(
+        "IF {} THEN\n    INSERT INTO {new} AS n ({})\n    VALUES ({})\n    ON CONFLICT ({}) DO UPDATE\n        SET {}\n        WHERE {} IS DISTINCT FROM {};\nELSE\n    DELETE FROM {new} WHERE {} = {row}.{};\nEND IF;",
+        carries(x, row).replace("\n       AND ", "\n   AND "),
         insert_columns.join(", "),
         values.join(", "),
         q(&x.key),
-        updates.join(",\n                "),
+        updates.join(",\n            "),
         row_of("n", &targets),
         row_of("EXCLUDED", &targets),
         q(&x.key),
         q(&x.owner_pk),
-    )
+    );
+    indented(&body, indent)
+}
+
+/// `text` with every line but empty ones prefixed by `indent`.
+fn indented(text: &str, indent: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!("{indent}{line}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `sync = app`: no triggers; the wrappers the derive generates call this function after each
@@ -115,20 +130,23 @@ fn app_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
     let replace = if or_replace { "OR REPLACE " } else { "" };
     out.comment(&format!(
         "`sync = app`: the application keeps {new} in step by calling this function in the same \
-         transaction as each write of an owner (the derive's generated wrappers do). Writes that \
-         bypass the wrappers are not synced. The owner row is read under the lock the write just \
-         took, so the backfill, which locks owners too, never interleaves with it. A deleted owner \
-         needs nothing: the foreign key cascaded."
+         transaction as each write of an owner, deletes included (the derive's generated wrappers \
+         do). Writes that bypass the wrappers are not synced. The owner row is read under the lock \
+         the write just took, so the backfill, which locks owners too, never interleaves with it. \
+         An owner that is gone (deleted) loses its row: until write_new adds the foreign key, \
+         nothing else removes it."
     ));
     out.statement(&format!(
-        "CREATE {replace}FUNCTION {}(owner_key bigint) RETURNS void\nLANGUAGE plpgsql AS $zmig$\nDECLARE\n    o {owner}%ROWTYPE;\nBEGIN\n    SELECT * INTO o FROM {owner} WHERE {} = owner_key;\n    IF NOT FOUND THEN\n        RETURN;\n    END IF;\n{}\nEND\n$zmig$;",
+        "CREATE {replace}FUNCTION {}(owner_key bigint) RETURNS void\nLANGUAGE plpgsql AS $zmig$\nDECLARE\n    o {owner}%ROWTYPE;\nBEGIN\n    {}\n    SELECT * INTO o FROM {owner} WHERE {} = owner_key;\n    IF NOT FOUND THEN\n        DELETE FROM {new} WHERE {} = owner_key;\n    ELSE\n{}\n    END IF;\n    {CLEAR_SYNCING}\nEND\n$zmig$;",
         q(&n.sync_owner_fn),
+        set_syncing(x),
         q(&x.owner_pk),
-        sync_row(x, "o"),
+        q(&x.key),
+        sync_row(x, "o", "        "),
     ));
 }
 
-/// The owner → new sync: function and both triggers. `or_replace` for non-transactional scripts,
+/// The owner → new sync: function and its three triggers. `or_replace` for non-transactional scripts,
 /// where a retry must not trip over what a first attempt created.
 fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
     let owner = x.owner.sql();
@@ -137,13 +155,18 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
     out.comment(&format!(
         "Keeps {new} in step with {owner}, in the writer's own transaction: a row that carries the\n\
          moved columns is upserted, one that stops carrying them (it left the filter) loses its row.\n\
-         Deleting an owner needs nothing here: the foreign key cascades. `zmig.syncing` marks the\n\
-         write so the reverse sync added at write_new does not echo it back."
+         Until write_new adds the foreign key, this function is what a foreign key with ON DELETE\n\
+         CASCADE ON UPDATE CASCADE would be: a deleted owner loses its row, and an owner whose key\n\
+         changes takes its row along. `zmig.syncing` marks the write so the reverse sync added at\n\
+         write_new does not echo it back."
     ));
     out.statement(&format!(
-        "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n{}\n    RETURN NULL;\nEND\n$zmig$;",
+        "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' THEN\n        DELETE FROM {new} WHERE {key} = OLD.{pk};\n    ELSE\n        IF TG_OP = 'UPDATE' AND NEW.{pk} IS DISTINCT FROM OLD.{pk} THEN\n            UPDATE {new} SET {key} = NEW.{pk} WHERE {key} = OLD.{pk};\n        END IF;\n{}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
         q(&n.to_new_fn),
-        sync_row(x, "NEW"),
+        set_syncing(x),
+        sync_row(x, "NEW", "        "),
+        key = q(&x.key),
+        pk = q(&x.owner_pk),
     ));
 
     // What the update trigger watches: the moved columns, what the filter reads, and the key.
@@ -177,6 +200,15 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
         not_syncing(x),
         row_of("OLD", &watched),
         row_of("NEW", &watched),
+        q(&n.to_new_fn)
+    ));
+    out.comment(
+        "A deleted owner takes its row along (a foreign key would cascade; see write_new).",
+    );
+    out.statement(&format!(
+        "CREATE {replace}TRIGGER {} AFTER DELETE ON {owner}\nFOR EACH ROW\nWHEN ({})\nEXECUTE FUNCTION {}();",
+        q(&n.to_new_delete),
+        not_syncing(x),
         q(&n.to_new_fn)
     ));
 }
@@ -256,6 +288,7 @@ fn drop_forward_sync(x: &Extract, n: &Names) -> Vec<String> {
     vec![
         format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_insert)),
         format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_update)),
+        format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_delete)),
         format!("DROP FUNCTION IF EXISTS {}();", q(&n.to_new_fn)),
     ]
 }
