@@ -140,6 +140,19 @@ fn the_command_line_walks_an_extract_from_plan_to_verify() {
         "{status}"
     );
 
+    // verify says how to mend; `--again` walks every key once more and does.
+    assert!(
+        verified.contains("cargo xtask zmig backfill caterers_addresses --again"),
+        "{verified}"
+    );
+    let (ok, mended) = zmig(&manifest, &["backfill", "caterers_addresses", "--again"]);
+    assert!(ok && mended.contains("backfill complete"), "{mended}");
+    let (ok, verified) = zmig(&manifest, &["verify", "caterers_addresses"]);
+    assert!(
+        ok && verified.contains("caterers_addresses: 0 rows differing"),
+        "{verified}"
+    );
+
     let (ok, paused) = zmig(&manifest, &["backfill", "caterers_addresses", "--pause"]);
     assert!(ok && paused.contains("paused"), "{paused}");
 

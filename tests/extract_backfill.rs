@@ -1230,6 +1230,28 @@ fn the_triggers_cascade_a_batch_mends_every_difference_and_write_new_adds_the_fo
         text(&mut conn, "SELECT city AS line FROM caterers WHERE id = 10")
     );
 
+    // The same through the runner: a finished backfill does nothing, `again` walks every key
+    // once more and mends.
+    exec(
+        &mut conn,
+        "UPDATE addresses SET zip = '99999' WHERE owner_id = 2999",
+    );
+    let finished = backfill(&db.url, MIGRATION, &options(2, 500, 20_000)).unwrap();
+    assert_eq!((finished.owners, finished.written), (0, 0), "{finished:?}");
+    let again = BackfillOptions {
+        again: true,
+        ..options(2, 500, 20_000)
+    };
+    let mended = backfill(&db.url, MIGRATION, &again).unwrap();
+    assert!(mended.finished, "{mended:?}");
+    // Every owner but 1 and 2500, 500000 included; one row written.
+    assert_eq!(
+        (mended.owners, mended.written),
+        (i64::from(SEEDED) - 2, 1),
+        "{mended:?}"
+    );
+    assert!(verify(&mut conn, MIGRATION).unwrap().ok());
+
     // A row without an owner slips in after the verification: write_new's validation refuses
     // it. The foreign key stays, not valid, and checks every write from then on.
     exec(

@@ -66,6 +66,11 @@ pub struct BackfillOptions {
     pub progress: ProgressMode,
     /// Set to stop between batches (Ctrl-C); the run resumes where it stopped.
     pub stop: Option<Arc<AtomicBool>>,
+    /// When the last run finished, start a new one over every owner key: each batch also
+    /// deletes rows whose owner is gone or carries nothing and corrects rows that differ, so
+    /// this mends what `verify` found. A run still in progress is resumed as usual. Default
+    /// `false`: a finished backfill does nothing.
+    pub again: bool,
 }
 
 impl Default for BackfillOptions {
@@ -84,6 +89,7 @@ impl Default for BackfillOptions {
             max_replication_lag: Duration::from_secs(10),
             progress: ProgressMode::Auto,
             stop: None,
+            again: false,
         }
     }
 }
@@ -118,7 +124,7 @@ pub fn backfill(
     let mut conn = workers::connect(database_url, migration)?;
     check_dual_write_in_place(&mut conn, migration, &functions)?;
     store::ensure_tables(&mut conn)?;
-    start_run(&mut conn, migration, &functions)?;
+    start_run(&mut conn, migration, &functions, options.again)?;
 
     let before = store::range_totals(&mut conn, migration)?;
     let shared = Shared {
@@ -293,15 +299,28 @@ fn check_dual_write_in_place(
     )))
 }
 
-/// Records the run and its ranges the first time; a later call resumes the same run.
-fn start_run(conn: &mut PgConnection, migration: &str, functions: &Functions) -> Result<()> {
+/// Records the run and its ranges the first time; a later call resumes the same run, or with
+/// `again`, replaces a finished one with a new run over every key.
+fn start_run(
+    conn: &mut PgConnection,
+    migration: &str,
+    functions: &Functions,
+    again: bool,
+) -> Result<()> {
     conn.transaction(|conn| {
         diesel::sql_query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind::<Integer, _>(LOCK_CLASS)
             .bind::<Integer, _>(store::lock_key(migration))
             .execute(conn)?;
-        if store::load_run(conn, migration)?.is_some() {
-            return Ok(());
+        match store::load_run(conn, migration)? {
+            Some(run) if again && run.finished => {
+                // Its ranges go with it (ON DELETE CASCADE).
+                diesel::sql_query("DELETE FROM zmig_backfill_runs WHERE migration = $1")
+                    .bind::<Text, _>(migration)
+                    .execute(conn)?;
+            }
+            Some(_) => return Ok(()),
+            None => {}
         }
         #[derive(QueryableByName)]
         struct KeyRange {

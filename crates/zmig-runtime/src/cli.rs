@@ -91,6 +91,12 @@ enum Command {
         /// maintenance window).
         #[arg(long, conflicts_with_all = ["busy_target_batch_ms", "busy_pause_ratio"])]
         no_yield: bool,
+        /// When the last backfill finished, run a new one over every owner key. Each batch also
+        /// deletes rows whose owner is gone or carries nothing and corrects rows that differ:
+        /// this mends what `verify` found. A backfill still in progress is resumed as usual.
+        /// Not for a swap (its move always resumes where the rows are).
+        #[arg(long, conflicts_with_all = ["pause", "resume"])]
+        again: bool,
         /// Pause the running backfill or move (its workers finish their batch and wait), then
         /// exit.
         #[arg(long, conflicts_with = "resume")]
@@ -160,6 +166,7 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
             busy_target_batch_ms,
             busy_pause_ratio,
             no_yield,
+            again,
             pause,
             resume,
             target,
@@ -171,6 +178,11 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
                 known_migration(&target, &name)?;
             }
             let task = if is_swap { "move" } else { "backfill" };
+            if is_swap && again {
+                bail!(
+                    "--again is for an extract's backfill; `{name}` is a swap, whose move always resumes from the rows left to move"
+                );
+            }
             if pause || resume {
                 backfill::set_paused(&mut conn, &name, pause)?;
                 writeln!(
@@ -193,6 +205,7 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
                 busy_target_batch_time: Duration::from_millis(busy_target_batch_ms),
                 busy_pause_ratio,
                 stop: Some(stop),
+                again,
                 ..BackfillOptions::default()
             };
             if is_swap {
@@ -233,6 +246,12 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
                     .map(|d| format!("{} ({})", d.owner_key, d.problem))
                     .collect();
                 writeln!(out, "  for example owner keys {}", examples.join(", "))?;
+            }
+            if !report.ok() {
+                writeln!(
+                    out,
+                    "  to mend them: cargo xtask zmig backfill {name} --again, then verify again"
+                )?;
             }
             Ok(if report.ok() {
                 ExitCode::SUCCESS
