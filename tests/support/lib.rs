@@ -19,25 +19,12 @@ use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use zmig_codegen::cli::generate;
 use zmig_codegen::project;
 use zmig_runtime::migrate::{run_pending_with_retry, RetryPolicy};
+use zmig_runtime::url::with_database;
 
 /// The server the tests use: `DATABASE_URL`, or the local PostgreSQL.
 pub fn server_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[authority_end..].find('/') {
-        Some(slash) => &base[..authority_end + slash],
-        None => base,
-    };
-    format!("{base}/{database}{query}")
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);

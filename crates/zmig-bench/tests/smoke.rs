@@ -70,6 +70,7 @@ fn backfill() {
             "zmig_2_workers_rows_per_s",
             "zmig_2_workers_batches",
             "zmig_fk_s",
+            "zmig_1_worker_with_fk_s",
             "backfill_ratio",
             "backfill_ratio_with_fk",
             "backfill_ratio_2_workers",

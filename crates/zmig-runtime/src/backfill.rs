@@ -8,7 +8,10 @@
 //!   two workers (threads or machines) ever copy the same range.
 //! - Each batch is one short transaction that calls `zmig_<name>_backfill(after, upto, n)` and
 //!   moves the range's checkpoint: killed at any moment, a backfill resumes exactly where the
-//!   last committed batch left it, and the batch function's upserts make a repeat harmless.
+//!   last committed batch left it, and a batch run again writes only what differs (nothing,
+//!   unless something changed the rows behind zmig's back).
+//! - A finished run does nothing when called again; with [`BackfillOptions::again`] it is replaced
+//!   by a new run over every key, which mends what `verify` found.
 //! - Batch size adapts to a target time per batch, between bounds; an optional pause separates
 //!   batches; workers back off while sessions wait long on locks or replicas lag.
 //! - Workers yield to live traffic: after each batch a worker looks whether other sessions of

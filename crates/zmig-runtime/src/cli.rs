@@ -22,6 +22,7 @@ use zmig_codegen::migrations;
 use zmig_codegen::project::Project;
 
 use crate::backfill::{self, BackfillOptions};
+use crate::url::redact;
 use crate::{swap, verify};
 
 #[derive(Parser, Debug)]
@@ -342,20 +343,6 @@ fn database_url() -> Result<String> {
     }
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Refuses a name no model declares, listing the ones that exist.
 fn known_migration(target: &Target, name: &str) -> Result<()> {
     let projects = codegen_cli::load_all(target)?;
@@ -590,11 +577,5 @@ mod tests {
         assert!(parse(&["--busy-pause-ratio", "-1"]).is_err());
         assert!(parse(&["--busy-pause-ratio", "NaN"]).is_err());
         assert!(parse(&["--no-yield", "--busy-pause-ratio", "2"]).is_err());
-    }
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

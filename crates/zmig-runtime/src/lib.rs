@@ -9,6 +9,7 @@
 //!   size from several workers, and its verify and status;
 //! - [`migrate`]: runs pending Diesel migrations, retrying a statement that gave up on its
 //!   `lock_timeout`;
+//! - [`url`]: database URLs without their password, or pointed at another database;
 //! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call.
 //!
 //! ```text
@@ -32,6 +33,7 @@ mod progress;
 pub mod sql_type;
 mod store;
 pub mod swap;
+pub mod url;
 pub mod verify;
 mod workers;
 

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::{SourceRef, TableName};
-use crate::schema::{self, pg_type_for, Column, Schema, SqlType, Table};
+use super::{describe, table_list, unknown_column, SourceRef, TableName};
+use crate::schema::{self, pg_type_for, Column, Schema, SqlType};
 use crate::spec::{default_key_column, ExtractSpec, ModelSpec, Spanned, Stage, SyncMode};
 use crate::sql::filter::Filter;
 
@@ -95,12 +95,7 @@ pub fn resolve_extract(
 ) -> Result<Extract, syn::Error> {
     let mut cx = crate::spec::Ctxt::new();
     let Some(owner) = owner_schema.table(spec.table()) else {
-        let known = owner_schema
-            .tables
-            .iter()
-            .map(|t| t.rust_name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let known = table_list(owner_schema);
         return Err(syn::Error::new(
             spec.table_path.span,
             format!("table `{}` is not in {} (it has: {known})\nhelp: run `diesel print-schema` or fix `#[diesel(table_name = ...)]`", spec.table(), owner_schema.file.display()),
@@ -303,25 +298,4 @@ fn widen_type(
             None
         }
     }
-}
-
-fn describe(ty: &SqlType) -> String {
-    match ty {
-        SqlType::Named(name) => name.clone(),
-        SqlType::Array(inner) => format!("Array<{}>", describe(inner)),
-    }
-}
-
-fn unknown_column(owner: &Table, name: &str, file: &std::path::Path) -> String {
-    let known = owner
-        .columns
-        .iter()
-        .map(|c| c.rust_name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "`{}` has no column `{name}` in {} (it has: {known})",
-        owner.rust_name,
-        file.display()
-    )
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::schema::{Schema, SqlType, Table};
 use crate::spec::{Stage, SyncMode};
 
 /// Where a model's attribute was found: named in generated headers and error messages.
@@ -189,4 +190,38 @@ pub fn swap_phases(swap: &Swap) -> Vec<Phase> {
             Phase { stage, ships, summary, gate, has_sql }
         })
         .collect()
+}
+
+// Error-message pieces both resolvers use.
+
+/// A Diesel SQL type as `schema.rs` spells it: `Int4`, `Array<Text>`.
+fn describe(ty: &SqlType) -> String {
+    match ty {
+        SqlType::Named(name) => name.clone(),
+        SqlType::Array(inner) => format!("Array<{}>", describe(inner)),
+    }
+}
+
+/// The tables `schema.rs` declares, for "it has: …".
+fn table_list(schema: &Schema) -> String {
+    schema
+        .tables
+        .iter()
+        .map(|t| t.rust_name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn unknown_column(table: &Table, name: &str, file: &std::path::Path) -> String {
+    let known = table
+        .columns
+        .iter()
+        .map(|c| c.rust_name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "`{}` has no column `{name}` in {} (it has: {known})",
+        table.rust_name,
+        file.display()
+    )
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{SourceRef, TableName};
+use super::{describe, table_list, unknown_column, SourceRef, TableName};
 use crate::schema::{self, pg_type_for, Column, Schema, SqlType, Table};
 use crate::spec::{Ctxt, ModelSpec, Spanned, SwapSpec};
 use crate::sql::filter::Filter;
@@ -447,36 +447,6 @@ fn check_widening(cx: &mut Ctxt, column: &Column, new_type: &Spanned<String>) {
             ),
         );
     }
-}
-
-fn describe(ty: &SqlType) -> String {
-    match ty {
-        SqlType::Named(name) => name.clone(),
-        SqlType::Array(inner) => format!("Array<{}>", describe(inner)),
-    }
-}
-
-fn table_list(schema: &Schema) -> String {
-    schema
-        .tables
-        .iter()
-        .map(|t| t.rust_name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn unknown_column(table: &Table, name: &str, file: &std::path::Path) -> String {
-    let known = table
-        .columns
-        .iter()
-        .map(|c| c.rust_name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "`{}` has no column `{name}` in {} (it has: {known})",
-        table.rust_name,
-        file.display()
-    )
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! generated here, once, and reviewed with the rest of the migration; the runtime only decides
 //! which keys, how many, and when.
 
-use super::sync::{carries, row_of};
+use super::sync::{carries, row_of, targets};
 use super::Names;
 use crate::plan::Extract;
 use crate::sql::{quote_ident as q, quote_literal, Script};
@@ -106,7 +106,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
          $zmig$;",
         q(&n.backfill_fn),
         sets.join(",\n        "),
-        row_of("n", &targets_of(x)),
+        row_of("n", &targets(x)),
         x.columns
             .iter()
             .map(|c| format!("o.{}::{}", q(&c.source), c.target_type))
@@ -169,11 +169,6 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
         new_values.join(", "),
         carries_o = carries(x, "o").replace("\n       AND ", " AND "),
     ));
-}
-
-/// The new table's names of the moved columns.
-fn targets_of(x: &Extract) -> Vec<String> {
-    x.columns.iter().map(|c| c.target.clone()).collect()
 }
 
 pub(super) fn drop_backfill_functions(n: &Names) -> Vec<String> {

@@ -12,6 +12,11 @@ pub(super) fn row_of(row: &str, columns: &[String]) -> String {
     format!("({})", items.join(", "))
 }
 
+/// The new table's names of the moved columns, in order.
+pub(super) fn targets(x: &Extract) -> Vec<String> {
+    x.columns.iter().map(|c| c.target.clone()).collect()
+}
+
 /// The `WHEN` guard: skip rows written by zmig's own sync in the other direction.
 fn not_syncing(x: &Extract) -> String {
     format!(
@@ -92,7 +97,7 @@ fn sync_row(x: &Extract, row: &str, indent: &str) -> String {
             updates.push(format!("{0} = EXCLUDED.{0}", q(&t.name)));
         }
     }
-    let targets: Vec<String> = x.columns.iter().map(|c| c.target.clone()).collect();
+    let targets = targets(x);
     let body = format!(
         "IF {} THEN\n    INSERT INTO {new} AS n ({})\n    VALUES ({})\n    ON CONFLICT ({}) DO UPDATE\n        SET {}\n        WHERE {} IS DISTINCT FROM {};\nELSE\n    DELETE FROM {new} WHERE {} = {row}.{};\nEND IF;",
         carries(x, row).replace("\n       AND ", "\n   AND "),
