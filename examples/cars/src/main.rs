@@ -9,6 +9,7 @@ use diesel::pg::PgConnection;
 use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use zmig_runtime::migrate::{run_pending_with_retry, RetryPolicy};
+use zmig_runtime::url::redact;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -16,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let mut conn = PgConnection::establish(&url)?;
+    // What it prints names the database, never its password.
+    let url = redact(&url);
     let applied = run_pending_with_retry(
         &mut conn,
         MIGRATIONS,

@@ -1,9 +1,15 @@
 //! `cargo run -p caterers`: applies the example's pending migrations (zmig's generated ones
 //! included) to `DATABASE_URL`, as a service embedding its migrations would at start-up.
+//!
+//! zmig's migrations wait at most a second for a lock, then roll back whole rather than queue
+//! the table's traffic behind them. Plain `run_pending_migrations` would fail the start-up on
+//! such a busy moment; the retrying runner tries that migration again after a growing pause.
 
 use diesel::pg::PgConnection;
 use diesel::Connection;
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use zmig_runtime::migrate::{run_pending_with_retry, RetryPolicy};
+use zmig_runtime::url::redact;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -11,12 +17,23 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let mut conn = PgConnection::establish(&url)?;
-    let applied = conn.run_pending_migrations(MIGRATIONS)?;
-    if applied.is_empty() {
-        println!("{url}: no pending migrations");
-    }
-    for version in applied {
-        println!("{url}: applied {version}");
+    // What it prints names the database, never its password.
+    let url = redact(&url);
+    let applied = run_pending_with_retry(
+        &mut conn,
+        MIGRATIONS,
+        &RetryPolicy::default(),
+        |migration, attempt, error| {
+            eprintln!("{url}: {migration} gave up waiting for a lock (attempt {attempt}): {error}; retrying");
+        },
+    )?;
+    match applied.as_slice() {
+        [] => println!("{url}: no pending migrations"),
+        versions => {
+            for version in versions {
+                println!("{url}: applied {version}");
+            }
+        }
     }
     Ok(())
 }
