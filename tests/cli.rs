@@ -50,7 +50,21 @@ fn the_command_line_walks_an_extract_from_plan_to_verify() {
 
     let (ok, check) = zmig(&manifest, &["generate", "--check"]);
     assert!(!ok && check.contains("missing migration folder"), "{check}");
-    let (ok, generated) = zmig(&manifest, &["generate"]);
+    // generate copies exact column types from the database diesel print-schema reads, and
+    // without it writes nothing (DATABASE_URL may name the server's own database here, which has
+    // no caterers table: refused as well).
+    let (ok, refused) = zmig(&manifest, &["generate"]);
+    assert!(
+        !ok && (refused.contains("needs the database") || refused.contains("not in the database")),
+        "{refused}"
+    );
+    assert!(!fixture.migrations_dir().read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("expand")));
+    let dev = fixture.dev_db().url.clone();
+    let (ok, generated) = zmig(&manifest, &["generate", "--database-url", &dev]);
     assert!(
         ok && generated.matches("wrote ").count() >= 4,
         "{generated}"

@@ -80,6 +80,9 @@ impl Drop for TestDb {
 /// migration creating the tables, in a temporary folder removed on drop.
 pub struct FixtureCrate {
     pub root: PathBuf,
+    /// The crate's development database, as `diesel print-schema` would read it: its first
+    /// migration applied. `generate` reads exact column types from it; made on first use.
+    dev_db: std::cell::OnceCell<TestDb>,
 }
 
 /// The fixed version stamp tests generate with, so snapshots are stable.
@@ -108,7 +111,10 @@ impl FixtureCrate {
         fs::write(root.join("src/models.rs"), models).unwrap();
         fs::write(create.join("up.sql"), create_sql).unwrap();
         fs::write(create.join("down.sql"), drop_sql).unwrap();
-        FixtureCrate { root }
+        FixtureCrate {
+            root,
+            dev_db: std::cell::OnceCell::new(),
+        }
     }
 
     /// The caterers example's schema and first migration, with `attribute` on its model.
@@ -168,11 +174,27 @@ impl FixtureCrate {
         check: bool,
         timestamp: &str,
     ) -> Result<(generate_outcome::Outcome, String), String> {
-        let project = project::load(&self.root).map_err(|e| e.to_string())?;
+        let mut catalog = zmig_runtime::catalog::PgCatalog::new(&self.dev_db().url);
+        let project =
+            project::load_with(&self.root, Some(&mut catalog)).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let outcome =
             generate(&[project], check, timestamp, &mut out).map_err(|e| format!("{e:#}"))?;
         Ok((outcome, String::from_utf8(out).unwrap()))
+    }
+
+    /// The development database `generate` reads exact column types from: a database of its
+    /// own with the crate's first migration applied.
+    pub fn dev_db(&self) -> &TestDb {
+        self.dev_db.get_or_init(|| {
+            let db = TestDb::new("dev");
+            let create = self
+                .migrations_dir()
+                .join("2020-01-01-000000-0000_create_tables/up.sql");
+            let sql = fs::read_to_string(&create).unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut db.conn(), &sql).unwrap();
+            db
+        })
     }
 
     /// Every generated file, `folder/file` → contents, sorted.

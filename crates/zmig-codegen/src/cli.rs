@@ -11,6 +11,7 @@ use clap::Subcommand;
 use crate::migrations::{self, FolderState};
 use crate::plan::{extract_phases, swap_phases, Phase, Ships};
 use crate::project::{self, Project};
+use crate::schema::Catalog;
 use crate::shim;
 use crate::spec::Stage;
 
@@ -49,15 +50,23 @@ pub struct Target {
     pub manifest_path: Option<PathBuf>,
 }
 
-pub fn run(command: ZmigCommand, out: &mut dyn Write) -> Result<ExitCode> {
+/// Runs `plan` or `generate`. `catalog` is the database `diesel print-schema` reads, when there
+/// is one: an extract not generated yet takes its exact column types from it (see
+/// [`crate::schema::catalog`]); `generate` refuses to write such an extract's first folder
+/// without one.
+pub fn run(
+    command: ZmigCommand,
+    catalog: Option<&mut dyn Catalog>,
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
     match command {
         ZmigCommand::Plan { target, json } => {
-            let projects = load_all(&target)?;
+            let projects = load_all(&target, catalog)?;
             print_plan(&projects, json, out)?;
             Ok(ExitCode::SUCCESS)
         }
         ZmigCommand::Generate { target, check } => {
-            let projects = load_all(&target)?;
+            let projects = load_all(&target, catalog)?;
             let timestamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S").to_string();
             let outcome = generate(&projects, check, &timestamp, out)?;
             Ok(if outcome.ok() {
@@ -70,13 +79,16 @@ pub fn run(command: ZmigCommand, out: &mut dyn Write) -> Result<ExitCode> {
 }
 
 /// Every crate `target` names, loaded; all errors, with file and line, or the projects.
-pub fn load_all(target: &Target) -> Result<Vec<Project>> {
+pub fn load_all(target: &Target, mut catalog: Option<&mut dyn Catalog>) -> Result<Vec<Project>> {
     let crates = zmig_crates(target.manifest_path.as_deref())?;
     let cwd = std::env::current_dir()?;
     let mut projects = Vec::new();
     let mut errors = Vec::new();
     for root in crates {
-        match project::load(&root) {
+        match project::load_with(
+            &root,
+            catalog.as_mut().map(|c| &mut **c as &mut dyn Catalog),
+        ) {
             Ok(project) => projects.push(project),
             Err(project::ProjectErrors(list)) => errors.extend(list.into_iter().map(|mut e| {
                 if e.file.is_relative() {
@@ -342,6 +354,21 @@ pub fn generate(
                         "{}: the folder for phase `{}` is missing but later phases exist; restore it from version control",
                         planned.suffix, planned.stage
                     )),
+                    // Only the first folder: it writes the record later phases read their types from.
+                    FolderState::Missing
+                        if !check && !migration.exact_types && planned.stage == Stage::Expand =>
+                    {
+                        outcome.problems.push(format!(
+                            "{}: `{}` needs the database to write `{}`: zmig copies the moved columns' exact types \
+                             (numeric(12,2), varchar(500), domains, collations), defaults and comments from it, \
+                             which schema.rs does not carry.\n  \
+                             Set DATABASE_URL (or pass --database-url) to the database `diesel print-schema` reads, \
+                             with the application's migrations applied, and generate again.",
+                            display_path(&project.root),
+                            migration.model,
+                            planned.suffix
+                        ));
+                    }
                     FolderState::Missing => {
                         outcome.missing.push(planned.suffix.clone());
                         to_write.push((project.migrations_dir.clone(), planned));
@@ -501,6 +528,12 @@ diesel::allow_tables_to_appear_in_same_query!(cars, trips);
             let _ = fs::remove_dir_all(&root);
             fs::create_dir_all(root.join("src")).unwrap();
             fs::write(root.join("src/schema.rs"), CARS_SCHEMA).unwrap();
+            // Where diesel runs migrations: zmig writes none for a crate that does not say.
+            fs::write(
+                root.join("diesel.toml"),
+                "[migrations_directory]\ndir = \"migrations\"\n",
+            )
+            .unwrap();
             let cars = Cars { root };
             cars.set_stage("prepare");
             cars

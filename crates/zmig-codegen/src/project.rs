@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::migrations::{self, PlannedFolder, OWNER_SNAPSHOT, SWAP_SNAPSHOT};
 use crate::plan::{resolve_extract, resolve_swap, Extract, SourceRef, Swap};
-use crate::schema::{parse_schema, Schema, Table};
+use crate::schema::{parse_schema, Catalog, Schema, Table};
 use crate::spec::{parse_model_attrs, ExtractSpec, MigrationSpec, ModelSpec, Stage, SwapSpec};
 
 /// An error in one of the crate's files, with its place.
@@ -74,6 +74,9 @@ fn from_syn(file: &Path, error: syn::Error) -> Vec<Located> {
 #[derive(Debug)]
 pub struct Project {
     pub root: PathBuf,
+    /// The `diesel.toml` diesel reads for this crate (found as [`DieselConfig`] says), `None`
+    /// when there is none; the paths in it are relative to its folder ([`Project::config_dir`]).
+    pub diesel_toml: Option<PathBuf>,
     pub schema_file: PathBuf,
     pub migrations_dir: PathBuf,
     pub extracts: Vec<ResolvedModel>,
@@ -81,6 +84,23 @@ pub struct Project {
 }
 
 impl Project {
+    /// The folder diesel reads relative paths of its configuration from: diesel.toml's, or the
+    /// crate's when there is none (diesel's project root is then the nearest Cargo.toml).
+    pub fn config_dir(&self) -> PathBuf {
+        self.diesel_toml
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_owned)
+            .unwrap_or_else(|| self.root.clone())
+    }
+
+    /// Where `diesel.toml` is, or would be written for diesel to find it.
+    pub fn diesel_toml_path(&self) -> PathBuf {
+        self.diesel_toml
+            .clone()
+            .unwrap_or_else(|| self.root.join("diesel.toml"))
+    }
+
     /// Every migration of the crate, whatever its strategy, sorted by name.
     pub fn migrations(&self) -> Vec<PlannedMigration<'_>> {
         let extracts = self.extracts.iter().map(|m| PlannedMigration {
@@ -88,12 +108,15 @@ impl Project {
             model: &m.extract.source.model,
             stage: m.extract.stage,
             folders: m.folders(),
+            exact_types: m.extract.exact_types,
         });
         let swaps = self.swaps.iter().map(|m| PlannedMigration {
             name: &m.swap.name,
             model: &m.swap.source.model,
             stage: m.swap.stage,
             folders: m.folders(),
+            // A swap copies its table with `LIKE … INCLUDING ALL` in the database itself.
+            exact_types: true,
         });
         let mut all: Vec<PlannedMigration> = extracts.chain(swaps).collect();
         all.sort_by(|a, b| a.name.cmp(b.name));
@@ -111,6 +134,9 @@ pub struct PlannedMigration<'a> {
     pub stage: Stage,
     /// Its folders up to `stage`.
     pub folders: Vec<PlannedFolder>,
+    /// Whether the column types its SQL copies are the database's own; `false` for an extract
+    /// planned without a database, which `generate` will not write a first folder for.
+    pub exact_types: bool,
 }
 
 /// An extract, resolved.
@@ -145,45 +171,175 @@ impl ResolvedSwap {
     }
 }
 
-/// What `diesel.toml` says about where things are.
-struct DieselToml {
-    schema_file: PathBuf,
-    migrations_dir: PathBuf,
+/// Where diesel keeps a crate's migrations and schema, read from the `diesel.toml` diesel_cli
+/// would read for it.
+///
+/// diesel_cli takes `DIESEL_CONFIG_FILE` when it is set, else the first `diesel.toml` in the
+/// current directory or a parent, and reads every relative path in it from the file's own
+/// folder. Without `[migrations_directory] dir` it runs the first `migrations/` folder in the
+/// current directory or a parent. zmig stands where the models are (the crate) and walks up to
+/// the workspace root, no further: a `diesel.toml` above the workspace is not the project's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DieselConfig {
+    /// The `diesel.toml` diesel reads: `DIESEL_CONFIG_FILE`, or the one found; `None` when there
+    /// is none (diesel then runs on its defaults).
+    pub file: Option<PathBuf>,
+    /// `[print_schema] file` from diesel.toml's folder; the crate's `src/schema.rs` when unset.
+    pub schema_file: PathBuf,
+    /// `[migrations_directory] dir` from diesel.toml's folder, else the `migrations/` folder
+    /// diesel would find; `None` when there is neither, so diesel would run nothing zmig wrote.
+    pub migrations_dir: Option<PathBuf>,
 }
 
-fn read_diesel_toml(root: &Path) -> Result<DieselToml, Located> {
-    let path = root.join("diesel.toml");
-    let mut config = DieselToml {
-        schema_file: root.join("src/schema.rs"),
-        migrations_dir: root.join("migrations"),
+/// The folders from `start` up to `workspace_root` (both included), nearest first; `start`
+/// alone when it is not inside the workspace.
+fn up_to_workspace(start: &Path, workspace_root: &Path) -> Vec<PathBuf> {
+    let absolute = std::path::absolute(start).unwrap_or_else(|_| start.to_owned());
+    let ancestors: Vec<&Path> = absolute.ancestors().collect();
+    match ancestors.iter().position(|dir| *dir == workspace_root) {
+        // The crate's own folder as given (relative or not), its parents as found.
+        Some(last) => std::iter::once(start.to_owned())
+            .chain(ancestors[1..=last].iter().map(|dir| dir.to_path_buf()))
+            .collect(),
+        None => vec![start.to_owned()],
+    }
+}
+
+/// The root of the cargo workspace `root` belongs to: the folder its `package.workspace` names,
+/// else the nearest folder at or above it whose Cargo.toml has `[workspace]` (as cargo looks),
+/// else `root` itself. Absolute.
+pub fn workspace_root(root: &Path) -> PathBuf {
+    let absolute = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
+    let manifest = |dir: &Path| -> Option<toml::Table> {
+        fs::read_to_string(dir.join("Cargo.toml"))
+            .ok()?
+            .parse()
+            .ok()
     };
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(config),
-        Err(error) => return Err(located(&path, 1, 1, format!("cannot read: {error}"))),
+    if let Some(named) = manifest(&absolute).as_ref().and_then(|m| {
+        m.get("package")?
+            .get("workspace")?
+            .as_str()
+            .map(PathBuf::from)
+    }) {
+        return std::path::absolute(absolute.join(named)).unwrap_or(absolute);
+    }
+    absolute
+        .ancestors()
+        .find(|dir| manifest(dir).is_some_and(|m| m.contains_key("workspace")))
+        .map(Path::to_owned)
+        .unwrap_or(absolute)
+}
+
+/// Finds and reads the diesel configuration of the crate at `root` (see [`DieselConfig`]);
+/// `explicit` is `DIESEL_CONFIG_FILE`.
+pub fn find_diesel_config(
+    root: &Path,
+    workspace_root: &Path,
+    explicit: Option<&Path>,
+) -> Result<DieselConfig, Located> {
+    let file = match explicit {
+        Some(path) => Some(path.to_owned()),
+        None => up_to_workspace(root, workspace_root)
+            .into_iter()
+            .map(|dir| dir.join("diesel.toml"))
+            .find(|path| path.is_file()),
     };
-    let value: toml::Table = text.parse().map_err(|error: toml::de::Error| {
-        let (line, column) = error
-            .span()
-            .map(|s| line_col(&text, s.start))
-            .unwrap_or((1, 1));
-        located(&path, line, column, error.message().to_owned())
-    })?;
-    if let Some(file) = value
+    let text = match &file {
+        Some(path) => match fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            // diesel runs on its defaults when the file it was pointed at is not there.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(located(path, 1, 1, format!("cannot read: {error}"))),
+        },
+        None => None,
+    };
+    let value: toml::Table = match (&file, &text) {
+        (Some(path), Some(text)) => text.parse().map_err(|error: toml::de::Error| {
+            let (line, column) = error
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
+            located(path, line, column, error.message().to_owned())
+        })?,
+        _ => toml::Table::new(),
+    };
+    // Relative paths in diesel.toml are relative to its folder, as diesel_cli reads them.
+    let base = file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            }
+        })
+        .unwrap_or(root)
+        .to_owned();
+    let schema_file = value
         .get("print_schema")
         .and_then(|p| p.get("file"))
         .and_then(|f| f.as_str())
-    {
-        config.schema_file = root.join(file);
-    }
-    if let Some(dir) = value
+        .map(|f| base.join(f))
+        .unwrap_or_else(|| root.join("src/schema.rs"));
+    let migrations_dir = match value
         .get("migrations_directory")
         .and_then(|m| m.get("dir"))
         .and_then(|d| d.as_str())
     {
-        config.migrations_dir = root.join(dir);
+        Some(dir) => Some(base.join(dir)),
+        None => up_to_workspace(&base, workspace_root)
+            .into_iter()
+            .map(|dir| dir.join("migrations"))
+            .find(|dir| dir.is_dir()),
+    };
+    Ok(DieselConfig {
+        file,
+        schema_file,
+        migrations_dir,
+    })
+}
+
+/// A [`DieselConfig`] whose migrations folder is known.
+struct ResolvedConfig {
+    file: Option<PathBuf>,
+    schema_file: PathBuf,
+    migrations_dir: PathBuf,
+}
+
+/// Why zmig will not write migrations for a crate whose diesel runs none it could write.
+fn no_migrations_dir(root: &Path, workspace_root: &Path, config: &DieselConfig) -> Located {
+    match &config.file {
+        Some(file) => located(
+            file,
+            1,
+            1,
+            format!(
+                "this diesel.toml has no `[migrations_directory] dir`, and there is no `migrations/` folder in {} \
+                 or above it up to the workspace root {}, where diesel looks then: zmig does not know where \
+                 diesel runs migrations, so it writes none.\n  \
+                 help: add\n    [migrations_directory]\n    dir = \"migrations\"\n  to it (the folder of the \
+                 migrations you already run, relative to diesel.toml), then generate again",
+                file.parent().unwrap_or(root).display(),
+                workspace_root.display()
+            ),
+        ),
+        None => located(
+            Path::new("Cargo.toml"),
+            1,
+            1,
+            format!(
+                "this crate has zmig models, but there is no diesel.toml in {} or above it up to the workspace \
+                 root {}, and no `migrations/` folder there for diesel's default: zmig does not know where diesel \
+                 runs migrations, so it writes none.\n  \
+                 help: run `diesel setup` where you run diesel (it writes diesel.toml and migrations/), or create \
+                 diesel.toml with\n    [migrations_directory]\n    dir = \"migrations\"\n  then generate again",
+                root.display(),
+                workspace_root.display()
+            ),
+        ),
     }
-    Ok(config)
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -201,20 +357,48 @@ struct FoundModel {
     spec: ModelSpec,
 }
 
-/// Loads the crate at `root`: reads everything, resolves every model, reports every error.
+/// Loads the crate at `root` without a database: what `plan` needs, and all `generate` needs
+/// once every migration's first folder exists (its record then holds the exact column types).
 pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
+    load_with(root, None)
+}
+
+/// Loads the crate at `root`: reads everything, resolves every model, reports every error.
+/// An extract not generated yet takes its owner's exact column types from `catalog` (see
+/// [`crate::schema::catalog`]); without one it is resolved from `schema.rs` alone and
+/// [`Extract::exact_types`] says so.
+pub fn load_with(
+    root: &Path,
+    mut catalog: Option<&mut dyn Catalog>,
+) -> Result<Project, ProjectErrors> {
     let mut errors = Vec::new();
-    let config = read_diesel_toml(root).map_err(|e| ProjectErrors(vec![e]))?;
+    let workspace = workspace_root(root);
+    let explicit = std::env::var_os("DIESEL_CONFIG_FILE").map(PathBuf::from);
+    let config = find_diesel_config(root, &workspace, explicit.as_deref())
+        .map_err(|e| ProjectErrors(vec![e]))?;
     let models = find_models(root, &mut errors);
     if models.is_empty() && errors.is_empty() {
         return Ok(Project {
             root: root.to_owned(),
+            diesel_toml: config.file,
             schema_file: config.schema_file,
-            migrations_dir: config.migrations_dir,
+            // Nothing is written for a crate without models.
+            migrations_dir: config
+                .migrations_dir
+                .unwrap_or_else(|| root.join("migrations")),
             extracts: Vec::new(),
             swaps: Vec::new(),
         });
     }
+    let Some(migrations_dir) = config.migrations_dir.clone() else {
+        errors.push(no_migrations_dir(root, &workspace, &config));
+        return Err(ProjectErrors(errors));
+    };
+    let config = ResolvedConfig {
+        file: config.file,
+        schema_file: config.schema_file,
+        migrations_dir,
+    };
     let schema = match fs::read_to_string(&config.schema_file) {
         Ok(text) => match parse_schema(&relative(root, &config.schema_file), &text) {
             Ok(schema) => Some(schema),
@@ -250,15 +434,19 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
                 model: model.spec.struct_name.value.clone(),
             };
             let resolved = match &model.spec.migration {
-                MigrationSpec::Extract(spec) => {
-                    load_extract(&config.migrations_dir, &model, spec, &schema, source).map(
-                        |extract| {
-                            let name = extract.extract.name.clone();
-                            extracts.push(extract);
-                            name
-                        },
-                    )
-                }
+                MigrationSpec::Extract(spec) => load_extract(
+                    &config.migrations_dir,
+                    &model,
+                    spec,
+                    &schema,
+                    source,
+                    catalog.as_mut().map(|c| &mut **c as &mut dyn Catalog),
+                )
+                .map(|extract| {
+                    let name = extract.extract.name.clone();
+                    extracts.push(extract);
+                    name
+                }),
                 MigrationSpec::Swap(spec) => {
                     load_swap(&config.migrations_dir, &model, spec, &schema, source).map(|swap| {
                         let name = swap.swap.name.clone();
@@ -289,6 +477,7 @@ pub fn load(root: &Path) -> Result<Project, ProjectErrors> {
     swaps.sort_by(|a, b| a.swap.name.cmp(&b.swap.name));
     Ok(Project {
         root: root.to_owned(),
+        diesel_toml: config.file,
         schema_file: config.schema_file,
         migrations_dir: config.migrations_dir,
         extracts,
@@ -303,8 +492,9 @@ fn load_extract(
     spec: &ExtractSpec,
     schema: &Schema,
     source: SourceRef,
+    catalog: Option<&mut dyn Catalog>,
 ) -> Result<ResolvedModel, Vec<Located>> {
-    let snapshot = owner_schema(migrations_dir, model, schema).map_err(|e| vec![e])?;
+    let snapshot = owner_schema(migrations_dir, model, schema, catalog)?;
     let extract = resolve_extract(&model.spec, spec, &snapshot, source, spec.to_attribute())
         .map_err(|error| from_syn(&model.file, error))?;
     let owner_snapshot =
@@ -382,7 +572,8 @@ fn load_swap(
 }
 
 /// The schema that describes the owner table for this model: the snapshot written with the
-/// migration's expand folder when there is one, else the owner table from `schema.rs`.
+/// migration's expand folder when there is one, else the owner table from `schema.rs` with each
+/// column's exact type, default and comment read through `catalog`.
 ///
 /// Why a snapshot: `schema.rs` follows the database. After write_new the old columns print as
 /// `Nullable`, after contract they are gone; resolving later phases against that would rewrite
@@ -391,7 +582,8 @@ fn owner_schema(
     migrations_dir: &Path,
     model: &FoundModel,
     schema: &Schema,
-) -> Result<Schema, Located> {
+    catalog: Option<&mut dyn Catalog>,
+) -> Result<Schema, Vec<Located>> {
     let name = model.spec.migration_name();
     let probe = PlannedFolder {
         stage: crate::spec::Stage::Expand,
@@ -399,18 +591,18 @@ fn owner_schema(
         files: Vec::new(),
     };
     let existing = migrations::existing_folder(migrations_dir, &probe).map_err(|e| {
-        located(
+        vec![located(
             migrations_dir,
             1,
             1,
             format!("cannot read the migrations folder: {e}"),
-        )
+        )]
     })?;
     if let Some(folder) = existing {
         let path = folder.join(OWNER_SNAPSHOT);
         if let Ok(text) = fs::read_to_string(&path) {
             return serde_json::from_str(&text).map_err(|e| {
-                located(&path, e.line(), e.column(), format!("zmig's record of the owner table is damaged ({e}); restore it from version control"))
+                vec![located(&path, e.line(), e.column(), format!("zmig's record of the owner table is damaged ({e}); restore it from version control"))]
             });
         }
     }
@@ -421,11 +613,85 @@ fn owner_schema(
         joinables: Vec::new(),
     };
     if let Some(owner) = schema.table(model.spec.table()) {
-        snapshot.tables.push(owner.clone());
+        let mut owner = owner.clone();
+        if let Some(catalog) = catalog {
+            read_exact_columns(catalog, &mut owner, &schema.file, model)?;
+        }
+        snapshot.tables.push(owner);
     } else {
         snapshot.tables = schema.tables.clone();
     }
     Ok(snapshot)
+}
+
+/// Fills each column of `owner` with what the database says of it. Every column `schema.rs`
+/// declares must be there: a database behind `schema.rs` (or ahead of it) would plan a migration
+/// from columns production does not have.
+fn read_exact_columns(
+    catalog: &mut dyn Catalog,
+    owner: &mut Table,
+    schema_file: &Path,
+    model: &FoundModel,
+) -> Result<(), Vec<Located>> {
+    let at_model = |message: String| vec![located(&model.file, model.line, 1, message)];
+    let database = catalog.describe();
+    let found = catalog
+        .columns(owner.pg_schema.as_deref(), &owner.sql_name)
+        .map_err(|error| {
+            at_model(format!(
+                "cannot read the exact column types of `{}` from {database}: {error}\n\
+                 help: zmig copies types with their modifiers (numeric(12,2), varchar(500)), defaults and \
+                 comments from the database `diesel print-schema` reads; set DATABASE_URL or --database-url to it",
+                owner.sql_name
+            ))
+        })?;
+    if found.is_empty() {
+        return Err(vec![located(
+            schema_file,
+            owner.line,
+            1,
+            format!(
+                "`{}` is in schema.rs but not in {database}\n\
+                 help: point DATABASE_URL (or --database-url) at the database `diesel print-schema` reads, \
+                 with the application's migrations applied",
+                owner.sql_name
+            ),
+        )]);
+    }
+    let mut errors = Vec::new();
+    for column in &mut owner.columns {
+        match found.iter().find(|c| c.name == column.sql_name) {
+            Some(c) if c.exact.not_null == column.nullable => errors.push(located(
+                schema_file,
+                column.line,
+                1,
+                format!(
+                    "`{}`.`{}` is {} in schema.rs but {} in {database}\n\
+                     help: run `diesel print-schema` so schema.rs says what the database has",
+                    owner.sql_name,
+                    column.sql_name,
+                    if column.nullable { "Nullable" } else { "NOT NULL" },
+                    if c.exact.not_null { "NOT NULL" } else { "nullable" },
+                ),
+            )),
+            Some(c) => column.exact = Some(c.exact.clone()),
+            None => errors.push(located(
+                schema_file,
+                column.line,
+                1,
+                format!(
+                    "`{}`.`{}` is in schema.rs but not in {database}\n\
+                     help: run `diesel migration run` there, or `diesel print-schema` if schema.rs is ahead of it",
+                    owner.sql_name, column.sql_name
+                ),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn relative(root: &Path, path: &Path) -> PathBuf {

@@ -22,8 +22,10 @@ use zmig_codegen::migrations;
 use zmig_codegen::project::Project;
 
 use crate::backfill::{self, BackfillOptions};
+use crate::catalog::PgCatalog;
 use crate::url::redact;
 use crate::{swap, verify};
+use zmig_codegen::schema::Catalog;
 
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
@@ -40,6 +42,11 @@ enum Top {
 
 #[derive(Parser, Debug)]
 struct ZmigArgs {
+    /// The database to work on (default: DATABASE_URL). `plan` and `generate` read exact column
+    /// types from it when a migration's first folder is written: point it at the database
+    /// `diesel print-schema` reads.
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,7 +140,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let Top::Zmig(args) = cli.command;
     let mut stdout = std::io::stdout().lock();
-    match run(args.command, &mut stdout) {
+    match run(args, &mut stdout) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -152,12 +159,31 @@ where
 {
     let cli = Cli::try_parse_from(args)?;
     let Top::Zmig(args) = cli.command;
-    run(args.command, out)
+    run(args, out)
 }
 
-fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
-    match command {
-        Command::Codegen(command) => codegen_cli::run(command, out),
+fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
+    let url = args
+        .database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|url| !url.is_empty());
+    let database_url = || {
+        match &url {
+        Some(url) => Ok(url.clone()),
+        None => Err(anyhow::anyhow!(
+            "set DATABASE_URL (or pass --database-url) to the database to work on, e.g. postgres://user@host/db"
+        )),
+    }
+    };
+    match args.command {
+        Command::Codegen(command) => {
+            let mut catalog = url.as_deref().map(PgCatalog::new);
+            codegen_cli::run(
+                command,
+                catalog.as_mut().map(|c| c as &mut dyn Catalog),
+                out,
+            )
+        }
         Command::Backfill {
             name,
             workers,
@@ -261,7 +287,7 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode> {
             })
         }
         Command::Status { target } => {
-            let projects = codegen_cli::load_all(&target)?;
+            let projects = codegen_cli::load_all(&target, None)?;
             let url = database_url()?;
             let mut conn = connect(&url)?;
             print_status(&projects, &mut conn, out)?;
@@ -336,16 +362,9 @@ fn connect(url: &str) -> Result<PgConnection> {
     PgConnection::establish(url).with_context(|| format!("connecting to {}", redact(url)))
 }
 
-fn database_url() -> Result<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Ok(url),
-        _ => bail!("set DATABASE_URL to the database to work on, e.g. DATABASE_URL=postgres://user@host/db"),
-    }
-}
-
 /// Refuses a name no model declares, listing the ones that exist.
 fn known_migration(target: &Target, name: &str) -> Result<()> {
-    let projects = codegen_cli::load_all(target)?;
+    let projects = codegen_cli::load_all(target, None)?;
     if projects
         .iter()
         .flat_map(|p| p.swaps.iter())

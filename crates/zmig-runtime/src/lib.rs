@@ -10,7 +10,8 @@
 //! - [`migrate`]: runs pending Diesel migrations, retrying a statement that gave up on its
 //!   `lock_timeout`;
 //! - [`url`]: database URLs without their password, or pointed at another database;
-//! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call.
+//! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call; `catalog` (feature `cli`):
+//!   the database's exact column types, which `generate` copies.
 //!
 //! ```text
 //! #[derive(Queryable, Selectable, Zmig)]
@@ -25,6 +26,8 @@
 //! and when.
 
 pub mod backfill;
+#[cfg(feature = "cli")]
+pub mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod migrate;

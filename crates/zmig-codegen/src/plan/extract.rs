@@ -31,6 +31,11 @@ pub struct Extract {
     pub filter: Option<ExtractFilter>,
     /// Who keeps the new table in step from dual_write on.
     pub sync: SyncMode,
+    /// Whether every type above is the database's own (read when the migration was first
+    /// planned, see [`crate::schema::catalog`]), so the migrations can check at run time that
+    /// the database still has them. `false`: resolved from `schema.rs` alone, whose types carry
+    /// no modifiers; `generate` refuses to write a first folder from that.
+    pub exact_types: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,7 +76,13 @@ pub struct MovedColumn {
     pub source_type: String,
     /// PostgreSQL type in the new table (differs when widened).
     pub target_type: String,
+    /// `COLLATE` of the owner column when not its type's default (a quoted name).
+    pub collation: Option<String>,
+    /// The owner column's default expression, which the new column gets too.
+    pub default: Option<String>,
     pub nullable: bool,
+    /// The owner column's comment in the database.
+    pub comment: Option<String>,
     pub doc: Option<String>,
 }
 
@@ -101,15 +112,18 @@ pub fn resolve_extract(
             format!("table `{}` is not in {} (it has: {known})\nhelp: run `diesel print-schema` or fix `#[diesel(table_name = ...)]`", spec.table(), owner_schema.file.display()),
         ));
     };
-    let type_of = |cx: &mut crate::spec::Ctxt, column: &Column, span| match pg_type_for(
-        &column.ty,
-        column.max_length,
-        owner_schema,
-    ) {
-        Ok(ty) => ty,
-        Err(error) => {
-            cx.error_at(span, format!("column `{}`: {error}", column.rust_name));
-            String::new()
+    // The database's own spelling when it was read, so modifiers survive; else schema.rs's.
+    let exact_types = owner.columns.iter().all(|c| c.exact.is_some());
+    let type_of = |cx: &mut crate::spec::Ctxt, column: &Column, span| {
+        if let Some(exact) = &column.exact {
+            return exact.sql_type.clone();
+        }
+        match pg_type_for(&column.ty, column.max_length, owner_schema) {
+            Ok(ty) => ty,
+            Err(error) => {
+                cx.error_at(span, format!("column `{}`: {error}", column.rust_name));
+                String::new()
+            }
         }
     };
 
@@ -175,7 +189,10 @@ pub fn resolve_extract(
                 .unwrap_or_else(|| column.sql_name.clone()),
             source_type,
             target_type,
+            collation: column.exact.as_ref().and_then(|e| e.collation.clone()),
+            default: column.exact.as_ref().and_then(|e| e.default.clone()),
             nullable: column.nullable,
+            comment: column.exact.as_ref().and_then(|e| e.comment.clone()),
             doc: column.doc.clone(),
         });
     }
@@ -259,6 +276,7 @@ pub fn resolve_extract(
         timestamps,
         filter,
         sync: extract.sync_mode(),
+        exact_types,
     })
 }
 

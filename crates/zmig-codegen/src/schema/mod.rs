@@ -1,11 +1,17 @@
-//! The Diesel schema as `diesel print-schema` writes it: tables, columns, SQL types, joins.
+//! The Diesel schema as `diesel print-schema` writes it: tables, columns, SQL types, joins;
+//! and, from the database itself ([`catalog`]), what `schema.rs` cannot say about a column.
 //!
-//! zmig never asks the database what a table looks like; it reads the same `schema.rs` the
-//! application compiles against, so generated SQL and generated Rust agree with each other.
+//! Names, Diesel types and nullability come from the same `schema.rs` the application compiles
+//! against, so generated SQL and generated Rust agree with each other. But `schema.rs` is a lossy
+//! copy of the database: `numeric(12,2)` prints as `Numeric`, defaults and collations not at
+//! all. What generated SQL copies (a moved column's type, default, collation, comment) is read
+//! from the database once, when a migration is first planned, and recorded with it.
 
+pub mod catalog;
 mod parse;
 mod types;
 
+pub use catalog::{Catalog, ExactColumn};
 pub use parse::parse_schema;
 pub use types::{canonical_name, is_widening, pg_type_for, same_type, SqlTypeError};
 
@@ -76,6 +82,10 @@ pub struct Column {
     pub doc: Option<String>,
     /// 1-based line of the column in `schema.rs`.
     pub line: usize,
+    /// The column as the database has it, when zmig read it there ([`catalog`]); `None` in a
+    /// freshly parsed `schema.rs` and in records written before zmig read the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactColumn>,
 }
 
 /// A Diesel SQL type as written in `schema.rs`, without the outer `Nullable`.

@@ -292,6 +292,7 @@ fn parse_column(input: ParseStream) -> syn::Result<(Column, Span)> {
         max_length: attrs.max_length,
         doc: attrs.doc,
         line: name.span().start().line,
+        exact: None,
     };
     Ok((column, name.span()))
 }

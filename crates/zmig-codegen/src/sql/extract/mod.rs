@@ -7,12 +7,14 @@
 //! guards on top make every write a no-op when the values already agree.
 
 mod backfill;
+mod guard;
 mod sync;
 
 use self::backfill::{backfill_functions, drop_backfill_functions, verified_gate};
+use self::guard::check_owner_columns;
 use self::sync::{drop_owner_sync, drop_reverse_sync, owner_sync, reverse_sync};
 use super::{object_name, quote_ident as q, quote_literal, PhaseSql, Script};
-use crate::plan::{Extract, NewPrimaryKey};
+use crate::plan::{Extract, MovedColumn, NewPrimaryKey};
 use crate::spec::{Stage, SyncMode};
 
 /// The SQL of `stage`, or `None` for phases that ship no migration (backfill, read_new).
@@ -110,6 +112,7 @@ fn expand(x: &Extract) -> PhaseSql {
          timeouts stay, so that nothing here can ever wait behind traffic.",
     );
     up.statement(LOCK_TIMEOUT);
+    check_owner_columns(x, Stage::Expand, &mut up);
 
     let mut lines = Vec::new();
     match &x.primary_key {
@@ -137,7 +140,16 @@ fn expand(x: &Extract) -> PhaseSql {
         } else {
             ""
         };
-        lines.push(format!("{} {}{not_null}{pk}", q(&c.target), c.target_type));
+        let default = c
+            .default
+            .as_ref()
+            .map(|d| format!(" DEFAULT {d}"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "{} {}{default}{not_null}{pk}",
+            q(&c.target),
+            typed(c, &c.target_type)
+        ));
     }
     for t in &x.timestamps {
         lines.push(format!(
@@ -182,15 +194,24 @@ fn expand(x: &Extract) -> PhaseSql {
         quote_literal(&format!("The {} row this row belongs to.", x.owner.name))
     ));
     for c in &x.columns {
-        let text = match &c.doc {
-            Some(doc) => doc.clone(),
-            None if c.target_type != c.source_type => {
+        let text = match (&c.doc, &c.comment) {
+            // The owner column's own comment describes the data, wherever it lives.
+            (_, Some(comment)) => comment.clone(),
+            // A record read from the database without a comment: schema.rs's doc is then
+            // Diesel's placeholder ("Its SQL type is `Int4`"), true of the old column only.
+            _ if x.exact_types && c.target_type != c.source_type => format!(
+                "Was {}.{} ({}), widened to {}.",
+                x.owner.name, c.source, c.source_type, c.target_type
+            ),
+            _ if x.exact_types => format!("Was {}.{}.", x.owner.name, c.source),
+            (Some(doc), None) => doc.clone(),
+            (None, None) if c.target_type != c.source_type => {
                 format!(
                     "Was {}.{} ({}), widened.",
                     x.owner.name, c.source, c.source_type
                 )
             }
-            None => format!("Was {}.{}.", x.owner.name, c.source),
+            (None, None) => format!("Was {}.{}.", x.owner.name, c.source),
         };
         up.statement(&format!(
             "COMMENT ON COLUMN {new}.{} IS {};",
@@ -212,6 +233,14 @@ fn expand(x: &Extract) -> PhaseSql {
     PhaseSql::transactional(Stage::Expand, up, down)
 }
 
+/// `ty` with the column's collation, as a column definition spells it.
+fn typed(c: &MovedColumn, ty: &str) -> String {
+    match &c.collation {
+        Some(collation) => format!("{ty} COLLATE {collation}"),
+        None => ty.to_owned(),
+    }
+}
+
 fn dual_write(x: &Extract, n: &Names) -> PhaseSql {
     let owner = x.owner.sql();
     let mut up = Script::new();
@@ -223,6 +252,7 @@ fn dual_write(x: &Extract, n: &Names) -> PhaseSql {
         ),
     }
     up.statement(LOCK_TIMEOUT);
+    check_owner_columns(x, Stage::DualWrite, &mut up);
     owner_sync(x, n, false, &mut up);
     backfill_functions(x, n, false, &mut up);
 
@@ -267,6 +297,7 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
         lock_timeout_comment(&owner)
     ));
     up.statement(LOCK_TIMEOUT);
+    check_owner_columns(x, Stage::WriteNew, &mut up);
     up.comment(&format!(
         "Moving past the backfill is safe only once it is complete: stop here unless `zmig verify {}` \
          recorded no differing row (or, on a small table, none is found now).",
@@ -382,6 +413,7 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         lock_timeout_comment(&owner)
     ));
     up.statement(LOCK_TIMEOUT);
+    check_owner_columns(x, Stage::Contract, &mut up);
     up.comment(&format!(
         "Moving past the backfill is safe only once it is complete: stop here unless `zmig verify {}` \
          recorded no differing row (or, on a small table, none is found now).",
@@ -431,7 +463,7 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
             format!(
                 "ADD COLUMN IF NOT EXISTS {} {}",
                 q(&c.source),
-                c.source_type
+                typed(c, &c.source_type)
             )
         })
         .collect();
@@ -442,6 +474,27 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         "ALTER TABLE {owner}\n    {};",
         adds.join(",\n    ")
     ));
+    let defaults: Vec<String> = x
+        .columns
+        .iter()
+        .filter_map(|c| {
+            let default = c.default.as_ref()?;
+            Some(format!(
+                "ALTER COLUMN {} SET DEFAULT {default}",
+                q(&c.source)
+            ))
+        })
+        .collect();
+    if !defaults.is_empty() {
+        down.comment(
+            "Their defaults, set apart from ADD COLUMN so that no existing row is rewritten to get one \
+             (the refill below gives them their values).",
+        );
+        down.statement(&format!(
+            "ALTER TABLE {owner}\n    {};",
+            defaults.join(",\n    ")
+        ));
+    }
     owner_sync(x, n, true, &mut down);
     backfill_functions(x, n, true, &mut down);
     reverse_sync(x, n, &mut down);

@@ -1,0 +1,83 @@
+//! What the database says about a table's columns that `schema.rs` cannot: the exact type with
+//! its modifiers (`numeric(12,2)`, `character varying(500)`, `timestamp(3) without time zone`,
+//! a domain, an array), the collation, the default and the comment.
+//!
+//! zmig-codegen has no database driver: a [`Catalog`] is handed in by whoever has a connection
+//! (`zmig_runtime`'s command line, the tests). [`columns_query`] is the one query every catalog
+//! runs, so what is recorded means the same wherever it was read.
+
+use serde::{Deserialize, Serialize};
+
+/// One column as the database has it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExactColumn {
+    /// `format_type(atttypid, atttypmod)`: the type as PostgreSQL itself spells it in DDL, with
+    /// its modifiers, qualified when its schema is not on the search path.
+    pub sql_type: String,
+    /// `COLLATE` of the column when it is not its type's default, as a quoted name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+    pub not_null: bool,
+    /// The default expression (`pg_get_expr`), as `\d` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// `COMMENT ON COLUMN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One row of [`columns_query`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogColumn {
+    pub name: String,
+    pub exact: ExactColumn,
+}
+
+/// Reads tables' columns from the database `schema.rs` was printed from.
+pub trait Catalog {
+    /// Where the catalog reads from, for messages (a URL with its password hidden).
+    fn describe(&self) -> String;
+
+    /// The columns of the table `schema.table` (`None`: the search path's), in column order;
+    /// none when there is no such table. Implementations run [`columns_query`].
+    fn columns(&mut self, schema: Option<&str>, table: &str) -> Result<Vec<CatalogColumn>, String>;
+}
+
+/// The SQL expression for the `COLLATE` of attribute row `a` (of `pg_attribute`) with type row
+/// `t` (of `pg_type`): a quoted, qualified collation name, NULL when it is the type's default.
+/// The catalog reads it and the migrations' column checks compare with it, so both spell it alike.
+pub fn collation_sql(a: &str, t: &str) -> String {
+    format!(
+        "CASE WHEN {a}.attcollation <> 0 AND {a}.attcollation <> {t}.typcollation \
+         THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname) \
+         FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace \
+         WHERE co.oid = {a}.attcollation) END"
+    )
+}
+
+/// The query a [`Catalog`] runs, with `$1` the table as `regclass` text ([`regclass_text`]).
+/// `to_regclass` makes a missing table no row rather than an error.
+///
+/// Columns: `name`, `sql_type`, `collation` (NULL for the type's default), `not_null`,
+/// `default_expr`, `comment`.
+pub fn columns_query() -> String {
+    format!(
+        "SELECT a.attname::text AS name, \
+         format_type(a.atttypid, a.atttypmod) AS sql_type, \
+         {collation} AS collation, \
+         a.attnotnull AS not_null, \
+         pg_get_expr(d.adbin, d.adrelid) AS default_expr, \
+         col_description(a.attrelid, a.attnum::int) AS comment \
+         FROM pg_attribute a \
+         JOIN pg_type t ON t.oid = a.atttypid \
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+        collation = collation_sql("a", "t")
+    )
+}
+
+/// The `regclass` text [`columns_query`] takes for `schema.table`.
+pub fn regclass_text(schema: Option<&str>, table: &str) -> String {
+    crate::sql::quote_qualified(schema, table)
+}
