@@ -119,7 +119,13 @@ impl TempCrate {
         fs::write(krate.root.join("src/models.rs"), files.models_rs)?;
         fs::write(create.join("up.sql"), files.create_sql)?;
         fs::write(create.join("down.sql"), files.drop_sql)?;
-        let project = zmig_codegen::project::load(&krate.root).map_err(|e| anyhow!("{e}"))?;
+        // The development database generate reads exact column types from, as a team's would
+        // be: the application's first migration applied.
+        let dev = BenchDb::create()?;
+        db::exec(&mut dev.conn()?, files.create_sql)?;
+        let mut catalog = zmig_runtime::catalog::PgCatalog::new(&dev.url);
+        let project = zmig_codegen::project::load_with(&krate.root, Some(&mut catalog))
+            .map_err(|e| anyhow!("{e}"))?;
         let mut out = Vec::new();
         let outcome = zmig_codegen::cli::generate(&[project], false, TIMESTAMP, &mut out)?;
         if !outcome.ok() || outcome.written.len() != files.generated {

@@ -7,7 +7,9 @@
 //! in turn and in one of four attribute forms (plain, own key name, renamed column, filter).
 //! Timed: `zmig_codegen::project::load` plus `zmig_codegen::cli::generate`, which writes every
 //! folder (and, for the models at write_new or contract, the ignored-column shim); then the same
-//! again with `--check` over the result, as CI runs it. No database, no baseline.
+//! again with `--check` over the result, as CI runs it. generate reads the owners' exact column
+//! types from a development database holding the synthetic tables (one query per model, timed
+//! with the rest). No baseline.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -17,6 +19,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 
+use crate::db::BenchDb;
 use crate::report::{thousands, Figures, Line, Report, Unit};
 use crate::{progress, Params};
 
@@ -86,8 +89,12 @@ pub fn run(params: &Params) -> Result<Report> {
     let mut rounds = Vec::new();
     for round in 1..=params.rounds {
         let krate = SyntheticCrate::write(models)?;
+        let dev = BenchDb::create()?;
+        crate::db::exec(&mut dev.conn()?, &create_sql(&krate.root)?)?;
         let started = Instant::now();
-        let project = zmig_codegen::project::load(&krate.root).map_err(|e| anyhow!("{e}"))?;
+        let mut catalog = zmig_runtime::catalog::PgCatalog::new(&dev.url);
+        let project = zmig_codegen::project::load_with(&krate.root, Some(&mut catalog))
+            .map_err(|e| anyhow!("{e}"))?;
         let mut out = Vec::new();
         let outcome =
             zmig_codegen::cli::generate(&[project], false, "2026-11-21-120000", &mut out)?;
@@ -230,6 +237,33 @@ impl SyntheticCrate {
         fs::write(root.join("src/models/mod.rs"), modules)?;
         Ok(krate)
     }
+}
+
+/// The `CREATE TABLE`s of the synthetic crate's `schema.rs`, for its development database.
+fn create_sql(root: &std::path::Path) -> Result<String> {
+    use zmig_codegen::schema::{parse_schema, pg_type_for};
+    let text = fs::read_to_string(root.join("src/schema.rs"))?;
+    let schema =
+        parse_schema(std::path::Path::new("src/schema.rs"), &text).map_err(|e| anyhow!("{e}"))?;
+    let mut sql = String::new();
+    for table in &schema.tables {
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| {
+                let ty = pg_type_for(&c.ty, c.max_length, &schema)?;
+                let null = if c.nullable { "" } else { " NOT NULL" };
+                Ok(format!("\"{}\" {ty}{null}", c.sql_name))
+            })
+            .collect::<Result<_, zmig_codegen::schema::SqlTypeError>>()?;
+        let _ = writeln!(
+            sql,
+            "CREATE TABLE \"{}\" ({}, PRIMARY KEY (id));",
+            table.sql_name,
+            columns.join(", ")
+        );
+    }
+    Ok(sql)
 }
 
 /// A `schema.rs` of `tables` tables, as `diesel print-schema` prints one.
