@@ -258,16 +258,28 @@ fn back_before_write_new_the_patch_goes_and_the_columns_stay_out() {
     assert_eq!(read(&fixture, "src/schema.rs"), shimmed);
 }
 
-#[test]
-fn a_patch_file_zmig_did_not_write_is_refused_and_nothing_is_written() {
-    let fixture = caterers_at("shim_foreign", "read_new");
-    let toml = DIESEL_TOML.replace(
+/// The team's own patch: print-schema's header line marked, and a view print-schema does not
+/// print (both far from the moved columns, as a real patch is).
+const THEIRS: &str = "--- a/src/schema.rs\n+++ b/src/schema.rs\n@@ -1,4 +1,4 @@\n-// @generated automatically by Diesel CLI.\n+// @generated automatically by Diesel CLI, then patched by src/schema.patch.\n \n diesel::table! {\n     caterers (id) {\n";
+
+/// diesel.toml naming the team's patch, with a comment of theirs above the line and after it.
+fn with_their_patch(toml: &str) -> String {
+    toml.replace(
         "file = \"src/schema.rs\"   # where print-schema writes\n",
-        "file = \"src/schema.rs\"   # where print-schema writes\npatch_file = \"src/schema.patch\"\n",
-    );
+        "file = \"src/schema.rs\"   # where print-schema writes\n# Ours: marks the file as patched.\npatch_file = \"src/schema.patch\" # keep\n",
+    )
+}
+
+#[test]
+fn a_team_patch_file_is_included_from_write_new_and_named_again_at_contract() {
+    let fixture = caterers_at("shim_theirs", "read_new");
+    let toml = with_their_patch(DIESEL_TOML);
     fs::write(fixture.root.join("diesel.toml"), &toml).unwrap();
-    let theirs = "--- a/src/schema.rs\n+++ b/src/schema.rs\n@@ -1,1 +1,1 @@\n-// @generated automatically by Diesel CLI.\n+// @generated automatically by Diesel CLI (patched).\n";
-    fs::write(fixture.root.join("src/schema.patch"), theirs).unwrap();
+    fs::write(fixture.root.join("src/schema.patch"), THEIRS).unwrap();
+    // schema.rs is what print-schema prints with their patch.
+    let printed = read(&fixture, "src/schema.rs");
+    let patched = diesel_applies(THEIRS, &printed);
+    fs::write(fixture.root.join("src/schema.rs"), &patched).unwrap();
 
     // Before write_new the setting is left alone.
     let (outcome, report) = fixture.generate(false).unwrap();
@@ -275,23 +287,133 @@ fn a_patch_file_zmig_did_not_write_is_refused_and_nothing_is_written() {
     assert_eq!(read(&fixture, "diesel.toml"), toml);
 
     set_stage(&fixture, "write_new");
-    let before = all_files(&fixture);
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert!(outcome.ok(), "{report}");
+    assert!(
+        report.contains("your src/schema.patch and the columns write_new stopped using"),
+        "{report}"
+    );
+    // diesel.toml names zmig's patch in place of theirs, keeps their comments and names theirs.
+    assert_eq!(
+        read(&fixture, "diesel.toml"),
+        toml.replace(
+            "# Ours: marks the file as patched.\npatch_file = \"src/schema.patch\" # keep\n",
+            "# Ours: marks the file as patched.\n\
+             # zmig's ignored-column shim (write_new until contract); `cargo xtask zmig generate` manages this line.\n\
+             # zmig's patch includes your own, which contract names here again: patch_file = \"src/schema.patch\"\n\
+             patch_file = \"src/zmig-schema.patch\" # keep\n"
+        )
+    );
+    assert_eq!(
+        read(&fixture, "src/schema.patch"),
+        THEIRS,
+        "never rewritten"
+    );
     let schema = read(&fixture, "src/schema.rs");
+    assert!(schema.starts_with("// @generated automatically by Diesel CLI, then patched"));
+    assert!(
+        table_columns(&schema, "caterers")
+            .iter()
+            .all(|(c, _)| !MOVED.contains(&c.as_str())),
+        "{schema}"
+    );
+    // One diff from what print-schema prints after write_new, with no patch, to schema.rs.
+    let ours = fs::read_to_string(patch_path(&fixture)).unwrap();
+    assert!(ours.starts_with(PATCH_HEADER), "{ours}");
+    assert!(ours.contains("\n# zmig's patch includes your own, which contract names here again: patch_file = \"src/schema.patch\"\n"), "{ours}");
+    assert_eq!(
+        diesel_applies(&ours, &printed_after_write_new(&printed)),
+        schema
+    );
+
+    // Stable, and --check passes.
+    let before = all_files(&fixture);
+    let (again, report) = fixture.generate(false).unwrap();
+    assert!(again.shim_written.is_empty(), "{report}");
+    assert_eq!(all_files(&fixture), before);
+    let (check, report) = fixture.generate(true).unwrap();
+    assert!(check.ok(), "{report}");
+
+    // They edit their patch: zmig's is stale until generate rebuilds it from theirs.
+    let edited = THEIRS.replace("then patched by", "patched by");
+    fs::write(fixture.root.join("src/schema.patch"), &edited).unwrap();
+    let (check, report) = fixture.generate(true).unwrap();
+    assert!(
+        !check.ok()
+            && report.contains("zmig-schema.patch is not up to date")
+            && report.contains("schema.rs is not up to date"),
+        "{report}"
+    );
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert!(outcome.ok(), "{report}");
+    let schema = read(&fixture, "src/schema.rs");
+    assert!(
+        schema
+            .starts_with("// @generated automatically by Diesel CLI, patched by src/schema.patch."),
+        "{schema}"
+    );
+    let ours = fs::read_to_string(patch_path(&fixture)).unwrap();
+    assert_eq!(
+        diesel_applies(&ours, &printed_after_write_new(&printed)),
+        schema
+    );
+    assert_eq!(
+        read(&fixture, "src/schema.patch"),
+        edited,
+        "never rewritten"
+    );
+
+    // Contract: zmig's patch goes, diesel.toml names theirs again, exactly as it was.
+    set_stage(&fixture, "contract");
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert!(outcome.ok(), "{report}");
+    assert!(
+        report.contains("`[print_schema] patch_file = \"src/schema.patch\"`: your own patch again"),
+        "{report}"
+    );
+    assert!(!patch_path(&fixture).exists());
+    assert_eq!(read(&fixture, "diesel.toml"), toml);
+    assert_eq!(read(&fixture, "src/schema.patch"), edited);
+    assert_eq!(read(&fixture, "src/schema.rs"), schema);
+    let (check, report) = fixture.generate(true).unwrap();
+    assert!(check.ok(), "{report}");
+}
+
+#[test]
+fn a_team_patch_that_does_not_give_schema_rs_is_refused_and_nothing_is_written() {
+    let fixture = caterers_at("shim_theirs_stale", "write_new");
+    fs::write(
+        fixture.root.join("diesel.toml"),
+        with_their_patch(DIESEL_TOML),
+    )
+    .unwrap();
+    // schema.rs was printed without it: zmig cannot tell what print-schema prints unpatched.
+    fs::write(fixture.root.join("src/schema.patch"), THEIRS).unwrap();
+    // Write the folders first (read_new), so only the shim is at stake.
+    set_stage(&fixture, "read_new");
+    fixture.generate(false).unwrap();
+    set_stage(&fixture, "write_new");
+    let before = all_files(&fixture);
     let (outcome, report) = fixture.generate(false).unwrap();
     assert!(!outcome.ok(), "{report}");
     assert!(
-        report.contains(
-            "`[print_schema] patch_file = \"src/schema.patch\"` names a patch zmig did not write"
-        ) && report.contains("zmig must own the patch: remove the `patch_file` line")
+        report.contains("src/schema.rs:1:1: this is not what `diesel print-schema` prints with your patch src/schema.patch")
+            && report.contains("help: run `diesel print-schema`")
             && report.contains("nothing was written"),
         "{report}"
     );
     assert_eq!(all_files(&fixture), before);
-    assert_eq!(read(&fixture, "src/schema.rs"), schema);
-    assert_eq!(read(&fixture, "src/schema.patch"), theirs);
+    assert_eq!(read(&fixture, "src/schema.patch"), THEIRS);
     assert!(!patch_path(&fixture).exists());
-    let (check, _) = fixture.generate(true).unwrap();
-    assert!(!check.ok());
+
+    // Their patch file is gone: named, nothing written.
+    fs::remove_file(fixture.root.join("src/schema.patch")).unwrap();
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert!(
+        !outcome.ok() && report.contains("names your patch `src/schema.patch`, but"),
+        "{report}"
+    );
+    assert_eq!(read(&fixture, "diesel.toml"), with_their_patch(DIESEL_TOML));
 }
 
 #[derive(QueryableByName, Debug, PartialEq)]

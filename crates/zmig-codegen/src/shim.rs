@@ -74,6 +74,76 @@ pub fn shim_schema(
     schema_rs: &str,
     hidden: &[HiddenColumns<'_>],
 ) -> Result<ShimText, Located> {
+    let Reconstructed {
+        printed,
+        desired,
+        notes,
+        summary,
+    } = reconstruct(file, schema_rs, hidden, true)?;
+    let patch = if printed == desired {
+        None
+    } else {
+        let patch = format!(
+            "{}{}",
+            patch_header(&schema_name(file), &summary, None),
+            unified_diff(file, &printed, &desired)
+        );
+        check_reproduces(file, &patch, &printed, &desired)?;
+        Some(patch)
+    };
+    Ok(ShimText {
+        printed,
+        desired,
+        patch,
+        notes,
+    })
+}
+
+/// `file` as the patch names it.
+fn schema_name(file: &Path) -> String {
+    file.display().to_string().replace('\\', "/")
+}
+
+fn unified_diff(file: &Path, from: &str, to: &str) -> String {
+    let name = schema_name(file);
+    diffy::DiffOptions::new()
+        .set_original_filename(format!("a/{name}"))
+        .set_modified_filename(format!("b/{name}"))
+        .create_patch(from, to)
+        .to_string()
+}
+
+/// What diesel does with `patch` must give exactly `desired`.
+fn check_reproduces(file: &Path, patch: &str, printed: &str, desired: &str) -> Result<(), Located> {
+    if apply_patch(patch, printed).as_deref() == Ok(desired) {
+        return Ok(());
+    }
+    Err(Located {
+        file: file.to_owned(),
+        line: 1,
+        column: 1,
+        message: "zmig built a schema patch that does not reproduce schema.rs; please report this with the file"
+            .to_owned(),
+    })
+}
+
+/// `schema.rs` taken apart around the moved columns (see [`shim_schema`]).
+struct Reconstructed {
+    /// The moved columns of `Patched` groups back in place: `Nullable` (as print-schema prints
+    /// them once write_new ran) when `after_write_new`, else as recorded.
+    printed: String,
+    desired: String,
+    notes: Vec<String>,
+    /// Per owner table, the moved columns, for the patch's header.
+    summary: Vec<(String, Vec<String>)>,
+}
+
+fn reconstruct(
+    file: &Path,
+    schema_rs: &str,
+    hidden: &[HiddenColumns<'_>],
+    after_write_new: bool,
+) -> Result<Reconstructed, Located> {
     let at = |line: usize, message: String| Located {
         file: file.to_owned(),
         line,
@@ -178,7 +248,11 @@ pub fn shim_schema(
                     .find_map(|c| anchors.iter().find(|(name, _)| *name == c.rust_name))
                     .map(|(_, line)| *line)
                     .unwrap_or(block.body_start);
-                let rendered = render_column(recorded, &block.indent, true);
+                let rendered = render_column(
+                    recorded,
+                    &block.indent,
+                    after_write_new || recorded.nullable,
+                );
                 inserted
                     .entry(before)
                     .or_default()
@@ -204,30 +278,11 @@ pub fn shim_schema(
         extra.iter().for_each(|l| printed.push_str(l));
     }
 
-    let patch = if printed == desired {
-        None
-    } else {
-        let name = file.display().to_string().replace('\\', "/");
-        let diff = diffy::DiffOptions::new()
-            .set_original_filename(format!("a/{name}"))
-            .set_modified_filename(format!("b/{name}"))
-            .create_patch(&printed, &desired)
-            .to_string();
-        let patch = format!("{}{diff}", patch_header(&name, &summary));
-        // What diesel does with it must give exactly `desired`.
-        if apply_patch(&patch, &printed).as_deref() != Ok(desired.as_str()) {
-            return Err(at(
-                1,
-                "zmig built a schema patch that does not reproduce schema.rs; please report this with the file".to_owned(),
-            ));
-        }
-        Some(patch)
-    };
-    Ok(ShimText {
+    Ok(Reconstructed {
         printed,
         desired,
-        patch,
         notes,
+        summary,
     })
 }
 
@@ -238,7 +293,11 @@ pub fn apply_patch(patch: &str, printed: &str) -> Result<String, String> {
     diffy::apply(printed, &patch).map_err(|e| e.to_string())
 }
 
-fn patch_header(schema_file: &str, summary: &[(String, Vec<String>)]) -> String {
+fn patch_header(
+    schema_file: &str,
+    summary: &[(String, Vec<String>)],
+    user_patch: Option<&str>,
+) -> String {
     let mut header = String::from(PATCH_HEADER);
     header.push_str(&format!(
         "#\n\
@@ -250,10 +309,214 @@ fn patch_header(schema_file: &str, summary: &[(String, Vec<String>)]) -> String 
     for (table, columns) in summary {
         header.push_str(&format!("#   {table}: {}\n", columns.join(", ")));
     }
+    if let Some(user) = user_patch {
+        header.push_str(&format!(
+            "# diesel applies one patch file only, so this diff is also your own patch ({user}),\n\
+             # from what print-schema prints, and is rebuilt from it: edit yours, never this one.\n\
+             {}\n",
+            user_patch_line(user)
+        ));
+    }
     header.push_str(
         "# `cargo xtask zmig generate` rewrites this file every run and deletes it at contract.\n",
     );
     header
+}
+
+/// The comment (in zmig's patch and above diesel.toml's `patch_file`) that keeps the team's own
+/// patch file while zmig's stands in for it.
+const USER_PATCH_MARKER: &str =
+    "# zmig's patch includes your own, which contract names here again: patch_file = ";
+
+fn user_patch_line(user: &str) -> String {
+    format!("{USER_PATCH_MARKER}{}", toml_edit::Value::from(user))
+}
+
+/// The team's patch file a [`USER_PATCH_MARKER`] line in `text` names.
+fn user_patch_named(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.trim_start().strip_prefix(USER_PATCH_MARKER))
+        .and_then(|rest| rest.trim().parse::<toml_edit::Value>().ok())
+        .and_then(|value| value.as_str().map(str::to_owned))
+}
+
+/// The shim on top of the team's own `[print_schema] patch_file` (`user_patch`, the text of the
+/// file named `user_file`): diesel applies one patch file only, so zmig's patch becomes a single
+/// diff from what `diesel print-schema` prints, before any patch, once the generated migrations
+/// ran, to `schema.rs` with the team's patch applied and the moved columns left out.
+///
+/// What print-schema prints before any patch is reconstructed, not read:
+/// - from zmig's patch of the last run (`previous`), when it still turns some text into
+///   `schema_rs`: running it backwards gives that text, whatever the team's patch was then, so
+///   an edited team patch is applied afresh;
+/// - else by running the team's patch backwards over `schema_rs` with the moved columns back as
+///   recorded (what print-schema printed, patched, before write_new).
+///
+/// Either way the team's patch is then applied to print-schema's text as it was before
+/// write_new (the moved columns as recorded), the way the patch was written.
+pub fn shim_with_user_patch(
+    file: &Path,
+    schema_rs: &str,
+    hidden: &[HiddenColumns<'_>],
+    user_file: &str,
+    user_patch: &str,
+    previous: Option<&str>,
+) -> Result<ShimText, Located> {
+    let at = |message: String| Located {
+        file: file.to_owned(),
+        line: 1,
+        column: 1,
+        message,
+    };
+    let user = diffy::Patch::from_str(user_patch).map_err(|e| Located {
+        file: PathBuf::from(user_file),
+        line: 1,
+        column: 1,
+        message: format!("diesel cannot read this patch either: {e}"),
+    })?;
+    let reverse_user = user.reverse();
+
+    // print-schema's own text before write_new (moved columns as recorded).
+    let from_previous = previous.and_then(|previous| {
+        let previous = diffy::Patch::from_str(previous).ok()?;
+        let unpatched = diffy::apply(schema_rs, &previous.reverse()).ok()?;
+        (diffy::apply(&unpatched, &previous).ok()?.as_str() == schema_rs)
+            .then(|| set_nullable(file, &unpatched, hidden, false))
+    });
+    let unpatched_before = match from_previous {
+        Some(text) => text?,
+        None => {
+            let patched_before = reconstruct(file, schema_rs, hidden, false)?.printed;
+            let unpatched = diffy::apply(&patched_before, &reverse_user).map_err(|e| {
+                at(format!(
+                    "this is not what `diesel print-schema` prints with your patch {user_file} ({e}), so zmig cannot \
+                     tell what it prints without it.\n  \
+                     help: run `diesel print-schema` (or `diesel migration run`) with `patch_file = \"{user_file}\"` \
+                     as it is, then generate again"
+                ))
+            })?;
+            if diffy::apply(&unpatched, &user).ok().as_deref() != Some(patched_before.as_str()) {
+                return Err(at(format!(
+                    "your patch {user_file} does not turn what zmig takes `diesel print-schema` to print back into this \
+                     file; run `diesel print-schema` with it, then generate again"
+                )));
+            }
+            unpatched
+        }
+    };
+    let patched_before = diffy::apply(&unpatched_before, &user).map_err(|e| Located {
+        file: PathBuf::from(user_file),
+        line: 1,
+        column: 1,
+        message: format!(
+            "this patch no longer applies to what `diesel print-schema` prints ({e}); diesel would refuse it too.\n  \
+             help: make it again against print-schema's output (zmig's patch stands in for it until contract)"
+        ),
+    })?;
+    let Reconstructed {
+        desired,
+        notes,
+        summary,
+        ..
+    } = reconstruct(file, &patched_before, hidden, false)?;
+    let printed = set_nullable(file, &unpatched_before, hidden, true)?;
+    let patch = format!(
+        "{}{}",
+        patch_header(&schema_name(file), &summary, Some(user_file)),
+        unified_diff(file, &printed, &desired)
+    );
+    check_reproduces(file, &patch, &printed, &desired)?;
+    Ok(ShimText {
+        printed,
+        desired,
+        patch: Some(patch),
+        notes,
+    })
+}
+
+/// `text` with each moved column of a `Patched` group made `Nullable` in place (as write_new's
+/// migration makes it, and print-schema then prints it), or back to as recorded, doc line
+/// included. Columns `text` does not list are left out.
+fn set_nullable(
+    file: &Path,
+    text: &str,
+    hidden: &[HiddenColumns<'_>],
+    nullable: bool,
+) -> Result<String, Located> {
+    let schema = parse_schema(file, text).map_err(|e| Located {
+        file: e.file,
+        line: e.line,
+        column: e.column,
+        message: e.message,
+    })?;
+    let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+    let borrowed: Vec<&str> = text.split_inclusive('\n').collect();
+    for group in hidden.iter().filter(|g| g.hidden == Hidden::Patched) {
+        let Some(table) = schema.table(&group.recorded.rust_name) else {
+            continue;
+        };
+        let block = TableBlock::read(&borrowed, table).map_err(|(line, message)| Located {
+            file: file.to_owned(),
+            line,
+            column: 1,
+            message,
+        })?;
+        for entry in &block.entries {
+            let Some(recorded) =
+                group.recorded.columns.iter().find(|c| {
+                    c.rust_name == entry.rust_name && group.columns.contains(&c.rust_name)
+                })
+            else {
+                continue;
+            };
+            // Back to as recorded: only a column that was NOT NULL loses its `Nullable`.
+            if !nullable && recorded.nullable {
+                continue;
+            }
+            for (i, line) in lines[entry.start..=entry.name_line].iter_mut().enumerate() {
+                *line = retype_line(line, nullable, entry.start + i == entry.name_line);
+            }
+        }
+    }
+    Ok(lines.concat())
+}
+
+/// One line of a column: `name -> T,` or the generated doc ``Its SQL type is `T`.``, with `T`
+/// wrapped in `Nullable<…>` or unwrapped.
+fn retype_line(line: &str, nullable: bool, name_line: bool) -> String {
+    let swap = |ty: &str| -> Option<String> {
+        match (
+            nullable,
+            ty.strip_prefix("Nullable<")
+                .and_then(|t| t.strip_suffix('>')),
+        ) {
+            (true, None) => Some(format!("Nullable<{ty}>")),
+            (false, Some(inner)) => Some(inner.to_owned()),
+            _ => None,
+        }
+    };
+    let trimmed = line.trim_end_matches(['\n', '\r']);
+    let ending = &line[trimmed.len()..];
+    if name_line {
+        if let Some((before, ty)) = trimmed.split_once(" -> ") {
+            let ty = ty.trim();
+            if let Some(new) = swap(ty.strip_suffix(',').unwrap_or(ty)) {
+                let comma = if ty.ends_with(',') { "," } else { "" };
+                return format!("{before} -> {new}{comma}{ending}");
+            }
+        }
+        return line.to_owned();
+    }
+    const DOC: &str = "/// Its SQL type is `";
+    if let Some(at) = trimmed.find(DOC) {
+        let rest = &trimmed[at + DOC.len()..];
+        if let Some(ty) = rest.strip_suffix("`.") {
+            if let Some(new) = swap(ty) {
+                return format!("{}{new}`.{ending}", &trimmed[..at + DOC.len()]);
+            }
+        }
+    }
+    line.to_owned()
 }
 
 /// One owner `table!` block as lines: where its columns start and each column's lines.
@@ -467,24 +730,110 @@ pub struct Plan {
 
 /// The shim for every migration of `project`, compared with the disk: the files to write or
 /// remove, or the problems that keep `generate` from writing anything.
+///
+/// diesel.toml is the one diesel reads for the crate ([`Project::diesel_toml`]) and every path in
+/// it is relative to its folder, as diesel reads them. When it names a patch of the team's own,
+/// zmig's patch stands in for it from write_new until contract (see [`shim_with_user_patch`])
+/// and names it in a comment, and the team's file is never written; when zmig's patch goes, the
+/// line names the team's file again.
 pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
     let hidden = hidden_columns(project);
     let io_problem = |path: &Path, error: io::Error| {
         vec![format!("{}: cannot read: {error}", display_path(path))]
     };
+    let config_dir = project.config_dir();
+    let toml_path = project.diesel_toml_path();
+    let schema_rel = relative(&project.root, &project.schema_file);
+    let read_opt = |rel: &str| -> Result<Option<String>, Vec<String>> {
+        let path = config_dir.join(rel);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_problem(&path, e)),
+        }
+    };
+
+    // diesel.toml's `[print_schema] patch_file`: zmig's, the team's, or none.
+    let toml_text = match fs::read_to_string(&toml_path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_problem(&toml_path, e)),
+    };
+    let mut doc: toml_edit::DocumentMut = toml_text
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| vec![format!("{}: {e}", display_path(&toml_path))])?;
+    let configured = doc
+        .get("print_schema")
+        .and_then(|p| p.get("patch_file"))
+        .and_then(|f| f.as_str())
+        .map(str::to_owned);
+    let default_rel = relative_path(
+        &config_dir,
+        &project
+            .schema_file
+            .parent()
+            .map(|dir| dir.join(PATCH_FILE_NAME))
+            .unwrap_or_else(|| PathBuf::from(PATCH_FILE_NAME)),
+    );
+    let configured_text = match &configured {
+        Some(rel) => read_opt(rel)?,
+        None => None,
+    };
+    // Ours: it says so in its first line, or (gone) it has our name.
+    let configured_ours = match (&configured, &configured_text) {
+        (Some(_), Some(text)) => text.starts_with(PATCH_HEADER),
+        (Some(rel), None) => Path::new(rel).file_name() == Some(PATCH_FILE_NAME.as_ref()),
+        (None, _) => false,
+    };
+    // The team's own patch: the one diesel.toml names, or, while zmig's stands in for it, the
+    // one zmig's patch (or the comment above the line) keeps.
+    let user_rel = if configured_ours {
+        configured_text
+            .as_deref()
+            .and_then(user_patch_named)
+            .or_else(|| {
+                patch_file_prefix(&doc)
+                    .as_deref()
+                    .and_then(user_patch_named)
+            })
+    } else {
+        configured.clone()
+    };
 
     let mut changes = Vec::new();
     let mut patch = None;
     let mut notes = Vec::new();
-    let schema_rel = relative(&project.root, &project.schema_file);
     if !hidden.is_empty() {
         let current = fs::read_to_string(&project.schema_file)
             .map_err(|e| io_problem(&project.schema_file, e))?;
-        let shim = shim_schema(&schema_rel, &current, &hidden).map_err(|mut e| {
-            e.file = project.root.join(&e.file);
+        let patched = hidden.iter().any(|h| h.hidden == Hidden::Patched);
+        let shim = match (&user_rel, patched) {
+            (Some(user), true) => {
+                let Some(user_text) = read_opt(user)? else {
+                    return Err(vec![format!(
+                        "{}: `[print_schema] patch_file` names your patch `{user}`, but {} does not exist; \
+                         restore it from version control (diesel needs it too), then generate again",
+                        display_path(&toml_path),
+                        display_path(&config_dir.join(user))
+                    )]);
+                };
+                let previous = configured_text.as_deref().filter(|_| configured_ours);
+                shim_with_user_patch(&schema_rel, &current, &hidden, user, &user_text, previous)
+            }
+            _ => shim_schema(&schema_rel, &current, &hidden),
+        };
+        let shim = shim.map_err(|e| {
+            // schema.rs is named from the crate, the team's patch from diesel.toml's folder.
+            let file = if e.file == schema_rel {
+                project.root.join(&e.file)
+            } else {
+                config_dir.join(&e.file)
+            };
             vec![format!(
                 "{}:{}:{}: {}",
-                display_path(&e.file),
+                display_path(&file),
                 e.line,
                 e.column,
                 e.message
@@ -511,85 +860,50 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
         notes = shim.notes;
     }
 
-    // diesel.toml's `[print_schema] patch_file`: zmig's, someone else's, or none.
-    let toml_path = project.root.join("diesel.toml");
-    let toml_text = match fs::read_to_string(&toml_path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_problem(&toml_path, e)),
-    };
-    let mut doc: toml_edit::DocumentMut = toml_text
-        .as_deref()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|e| vec![format!("{}: {e}", display_path(&toml_path))])?;
-    let configured = doc
-        .get("print_schema")
-        .and_then(|p| p.get("patch_file"))
-        .and_then(|f| f.as_str())
-        .map(str::to_owned);
-    let default_rel = schema_rel
-        .parent()
-        .map(|dir| dir.join(PATCH_FILE_NAME))
-        .unwrap_or_else(|| PathBuf::from(PATCH_FILE_NAME));
-    let default_rel = default_rel.to_string_lossy().replace('\\', "/");
-    let owned = |rel: &str| -> Result<Option<bool>, Vec<String>> {
-        let path = project.root.join(rel);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text.starts_with(PATCH_HEADER))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_problem(&path, e)),
-        }
-    };
-    // Ours: it says so in its first line, or (gone) it has our name.
-    let configured_ours = match &configured {
-        Some(rel) => match owned(rel)? {
-            Some(ours) => ours,
-            None => Path::new(rel).file_name() == Some(PATCH_FILE_NAME.as_ref()),
-        },
-        None => false,
-    };
-
+    let toml_before = doc.to_string();
     match patch {
         Some(text) => {
-            if let (Some(rel), false) = (&configured, configured_ours) {
-                let columns: Vec<String> = hidden
-                    .iter()
-                    .filter(|h| h.hidden == Hidden::Patched)
-                    .map(|h| format!("{} of `{}`", h.columns.join(", "), h.recorded.rust_name))
-                    .collect();
-                return Err(vec![format!(
-                    "{}: `[print_schema] patch_file = \"{rel}\"` names a patch zmig did not write. From write_new \
-                     until contract zmig needs `patch_file` for its own patch, which makes `diesel print-schema` leave \
-                     out {} (the ignored-column shim); diesel applies one patch file only.\n  \
-                     zmig must own the patch: remove the `patch_file` line (keep your patch aside and name it again \
-                     after contract, when zmig removes its own), then run `cargo xtask zmig generate` again. Merging \
-                     your patch into zmig's does not last: zmig rewrites its patch on every run.",
-                    display_path(&toml_path),
-                    columns.join("; "),
-                )]);
-            }
-            let rel = configured.clone().unwrap_or(default_rel);
-            let path = project.root.join(&rel);
-            if configured.is_none() && owned(&rel)? == Some(false) {
-                return Err(vec![format!(
-                    "{}: zmig writes its schema patch here, but this file is not zmig's; move it away and generate again",
-                    display_path(&path)
-                )]);
+            let rel = match &configured {
+                Some(rel) if configured_ours => rel.clone(),
+                _ => default_rel,
+            };
+            let path = config_dir.join(&rel);
+            if !configured_ours {
+                if let Some(existing) = read_opt(&rel)? {
+                    if !existing.starts_with(PATCH_HEADER) {
+                        return Err(vec![format!(
+                            "{}: zmig writes its schema patch here, but this file is not zmig's; move it away (and \
+                             name it in diesel.toml if it is your own patch), then generate again",
+                            display_path(&path)
+                        )]);
+                    }
+                }
             }
             if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                let what = match &user_rel {
+                    Some(user) => format!(
+                        "the patch `diesel print-schema` applies: your {user} and the columns write_new stopped using, in one diff"
+                    ),
+                    None => "the patch `diesel print-schema` applies: it leaves out the columns write_new stopped using".to_owned(),
+                };
                 changes.push(Change {
                     path: path.clone(),
                     contents: Some(text),
-                    what: "the patch `diesel print-schema` applies: it leaves out the columns write_new stopped using".to_owned(),
+                    what,
                 });
             }
-            if configured.as_deref() != Some(rel.as_str()) {
-                set_patch_file(&mut doc, &rel);
+            set_patch_file(&mut doc, &rel, user_rel.as_deref());
+            if doc.to_string() != toml_before || toml_text.is_none() {
+                let what = match &user_rel {
+                    Some(user) => format!(
+                        "`[print_schema] patch_file = \"{rel}\"`, which includes your {user}; contract names yours again"
+                    ),
+                    None => format!("`[print_schema] patch_file = \"{rel}\"`"),
+                };
                 changes.push(Change {
                     path: toml_path.clone(),
                     contents: Some(doc.to_string()),
-                    what: format!("`[print_schema] patch_file = \"{rel}\"`"),
+                    what,
                 });
             }
         }
@@ -599,11 +913,11 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
                 configured.clone()
             } else {
                 (configured.as_deref() != Some(default_rel.as_str())
-                    && owned(&default_rel)? == Some(true))
+                    && read_opt(&default_rel)?.is_some_and(|t| t.starts_with(PATCH_HEADER)))
                 .then_some(default_rel)
             };
             if let Some(rel) = stale {
-                let path = project.root.join(&rel);
+                let path = config_dir.join(&rel);
                 let why = if hidden.is_empty() {
                     "no migration is at write_new or contract"
                 } else {
@@ -617,12 +931,17 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
                     });
                 }
                 if configured_ours {
-                    remove_patch_file(&mut doc);
+                    restore_patch_file(&mut doc, user_rel.as_deref());
+                    let what = match &user_rel {
+                        Some(user) => format!(
+                            "`[print_schema] patch_file = \"{user}\"`: your own patch again, zmig's is gone"
+                        ),
+                        None => "`[print_schema] patch_file` removed: zmig's patch is gone".to_owned(),
+                    };
                     changes.push(Change {
                         path: toml_path.clone(),
                         contents: Some(doc.to_string()),
-                        what: "`[print_schema] patch_file` removed: zmig's patch is gone"
-                            .to_owned(),
+                        what,
                     });
                 }
             }
@@ -631,32 +950,113 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
     Ok(Plan { changes, notes })
 }
 
+/// `path` relative to `base` as diesel.toml writes it (`/`, `..` where needed), or `path` itself
+/// when the two share no root.
+fn relative_path(base: &Path, path: &Path) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let (base, path) = (absolute(base), absolute(path));
+    let base: Vec<_> = base.components().collect();
+    let target: Vec<_> = path.components().collect();
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return path.display().to_string().replace('\\', "/");
+    }
+    let mut parts: Vec<String> = vec!["..".to_owned(); base.len() - common];
+    parts.extend(
+        target[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
 const PATCH_FILE_COMMENT: &str =
     "# zmig's ignored-column shim (write_new until contract); `cargo xtask zmig generate` manages this line.\n";
 
-fn set_patch_file(doc: &mut toml_edit::DocumentMut, rel: &str) {
+/// The comments above `patch_file`, when `[print_schema]` is a table.
+fn patch_file_prefix(doc: &toml_edit::DocumentMut) -> Option<String> {
+    let table = doc.get("print_schema")?.as_table()?;
+    let (key, _) = table.get_key_value("patch_file")?;
+    key.leaf_decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .map(str::to_owned)
+}
+
+/// `prefix` without the comment lines zmig puts above `patch_file`.
+fn without_zmig_comments(prefix: &str) -> String {
+    prefix
+        .split_inclusive('\n')
+        .filter(|line| {
+            *line != PATCH_FILE_COMMENT && !line.trim_start().starts_with(USER_PATCH_MARKER)
+        })
+        .collect()
+}
+
+/// `patch_file = "<rel>"`, in place of the team's (`user`) when there is one, keeping the line's
+/// comments and layout; the comment above it says who manages it and keeps the team's file.
+fn set_patch_file(doc: &mut toml_edit::DocumentMut, rel: &str, user: Option<&str>) {
     match doc.entry("print_schema").or_insert_with(toml_edit::table) {
         toml_edit::Item::Table(table) => {
-            table.insert("patch_file", toml_edit::value(rel));
-            // A comment says who manages the line.
+            replace_value(table, rel);
             if let Some(mut key) = table.key_mut("patch_file") {
-                key.leaf_decor_mut().set_prefix(PATCH_FILE_COMMENT);
+                let kept = without_zmig_comments(
+                    key.leaf_decor()
+                        .prefix()
+                        .and_then(|p| p.as_str())
+                        .unwrap_or_default(),
+                );
+                let user_line = user
+                    .map(|u| format!("{}\n", user_patch_line(u)))
+                    .unwrap_or_default();
+                key.leaf_decor_mut()
+                    .set_prefix(format!("{kept}{PATCH_FILE_COMMENT}{user_line}"));
             }
         }
+        // Inline tables hold no comments: zmig's patch keeps the team's file alone.
         toml_edit::Item::Value(toml_edit::Value::InlineTable(table)) => {
-            table.insert("patch_file", rel.into());
+            replace_value(table, rel);
         }
         // `print_schema` is not a table: diesel refuses such a file anyway.
         _ => {}
     }
 }
 
-fn remove_patch_file(doc: &mut toml_edit::DocumentMut) {
-    if let Some(table) = doc
+/// Sets `patch_file` keeping the decoration (a trailing comment) of the value it replaces.
+fn replace_value(table: &mut dyn toml_edit::TableLike, rel: &str) {
+    match table.get_mut("patch_file") {
+        Some(toml_edit::Item::Value(value)) => {
+            let decor = value.decor().clone();
+            *value = rel.into();
+            *value.decor_mut() = decor;
+        }
+        _ => {
+            table.insert("patch_file", toml_edit::value(rel));
+        }
+    }
+}
+
+/// Undoes [`set_patch_file`]: the team's patch named again, as the line was, or no line.
+fn restore_patch_file(doc: &mut toml_edit::DocumentMut, user: Option<&str>) {
+    let Some(table) = doc
         .get_mut("print_schema")
         .and_then(|p| p.as_table_like_mut())
-    {
+    else {
+        return;
+    };
+    let Some(user) = user else {
         table.remove("patch_file");
+        return;
+    };
+    replace_value(table, user);
+    if let Some(mut key) = table.key_mut("patch_file") {
+        let kept = without_zmig_comments(
+            key.leaf_decor()
+                .prefix()
+                .and_then(|p| p.as_str())
+                .unwrap_or_default(),
+        );
+        key.leaf_decor_mut().set_prefix(kept);
     }
 }
 
