@@ -1,5 +1,7 @@
-//! `cargo xtask zmig plan | generate [--check]`: the commands that need no database. The
-//! command line itself (`zmig_runtime::cli::main`) adds the ones that do.
+//! `cargo xtask zmig plan | generate [--check]`: the commands that read the crate. They reach
+//! the database only through a [`Catalog`] the caller hands in (to copy exact column types);
+//! the command line itself (`zmig_runtime::cli::main`) supplies it and adds the commands that
+//! work on the database.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -217,6 +219,17 @@ fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<(
                 x.stage,
                 x.stage.number()
             )?;
+            let types: Vec<String> = x
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.target, c.target_type))
+                .collect();
+            let whence = if x.exact_types {
+                "exact, as read from the database"
+            } else {
+                "from schema.rs, without modifiers: generate reads the exact ones from the database"
+            };
+            writeln!(out, "  new columns ({whence}): {}\n", types.join(", "))?;
             print_phases(&extract_phases(x), x.stage, out)?;
         }
         for model in &project.swaps {

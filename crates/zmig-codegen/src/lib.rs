@@ -1,5 +1,6 @@
 //! zmig's code generator, shared by the derive and the `cargo xtask zmig` commands so that they
-//! can never disagree about what an attribute means. A plain library: no proc-macro, no database.
+//! can never disagree about what an attribute means. A plain library: no proc-macro, no database
+//! driver (the database's column types come in through [`schema::Catalog`]).
 
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -1,8 +1,9 @@
 //! `cargo xtask zmig …`: the whole command line as one library call. A user's
 //! `xtask/src/main.rs` is `fn main() -> std::process::ExitCode { zmig_runtime::cli::main() }`.
 //!
-//! `plan` and `generate` read the crate and need no database; `backfill`, `verify` and `status`
-//! work on the database `DATABASE_URL` names. A name whose `zmig_<name>_move` function exists
+//! `plan` and `generate` read the crate, and the database (`--database-url`, else
+//! `DATABASE_URL`) only to copy exact column types when a migration's first folder is written;
+//! `backfill`, `verify` and `status` work on that database. A name whose `zmig_<name>_move` function exists
 //! there is a swap: `backfill` moves its rows and `verify` checks them; any other name is an
 //! extract the workspace's code must declare.
 

@@ -93,7 +93,7 @@ BEGIN\n    \
     WHERE f.found IS DISTINCT FROM e.planned;\n    \
     IF problem IS NOT NULL THEN\n        \
         RAISE EXCEPTION 'zmig %: the columns of % are not those this migration was generated from: %', {name}, {owner_text}, problem\n            \
-            USING HINT = 'generate reads exact column types from the database at DATABASE_URL: point it at one with the same schema as this one (or apply the missing migrations here) and generate again';\n    \
+            USING HINT = 'zmig generate copied the column types from another database (its DATABASE_URL): apply the migrations this one lacks, or, if this migration has not run anywhere yet, delete its folders and generate again from a database like this one';\n    \
     END IF;\n\
 END\n\
 $zmig$;",
