@@ -353,7 +353,10 @@ fn user_patch_named(text: &str) -> Option<String> {
 ///   recorded (what print-schema printed, patched, before write_new).
 ///
 /// Either way the team's patch is then applied to print-schema's text as it was before
-/// write_new (the moved columns as recorded), the way the patch was written.
+/// write_new (the moved columns as recorded), the way the patch was written, less the columns
+/// contract drops: with diesel's own algorithm (diffy), so where a hunk lands is where diesel
+/// lands it. At contract alone (no `Patched` group) there is no zmig patch: `desired` is the
+/// team's patch on print-schema's text after the contract migration, as diesel will print it.
 pub fn shim_with_user_patch(
     file: &Path,
     schema_rs: &str,
@@ -380,8 +383,12 @@ pub fn shim_with_user_patch(
     let from_previous = previous.and_then(|previous| {
         let previous = diffy::Patch::from_str(previous).ok()?;
         let unpatched = diffy::apply(schema_rs, &previous.reverse()).ok()?;
-        (diffy::apply(&unpatched, &previous).ok()?.as_str() == schema_rs)
-            .then(|| set_nullable(file, &unpatched, hidden, false))
+        (diffy::apply(&unpatched, &previous).ok()?.as_str() == schema_rs).then(|| {
+            // At contract the columns go from what print-schema prints, as the migration
+            // drops them.
+            set_nullable(file, &unpatched, hidden, false)
+                .and_then(|text| without_dropped(file, &text, hidden))
+        })
     });
     let unpatched_before = match from_previous {
         Some(text) => text?,
@@ -420,6 +427,16 @@ pub fn shim_with_user_patch(
         ..
     } = reconstruct(file, &patched_before, hidden, false)?;
     let printed = set_nullable(file, &unpatched_before, hidden, true)?;
+    // Only at contract: the team's patch alone, on print-schema's text without the dropped
+    // columns, is what diesel prints (`desired`).
+    if !hidden.iter().any(|g| g.hidden == Hidden::Patched) {
+        return Ok(ShimText {
+            printed,
+            desired,
+            patch: None,
+            notes,
+        });
+    }
     let patch = format!(
         "{}{}",
         patch_header(&schema_name(file), &summary, Some(user_file)),
@@ -432,6 +449,23 @@ pub fn shim_with_user_patch(
         patch: Some(patch),
         notes,
     })
+}
+
+/// `text` without the columns of the `Dropped` groups.
+fn without_dropped(
+    file: &Path,
+    text: &str,
+    hidden: &[HiddenColumns<'_>],
+) -> Result<String, Located> {
+    let dropped: Vec<HiddenColumns<'_>> = hidden
+        .iter()
+        .filter(|g| g.hidden == Hidden::Dropped)
+        .cloned()
+        .collect();
+    if dropped.is_empty() {
+        return Ok(text.to_owned());
+    }
+    Ok(reconstruct(file, text, &dropped, false)?.desired)
 }
 
 /// `text` with each moved column of a `Patched` group made `Nullable` in place (as write_new's
@@ -808,9 +842,10 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
     if !hidden.is_empty() {
         let current = fs::read_to_string(&project.schema_file)
             .map_err(|e| io_problem(&project.schema_file, e))?;
-        let patched = hidden.iter().any(|h| h.hidden == Hidden::Patched);
-        let shim = match (&user_rel, patched) {
-            (Some(user), true) => {
+        let shim = match &user_rel {
+            // The team's patch goes on applying, inside zmig's from write_new, alone again
+            // (on fewer columns) at contract: diesel's own application of it is simulated.
+            Some(user) => {
                 let Some(user_text) = read_opt(user)? else {
                     return Err(vec![format!(
                         "{}: `[print_schema] patch_file` names your patch `{user}`, but {} does not exist; \
@@ -822,7 +857,7 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
                 let previous = configured_text.as_deref().filter(|_| configured_ours);
                 shim_with_user_patch(&schema_rel, &current, &hidden, user, &user_text, previous)
             }
-            _ => shim_schema(&schema_rel, &current, &hidden),
+            None => shim_schema(&schema_rel, &current, &hidden),
         };
         let shim = shim.map_err(|e| {
             // schema.rs is named from the crate, the team's patch from diesel.toml's folder.
