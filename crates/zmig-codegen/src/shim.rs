@@ -1,7 +1,8 @@
 //! The ignored-column shim: from `write_new` until `contract` the owner's `table!` in `schema.rs`
 //! leaves out the moved columns, which the database still has, so Diesel stops selecting and
 //! inserting them; a zmig-owned `[print_schema] patch_file` keeps `diesel print-schema` printing
-//! it that way.
+//! it that way. A team's own patch file goes on applying: zmig's patch includes it until
+//! contract ([`shim_with_user_patch`]), then diesel.toml names it again.
 //!
 //! [`shim_schema`] is the pure core: from `schema.rs` and the owner tables as recorded it builds
 //! what `print-schema` prints once the generated migrations ran, what `schema.rs` should be, and
@@ -1511,6 +1512,40 @@ diesel::allow_tables_to_appear_in_same_query!(accounts, users, zones,);
                 .contains("joinable!(caterers -> zones (city))"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn columns_made_nullable_in_place_and_back_doc_line_included() {
+        let doc = "        /// Its SQL type is `Varchar`.\n";
+        assert_eq!(
+            retype_line(doc, true, false),
+            "        /// Its SQL type is `Nullable<Varchar>`.\n"
+        );
+        assert_eq!(
+            retype_line(&retype_line(doc, true, false), false, false),
+            doc
+        );
+        assert_eq!(
+            retype_line("        r#type -> Array<Nullable<Text>>,\n", true, true),
+            "        r#type -> Nullable<Array<Nullable<Text>>>,\n"
+        );
+        // A doc of the team's own that looks like a column is left alone.
+        assert_eq!(
+            retype_line("        /// a -> Text,\n", true, false),
+            "        /// a -> Text,\n"
+        );
+    }
+
+    #[test]
+    fn the_team_patch_is_named_back_from_the_marker_line() {
+        let line = user_patch_line("src/our \"schema\".patch");
+        assert!(line.starts_with(USER_PATCH_MARKER), "{line}");
+        let text = format!("# other\n{line}\npatch_file = \"x\"\n");
+        assert_eq!(
+            user_patch_named(&text).as_deref(),
+            Some("src/our \"schema\".patch")
+        );
+        assert_eq!(user_patch_named("# nothing here\n"), None);
     }
 
     #[test]
