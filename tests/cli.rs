@@ -181,4 +181,17 @@ fn the_command_line_walks_an_extract_from_plan_to_verify() {
         !ok && bad_flag.contains("invalid value 'many'"),
         "{bad_flag}"
     );
+    // Numbers that parse but cannot work are refused before anything runs.
+    for (flag, value) in [
+        ("--workers", "0"),
+        ("--batch-size", "-1"),
+        ("--batch-size", "0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let (ok, refused) = zmig(&manifest, &["backfill", "caterers_addresses", &arg]);
+        assert!(
+            !ok && refused.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{arg}: {refused}"
+        );
+    }
 }

@@ -73,10 +73,10 @@ enum Command {
         /// The migration's name (see `cargo xtask zmig plan`).
         name: String,
         /// Worker threads in this process.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
         /// Owners (for a swap, rows) per batch to start with; adapted towards --target-batch-ms.
-        #[arg(long, default_value_t = 1_000)]
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(i32).range(1..))]
         batch_size: i32,
         /// How long a batch should take while no other session of the database works, in
         /// milliseconds.
@@ -144,7 +144,13 @@ pub fn main() -> ExitCode {
     match run(args, &mut stdout) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // A report of several located errors already says `error:` on each of its lines.
+            let text = format!("{error:#}");
+            if text.starts_with("error: ") {
+                eprintln!("{text}");
+            } else {
+                eprintln!("error: {text}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -225,7 +231,7 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
             // A second Ctrl-C is not caught: the process ends, and the run still resumes.
             let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
             let options = BackfillOptions {
-                workers,
+                workers: workers.into(),
                 batch_size,
                 target_batch_time: Duration::from_millis(target_batch_ms),
                 pause: Duration::from_millis(pause_ms),
