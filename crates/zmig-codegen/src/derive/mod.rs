@@ -371,6 +371,90 @@ mod tests {
         assert!(!output.contains("__zmig_widens"), "{output}");
     }
 
+    /// The row struct's field types: `rust_types` first, then the model's field (a renamed
+    /// column keeps its source field's type; a widened one does not), then `RustType`.
+    #[test]
+    fn row_fields_take_the_models_types() {
+        let output = expand_pretty(quote! {
+            #[diesel(table_name = crate::schema::users, primary_key(uid))]
+            #[zmig(
+                extract(into = accounts, columns(balance, gh_login as login, visits: Int8, note, seen),
+                        rust_types(seen = time::OffsetDateTime)),
+                stage = "read_new"
+            )]
+            pub struct User {
+                pub uid: UserId,
+                pub balance: bigdecimal::BigDecimal,
+                #[diesel(column_name = gh_login)]
+                pub github: Option<String>,
+                pub visits: i32,
+                pub seen: chrono::DateTime<chrono::Utc>,
+            }
+        });
+        for field in [
+            "pub user_id: UserId,",
+            "pub balance: bigdecimal::BigDecimal,",
+            "pub login: Option<String>,",
+            "pub visits: <<crate::schema::accounts::visits as ::diesel::Expression>::SqlType as ::zmig_runtime::RustType>::Rust,",
+            // Not in the model: the fallback.
+            "pub note: <<crate::schema::accounts::note as ::diesel::Expression>::SqlType as ::zmig_runtime::RustType>::Rust,",
+            "pub seen: time::OffsetDateTime,",
+            "owner_key: UserId,",
+        ] {
+            assert!(output.contains(field), "{field} in\n{output}");
+        }
+    }
+
+    #[test]
+    fn rust_types_name_moved_columns_by_their_new_names() {
+        let errors = |attr: TokenStream| {
+            derive_zmig(quote! {
+                #[diesel(table_name = users)]
+                #[zmig(#attr, stage = "read_new")]
+                pub struct User { pub id: i64 }
+            })
+            .to_string()
+        };
+        let renamed = errors(quote!(extract(
+            into = accounts,
+            columns(gh_login as login),
+            rust_types(gh_login = String)
+        )));
+        assert!(
+            renamed.contains("`gh_login` is renamed: write `login = …`"),
+            "{renamed}"
+        );
+        let unknown = errors(quote!(extract(
+            into = accounts,
+            columns(login),
+            rust_types(user_id = i64)
+        )));
+        assert!(
+            unknown.contains(
+                "`rust_types` names `user_id`, which is not a column moved by `columns(...)`"
+            ),
+            "{unknown}"
+        );
+        let twice = errors(quote!(extract(
+            into = accounts,
+            columns(login),
+            rust_types(login = String, login = String)
+        )));
+        assert!(
+            twice.contains("`login` is listed twice in `rust_types(...)`"),
+            "{twice}"
+        );
+        let not_a_type = errors(quote!(extract(
+            into = accounts,
+            columns(login),
+            rust_types(login = 3)
+        )));
+        assert!(
+            not_a_type.contains("expected `login = <Rust type>`"),
+            "{not_a_type}"
+        );
+    }
+
     #[test]
     fn a_bad_attribute_expands_to_compile_errors_only() {
         let output = derive_zmig(quote! {

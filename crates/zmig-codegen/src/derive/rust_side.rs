@@ -1,13 +1,19 @@
 //! The Rust side of an extract, generated per stage: the new table's row struct, readers
 //! (read_new on), writers (write_new on), and the `sync = app` wrappers (dual_write on).
 //!
-//! Field types come from the new table's own `table!` through `zmig_runtime::RustType`, not
-//! from the owner's fields: from write_new on the owner model no longer has those fields.
+//! A field's type is, first found: the type named in `rust_types(column = Type)`; the type of
+//! the model's field for the column, unless the column is widened (a renamed column keeps its
+//! source field's type; the owner key takes the model's primary-key field's type); else the
+//! new table's `table!` type through `zmig_runtime::RustType`. The model is the source of truth
+//! while it carries the fields (until read_new); from write_new on it no longer does, and
+//! `rust_types` or the fallback take over.
+
+use std::collections::HashMap;
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 
-use super::{rust_ident, table_path};
+use super::{field_column, respan, rust_ident, table_path};
 use crate::spec::{default_key_column, ExtractSpec, ModelSpec, Stage, SyncMode};
 
 pub(super) struct RustSide<'a> {
@@ -23,6 +29,14 @@ pub(super) struct RustSide<'a> {
     owner_pk: syn::Ident,
     /// The moved columns' names in the new table: the row struct's fields.
     targets: Vec<syn::Ident>,
+    /// Each target's Rust type, in the order of `targets`.
+    target_types: Vec<TokenStream>,
+    key_type: TokenStream,
+    /// The new table's `table!` name, spanned on `into = …`.
+    into: syn::Ident,
+    /// Where the new table is looked up: the module holding the owner's `table!` when
+    /// `table_name` is a path, the model's own module (`self`) when it is a bare name.
+    new_table_scope: syn::Path,
 }
 
 impl<'a> RustSide<'a> {
@@ -77,11 +91,50 @@ impl<'a> RustSide<'a> {
         match (into, row, key, owner_pk, bad_target) {
             (Some(into), Some(row), Some(key), Some(owner_pk), None) => {
                 let owner_table = table_path(model);
+                // The new table's `table!` sits beside the owner's: print-schema writes both
+                // into one module, so a path in `table_name` finds it without an import.
                 let mut new_table = owner_table.clone();
                 if let Some(last) = new_table.segments.last_mut() {
-                    last.ident = into;
+                    // Spanned at the derive, not at `into = …`: when the `table!` is missing
+                    // the probe below reports it there, and rustc's own error on these uses
+                    // would otherwise suggest importing the wrong item at the same tokens.
+                    last.ident = syn::Ident::new(&into.to_string(), Span::call_site());
                 }
+                let mut new_table_scope = owner_table.clone();
+                if new_table_scope.segments.len() > 1 {
+                    new_table_scope.segments.pop();
+                    new_table_scope.segments.pop_punct();
+                } else {
+                    new_table_scope = syn::parse_quote!(self);
+                }
+                let new_table_scope = respan(&new_table_scope, extract.into.span);
+                let fields = model_field_types(input);
+                let fallback = |column: &syn::Ident, at: Span| {
+                    quote_spanned!(at=> <<#new_table::#column as ::diesel::Expression>::SqlType as ::zmig_runtime::RustType>::Rust)
+                };
+                let target_types = extract
+                    .columns
+                    .iter()
+                    .zip(&targets)
+                    .map(|(c, target)| {
+                        let named = extract.rust_types.iter().find(|r| r.column.value == c.target());
+                        match (named, c.widen.as_ref(), fields.get(c.source.value.as_str())) {
+                            (Some(named), ..) => named.tokens.clone(),
+                            // A widened column's model field still has the narrow type.
+                            (None, None, Some(field)) => field.to_token_stream(),
+                            _ => fallback(target, c.source.span),
+                        }
+                    })
+                    .collect();
+                let key_type = match model.primary_key.first().and_then(|pk| fields.get(pk.value.as_str())) {
+                    Some(field) => field.to_token_stream(),
+                    None => fallback(&key, extract.key.as_ref().map(|k| k.span).unwrap_or(extract.into.span)),
+                };
                 Ok(Some(RustSide {
+                    target_types,
+                    key_type,
+                    into,
+                    new_table_scope,
                     input,
                     model,
                     extract,
@@ -105,7 +158,7 @@ impl<'a> RustSide<'a> {
     pub(super) fn expand(&self) -> TokenStream {
         let stage = self.model.stage.value;
         let app = self.extract.sync_mode() == SyncMode::App;
-        let mut out = TokenStream::new();
+        let mut out = self.new_table_probe();
         if stage >= Stage::ReadNew || (app && stage >= Stage::DualWrite) {
             out.extend(self.row_struct());
         }
@@ -121,14 +174,73 @@ impl<'a> RustSide<'a> {
         out
     }
 
-    /// `<<new::column as Expression>::SqlType as RustType>::Rust`: the field type of a column.
-    fn column_type(&self, column: &syn::Ident) -> TokenStream {
-        let new_table = &self.new_table;
-        quote!(<<#new_table::#column as ::diesel::Expression>::SqlType as ::zmig_runtime::RustType>::Rust)
+    fn key_type(&self) -> TokenStream {
+        self.key_type.clone()
     }
 
-    fn key_type(&self) -> TokenStream {
-        self.column_type(&self.key)
+    /// zmig's own error when the new table's `table!` cannot be found where the generated code
+    /// looks for it, spanned on `into = …` and naming what to import; rustc's would suggest
+    /// importing the wrong item.
+    ///
+    /// Rust has no "is this name in scope" test, so this uses name shadowing: an inner block
+    /// glob-imports the scope the generated code resolves the new table in, and an outer block
+    /// glob-imports a stand-in of the same name. A name in an inner block's scope hides the
+    /// outer one, so the stand-in is reached only when the real `table!` is missing, and naming
+    /// it asks for a trait nothing implements, whose message is ours. (Both are globs in blocks
+    /// and the name is only used in a type, so import resolution never sees the two meet.)
+    fn new_table_probe(&self) -> TokenStream {
+        let into = &self.into;
+        let span = into.span();
+        let scope = &self.new_table_scope;
+        let owner = self.model.table();
+        let (message, note) = if self.model.table_path.value.len() > 1 {
+            let module =
+                self.model.table_path.value[..self.model.table_path.value.len() - 1].join("::");
+            (
+                format!("no `table!` for the new table `{into}` in `{module}`, beside `{owner}`"),
+                format!(
+                    "help: the Rust generated at stage `{stage}` reads `{into}`; once the expand migration is applied, \
+                     `diesel print-schema` writes its `table!` into `{module}` beside `{owner}`",
+                    stage = self.model.stage.value,
+                ),
+            )
+        } else {
+            (
+                format!("the new table `{into}` is not in scope: `into = {into}` needs its `table!` here, as `table_name = {owner}` needs `{owner}`'s"),
+                format!(
+                    "help: import it where `{owner}` comes from, e.g. `use crate::schema::{into};` beside `use crate::schema::{owner};`, \
+                     or name the owner by its path, `#[diesel(table_name = crate::schema::{owner})]`, and zmig finds `{into}` beside it"
+                ),
+            )
+        };
+        let probe = quote_spanned!(span=> #into::table);
+        quote! {
+            const _: () = {
+                #[allow(non_camel_case_types, dead_code, unreachable_pub)]
+                mod __zmig_stand_in {
+                    #[diagnostic::on_unimplemented(message = #message, label = "not found", note = #note)]
+                    pub trait NewTableNotFound {
+                        type Table;
+                    }
+                    // One impl, so rustc does not suggest adding one.
+                    pub enum Never {}
+                    impl NewTableNotFound for Never {
+                        type Table = ();
+                    }
+                    pub mod #into {
+                        pub type table = <() as super::NewTableNotFound>::Table;
+                    }
+                }
+                #[allow(unused_imports)]
+                use __zmig_stand_in::*;
+                const _: () = {
+                    #[allow(unused_imports)]
+                    use #scope::*;
+                    #[allow(dead_code)]
+                    fn __zmig_new_table_exists(_: #probe) {}
+                };
+            };
+        }
     }
 
     fn row_struct(&self) -> TokenStream {
@@ -137,10 +249,11 @@ impl<'a> RustSide<'a> {
         let new_table = &self.new_table;
         let key = &self.key;
         let key_type = self.key_type();
-        let fields = self.targets.iter().map(|field| {
-            let ty = self.column_type(field);
-            quote!(pub #field: #ty,)
-        });
+        let fields = self
+            .targets
+            .iter()
+            .zip(&self.target_types)
+            .map(|(field, ty)| quote!(pub #field: #ty,));
         let doc = format!(
             " A row of `{}`: the columns moved out of `{}` by zmig migration `{}`. Generated by `#[derive(Zmig)]` on `{}`.",
             self.extract.into.value,
@@ -319,6 +432,17 @@ impl<'a> RustSide<'a> {
             }
         }
     }
+}
+
+/// The model's field types by the column they map to (`#[diesel(column_name)]` or their name).
+fn model_field_types(input: &syn::DeriveInput) -> HashMap<String, &syn::Type> {
+    let syn::Data::Struct(data) = &input.data else {
+        return HashMap::new();
+    };
+    data.fields
+        .iter()
+        .filter_map(|field| Some((field_column(field)?, &field.ty)))
+        .collect()
 }
 
 /// `StreetAddress` → `street_address`.

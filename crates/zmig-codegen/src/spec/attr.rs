@@ -14,8 +14,8 @@ use syn::{Attribute, DeriveInput, Ident, LitStr, Token};
 
 use super::valid;
 use super::{
-    Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, ReferenceSpec, Spanned, Stage,
-    SwapColumnSpec, SwapSpec, SyncMode,
+    Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, ReferenceSpec, RustTypeSpec,
+    Spanned, Stage, SwapColumnSpec, SwapSpec, SyncMode,
 };
 
 /// The whole attribute, as a user would copy it.
@@ -36,7 +36,7 @@ const SWAP_COLUMN_HELP: &str = "help: each column looks like `id: Int8` (a widen
      `price: Numeric = \"round(price)::numeric\"` (any other change, computed from the old row)";
 const REFERENCES_FORMAT: &str = "references(trips.car_id, invoices.car_id)";
 const SWAP_KEYS: [&str; 3] = ["columns", "references", "name"];
-const EXTRACT_KEYS: [&str; 8] = [
+const EXTRACT_KEYS: [&str; 9] = [
     "into",
     "columns",
     "key",
@@ -45,7 +45,9 @@ const EXTRACT_KEYS: [&str; 8] = [
     "name",
     "sync",
     "model",
+    "rust_types",
 ];
+const RUST_TYPES_FORMAT: &str = "rust_types(balance = bigdecimal::BigDecimal, login = String)";
 
 /// Parses and validates the attributes of a struct deriving `Zmig`.
 pub fn parse_model(input: &DeriveInput) -> Result<ModelSpec, syn::Error> {
@@ -429,6 +431,7 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
     let mut filter = None;
     let mut sync: Option<Spanned<SyncMode>> = None;
     let mut model = None;
+    let mut rust_types: Option<Vec<RustTypeSpec>> = None;
     let mut broken = false;
     let extract_path = meta.path.clone();
     let help = format!("help: the correct format looks like `{EXTRACT_FORMAT}`");
@@ -491,6 +494,14 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
                 Some(_) if sync.is_some() => cx.error_spanned_by(&inner.path, "duplicate `sync`"),
                 Some(mode) => sync = Some(Spanned::new(mode, value.span)),
             }
+        // rust_types(balance = bigdecimal::BigDecimal)
+        } else if inner.path.is_ident("rust_types") {
+            let parsed = parse_rust_types(&inner)?;
+            if rust_types.is_some() {
+                cx.error_spanned_by(&inner.path, "duplicate `rust_types(...)`: name every column's Rust type in one");
+            } else {
+                rust_types = Some(parsed);
+            }
         // filter = "street1 IS NOT NULL"
         } else if inner.path.is_ident("filter") {
             let lit: LitStr = inner.value()?.parse()?;
@@ -538,9 +549,35 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
             filter,
             sync,
             model,
+            rust_types: rust_types.unwrap_or_default(),
         })),
         _ => Ok(None),
     }
+}
+
+/// `rust_types(column = Type, ...)`, each type a Rust type as it would be written on a field.
+fn parse_rust_types(meta: &ParseNestedMeta) -> syn::Result<Vec<RustTypeSpec>> {
+    let help = format!("help: the correct format looks like `{RUST_TYPES_FORMAT}`");
+    let mut out = Vec::new();
+    meta.parse_nested_meta(|entry| {
+        let column = entry.path.get_ident().ok_or_else(|| {
+            syn::Error::new(entry.path.span(), format!("expected a column name\n{help}"))
+        })?;
+        let ty: syn::Type = entry.value().and_then(|v| v.parse()).map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("expected `{} = <Rust type>`\n{help}", column.unraw()),
+            )
+        })?;
+        let text = quote::ToTokens::to_token_stream(&ty).to_string();
+        out.push(RustTypeSpec {
+            column: Spanned::new(column.unraw().to_string(), column.span()),
+            rust_type: Spanned::new(text, ty.span()),
+            tokens: quote::ToTokens::into_token_stream(ty),
+        });
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// `swap(...)`; `None` when a required part is missing or malformed (already reported).

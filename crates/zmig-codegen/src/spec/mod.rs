@@ -78,6 +78,8 @@ impl ModelSpec {
 /// Which strategy the attribute asks for.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "strategy", rename_all = "snake_case")]
+// One per model, built once per compile: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum MigrationSpec {
     Extract(ExtractSpec),
     Swap(SwapSpec),
@@ -112,6 +114,21 @@ pub struct ExtractSpec {
     pub sync: Option<Spanned<SyncMode>>,
     /// `model = Address`: the generated struct for a row of the new table.
     pub model: Option<Spanned<String>>,
+    /// `rust_types(balance = bigdecimal::BigDecimal)`: the Rust type of a moved column in the
+    /// generated row struct. Rust only: the SQL and [`ExtractSpec::to_attribute`] ignore it.
+    pub rust_types: Vec<RustTypeSpec>,
+}
+
+/// One entry of `rust_types(…)`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RustTypeSpec {
+    /// The column's name in the new table (its name after `as`).
+    pub column: Spanned<String>,
+    /// The Rust type as written, for `plan`; its span is the type's.
+    pub rust_type: Spanned<String>,
+    /// The type's tokens, spans kept, for the derive.
+    #[serde(skip)]
+    pub tokens: proc_macro2::TokenStream,
 }
 
 /// Who keeps the new table in step with the owner from dual_write on.

@@ -100,6 +100,32 @@ fn check_extract(cx: &mut Ctxt, spec: &ModelSpec, extract: &ExtractSpec) {
         }
     }
 
+    // A Rust type is named for a column of the row struct: a moved column, under its new name.
+    let mut typed: HashSet<&str> = HashSet::new();
+    for rust_type in &extract.rust_types {
+        let name = rust_type.column.value.as_str();
+        if !typed.insert(name) {
+            cx.error_at(
+                rust_type.column.span,
+                format!("`{name}` is listed twice in `rust_types(...)`"),
+            );
+        } else if !targets.contains_key(name) {
+            let hint = match extract.columns.iter().find(|c| c.source.value == name) {
+                Some(c) => format!("help: `{name}` is renamed: write `{} = …`", c.target()),
+                None => format!(
+                    "help: name a moved column by its name in the new table: {}",
+                    extract
+                        .columns
+                        .iter()
+                        .map(|c| format!("`{}`", c.target()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            cx.error_at(rust_type.column.span, format!("`rust_types` names `{name}`, which is not a column moved by `columns(...)`\n{hint}"));
+        }
+    }
+
     let (key, key_is_default) = match &extract.key {
         Some(key) => (key.value.clone(), false),
         None => (default_key_column(owner), true),
