@@ -24,6 +24,19 @@
 //! migration creates (`zmig_<name>_backfill`, `zmig_<name>_diff`, `zmig_<name>_key_range`): it is
 //! generated and reviewed with the migrations, and this crate only decides which keys, how many
 //! and when.
+//!
+//! # The generated Rust's types
+//!
+//! From read_new on (dual_write with `sync = app`) the derive generates a struct for a row of
+//! the new table, with readers and writers. Each field takes the type of the model's own field
+//! for that column (a renamed column keeps its field's type, the owner key the primary key's),
+//! so `balance: BigDecimal` or `created_at: time::OffsetDateTime` stays what the model says.
+//! A widened column, and from write_new on every moved column (the model no longer carries
+//! them), falls back to [`RustType`]: turn on the features named as Diesel's that the project
+//! uses (`serde_json`, `numeric`, `uuid`, `network-address`), implement [`RustType`] for the
+//! project's own SQL types (`crate::schema::sql_types::Mood`), and name any other type in the
+//! attribute, `extract(…, rust_types(created_at = time::OffsetDateTime))`. Date and time types
+//! fall back to chrono. See [`sql_type`] for the whole table.
 
 pub mod backfill;
 #[cfg(feature = "cli")]

@@ -26,7 +26,7 @@ const ZMIG_SWAP_FORMAT: &str = "#[zmig(swap(columns(id: Int8)), stage = \"prepar
 /// `extract(...)` with every key, required ones first.
 const EXTRACT_FORMAT: &str = "extract(into = addresses, columns(street1, gh_login as login, visits: Int8), \
      key = caterer_id, primary_key = id, filter = \"street1 IS NOT NULL\", name = caterers_addresses, \
-     sync = trigger, model = Address)";
+     sync = trigger, model = Address, rust_types(login = String))";
 const COLUMNS_FORMAT: &str = "columns(street1, gh_login as login, visits: Int8)";
 /// `swap(...)` with every key, required ones first.
 const SWAP_FORMAT: &str = "swap(columns(id: Int8, price: Numeric = \"round(price)::numeric\"), \
