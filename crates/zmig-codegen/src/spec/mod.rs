@@ -104,6 +104,10 @@ pub struct ExtractSpec {
     pub key: Option<Spanned<String>>,
     /// `primary_key = id`: the new table's primary key (see [`NewPrimaryKey`]).
     pub primary_key: Option<Spanned<String>>,
+    /// `unique_key = false`: an owner may have several rows in the new table (the owner key gets
+    /// a plain index); only with a moved column as primary key, which says which row is the
+    /// owner's own.
+    pub unique_key: Option<Spanned<bool>>,
     /// `columns(street1, gh_login as login, visits: Int8)`.
     pub columns: Vec<MovedColumnSpec>,
     /// `filter = "street1 IS NOT NULL"`: only owners matching it get a row in the new table.
@@ -127,6 +131,11 @@ pub enum SyncMode {
 }
 
 impl ExtractSpec {
+    /// Whether the owner key is unique in the new table: one row per owner (the default).
+    pub fn owner_key_unique(&self) -> bool {
+        self.unique_key.as_ref().is_none_or(|u| u.value)
+    }
+
     pub fn sync_mode(&self) -> SyncMode {
         self.sync
             .as_ref()
@@ -343,6 +352,9 @@ impl ExtractSpec {
         }
         if let Some(pk) = &self.primary_key {
             parts.push(format!("primary_key = {}", name(&pk.value)));
+        }
+        if !self.owner_key_unique() {
+            parts.push("unique_key = false".to_owned());
         }
         let columns: Vec<String> = self
             .columns
