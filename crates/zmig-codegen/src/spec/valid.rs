@@ -161,7 +161,7 @@ fn check_unique_key(cx: &mut Ctxt, extract: &ExtractSpec, key: &str) {
             sync.span,
             "`sync = app` cannot follow an owner's own row when the owner key is not unique: the sync function \
              sees the owner after the write only, not which row it had before\n\
-             help: drop `sync = app` (triggers see both) or `unique_key = false`",
+             help: drop `sync = app` (the triggers see both), or drop `unique_key = false`",
         );
     }
 }
