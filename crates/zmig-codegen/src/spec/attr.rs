@@ -305,7 +305,7 @@ fn parse_zmig_attrs<'a>(cx: &mut Ctxt, attrs: &'a [Attribute]) -> ZmigAttrs<'a> 
                     None => out.strategy = Some(strategy),
                 }
                 let parsed = match strategy {
-                    Strategy::Extract => parse_extract(cx, &meta)?.map(MigrationSpec::Extract),
+                    Strategy::Extract => parse_extract(cx, &meta)?.map(|x| MigrationSpec::Extract(Box::new(x))),
                     Strategy::Swap => parse_swap(cx, &meta)?.map(MigrationSpec::Swap),
                 };
                 match parsed {

@@ -79,7 +79,8 @@ impl ModelSpec {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "strategy", rename_all = "snake_case")]
 pub enum MigrationSpec {
-    Extract(ExtractSpec),
+    // Boxed: an extract's attribute has many more parts than a swap's.
+    Extract(Box<ExtractSpec>),
     Swap(SwapSpec),
 }
 
