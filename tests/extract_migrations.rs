@@ -50,6 +50,7 @@ fn every_variant_applies_reverts_and_reapplies_phase_by_phase() {
         ("redo_users", fixtures::users_github("redo_users")),
         ("redo_weird", fixtures::weird("redo_weird")),
         ("redo_app", fixtures::caterers_app("redo_app")),
+        ("redo_accounts", fixtures::users_accounts("redo_accounts")),
     ] {
         generated(&fixture);
         let db = TestDb::new(label);

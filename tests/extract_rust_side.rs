@@ -221,3 +221,76 @@ fn app_mode_wrappers_sync_in_the_writers_transaction() {
     assert_eq!(app::Caterer::zmig_delete(&mut conn, owner.id).unwrap(), 1);
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM addresses"), 0);
 }
+
+#[test]
+fn with_a_non_unique_owner_key_the_readers_and_writers_deal_in_every_row_of_an_owner() {
+    use zmig_tests::users_accounts_app::write_new::{Account, User};
+
+    let fixture = fixtures::users_accounts("rs_accounts");
+    fixture.generate(false).unwrap();
+    let db = TestDb::new("rs_accounts");
+    let mut conn = db.conn();
+    apply_first(&mut conn, &fixture, 1);
+    exec(&mut conn, "INSERT INTO users (name, account_id, account_name) VALUES ('ann', 1, 'own'), ('bob', 2, 'bobs')");
+    apply_first(&mut conn, &fixture, 2); // expand, dual_write
+    exec(&mut conn, "SELECT * FROM zmig_users_accounts_backfill(-9223372036854775808, 9223372036854775807, 1000)");
+    apply_first(&mut conn, &fixture, 1); // write_new
+    let ann = count(&mut conn, "SELECT id AS n FROM users WHERE name = 'ann'");
+    let bob = count(&mut conn, "SELECT id AS n FROM users WHERE name = 'bob'");
+
+    // A second account for ann: saved, saved again with a change, and her own stays hers.
+    let mut second = Account {
+        user_id: ann,
+        account_id: 500,
+        name: "second".into(),
+        plan: None,
+    };
+    assert_eq!(second.save(&mut conn).unwrap(), second);
+    second.plan = Some("team".into());
+    assert_eq!(second.save(&mut conn).unwrap(), second);
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM users WHERE name = 'ann' AND account_id = 1 AND account_name = 'own'"), 1);
+    // Bob's save of ann's account id fails; it does not take her row over.
+    let theirs = Account {
+        user_id: bob,
+        account_id: 500,
+        name: "stolen".into(),
+        plan: None,
+    };
+    assert!(theirs.save(&mut conn).is_err());
+
+    let rows = Account::find_for(&mut conn, ann).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.account_id).collect::<Vec<_>>(),
+        [1, 500]
+    );
+    assert_eq!(rows[1], second);
+    let (user, rows) = User::find_with_account(&mut conn, ann).unwrap().unwrap();
+    assert_eq!((user.name.as_str(), rows.len()), ("ann", 2));
+    let users = users_accounts_schema_users(&mut conn);
+    let with = User::with_account(&mut conn, users).unwrap();
+    assert_eq!(
+        with.iter()
+            .map(|(u, rows)| (u.name.as_str(), rows.len()))
+            .collect::<Vec<_>>(),
+        [("ann", 2), ("bob", 1)]
+    );
+    assert_eq!(Account::delete_for(&mut conn, ann).unwrap(), 2);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM users WHERE name = 'ann' AND account_id IS NULL"
+        ),
+        1
+    );
+}
+
+fn users_accounts_schema_users(
+    conn: &mut PgConnection,
+) -> Vec<zmig_tests::users_accounts_app::write_new::User> {
+    use zmig_tests::users_accounts_app::schema::users;
+    users::table
+        .order(users::id)
+        .select(zmig_tests::users_accounts_app::write_new::User::as_select())
+        .load(conn)
+        .unwrap()
+}

@@ -49,3 +49,11 @@ fn app_sync_mode() {
         "caterers_app"
     ));
 }
+
+#[test]
+fn non_unique_owner_key() {
+    insta::assert_snapshot!(snapshot_of(
+        &fixtures::users_accounts("sql_accounts"),
+        "users_accounts"
+    ));
+}

@@ -98,3 +98,38 @@ pub const CATERERS_APP: &str =
 pub fn caterers_app(label: &str) -> FixtureCrate {
     FixtureCrate::caterers(label, CATERERS_APP)
 }
+
+const USERS_ACCOUNTS_SCHEMA: &str = r#"// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    /// People who sign in.
+    users (id) {
+        id -> Int8,
+        name -> Text,
+        account_id -> Int4,
+        account_name -> Text,
+        account_plan -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+"#;
+
+const USERS_ACCOUNTS_CREATE: &str = "CREATE TABLE users (\n    id bigserial PRIMARY KEY,\n    name text NOT NULL,\n    account_id integer NOT NULL UNIQUE,\n    account_name text NOT NULL,\n    account_plan text,\n    created_at timestamptz NOT NULL DEFAULT now()\n);\n";
+
+/// A user's account moved out of `users` into `accounts`, keyed by the moved (and widened)
+/// `account_id`; the owner key `user_id` is not unique, so the new release may give a user more
+/// accounts. Each user's own account is the one whose `account_id` is the user's.
+pub const USERS_ACCOUNTS: &str = "#[zmig(extract(into = accounts, key = user_id, \
+     primary_key = account_id, unique_key = false, \
+     columns(account_id: Int8, account_name as name, account_plan as plan)), \
+     stage = \"contract\")]";
+
+pub fn users_accounts(label: &str) -> FixtureCrate {
+    FixtureCrate::new(
+        label,
+        USERS_ACCOUNTS_SCHEMA,
+        &model_source("users", "User", USERS_ACCOUNTS),
+        USERS_ACCOUNTS_CREATE,
+        "DROP TABLE users;\n",
+    )
+}

@@ -4,6 +4,7 @@
 pub mod cars_next;
 pub mod caterers_app;
 pub mod fixtures;
+pub mod users_accounts_app;
 pub mod waits;
 pub mod writes;
 

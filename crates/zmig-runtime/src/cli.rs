@@ -568,7 +568,7 @@ mod tests {
                     .chain(args),
             )
             .map_err(|e| e.to_string())?;
-            let Top::Zmig(ZmigArgs { command }) = cli.command;
+            let Top::Zmig(ZmigArgs { command, .. }) = cli.command;
             match command {
                 Command::Backfill {
                     target_batch_ms,

@@ -37,6 +37,9 @@ pub(super) struct RustSide<'a> {
     /// Where the new table is looked up: the module holding the owner's `table!` when
     /// `table_name` is a path, the model's own module (`self`) when it is a bare name.
     new_table_scope: syn::Path,
+    /// With `unique_key = false`, the primary key's field: an owner then has any number of rows,
+    /// and the readers and writers deal in all of them.
+    non_unique_pk: Option<syn::Ident>,
 }
 
 impl<'a> RustSide<'a> {
@@ -130,6 +133,12 @@ impl<'a> RustSide<'a> {
                     Some(field) => field.to_token_stream(),
                     None => fallback(&key, extract.key.as_ref().map(|k| k.span).unwrap_or(extract.into.span)),
                 };
+                let non_unique_pk = match &extract.primary_key {
+                    Some(pk) if !extract.owner_key_unique() => {
+                        targets.iter().find(|t| **t == pk.value).cloned()
+                    }
+                    _ => None,
+                };
                 Ok(Some(RustSide {
                     target_types,
                     key_type,
@@ -138,6 +147,7 @@ impl<'a> RustSide<'a> {
                     input,
                     model,
                     extract,
+                    non_unique_pk,
                     row_snake: snake_case(&row.to_string()),
                     row,
                     owner_table,
@@ -286,6 +296,51 @@ impl<'a> RustSide<'a> {
         let key_type = self.key_type();
         let find_with = format_ident!("find_with_{}", self.row_snake);
         let with = format_ident!("with_{}", self.row_snake);
+        if let Some(pk) = &self.non_unique_pk {
+            return quote! {
+                #[automatically_derived]
+                impl #row {
+                    /// The rows of the owner whose key is `owner_key` (the owner key is not unique), by primary key.
+                    pub fn find_for(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
+                        use ::diesel::prelude::*;
+                        #new_table::table.filter(#new_table::#key.eq(owner_key)).order(#new_table::#pk).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()).load(conn)
+                    }
+
+                    /// The rows of these owners, by owner and primary key.
+                    pub fn find_for_many(conn: &mut ::diesel::pg::PgConnection, owner_keys: &[#key_type]) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
+                        use ::diesel::prelude::*;
+                        #new_table::table.filter(#new_table::#key.eq_any(owner_keys)).order((#new_table::#key, #new_table::#pk)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()).load(conn)
+                    }
+                }
+
+                #[automatically_derived]
+                impl #owner {
+                    /// The owner whose key is `owner_key` with its rows in the new table.
+                    pub fn #find_with(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<(Self, ::std::vec::Vec<#row>)>> {
+                        use ::diesel::prelude::*;
+                        let owner = #owner_table::table
+                            .filter(#owner_table::#owner_pk.eq(owner_key.clone()))
+                            .select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select())
+                            .first(conn)
+                            .optional()?;
+                        match owner {
+                            ::std::option::Option::Some(owner) => ::std::result::Result::Ok(::std::option::Option::Some((owner, #row::find_for(conn, owner_key)?))),
+                            ::std::option::Option::None => ::std::result::Result::Ok(::std::option::Option::None),
+                        }
+                    }
+
+                    /// `owners` (loaded by the caller) with their rows in the new table, in the same order.
+                    pub fn #with(conn: &mut ::diesel::pg::PgConnection, owners: ::std::vec::Vec<Self>) -> ::diesel::QueryResult<::std::vec::Vec<(Self, ::std::vec::Vec<#row>)>> {
+                        let keys: ::std::vec::Vec<#key_type> = owners.iter().map(|owner| owner.#owner_pk.clone()).collect();
+                        let mut rows: ::std::collections::HashMap<#key_type, ::std::vec::Vec<#row>> = ::std::collections::HashMap::new();
+                        for row in #row::find_for_many(conn, &keys)? {
+                            rows.entry(row.#key.clone()).or_default().push(row);
+                        }
+                        Ok(owners.into_iter().map(|owner| { let row = rows.remove(&owner.#owner_pk).unwrap_or_default(); (owner, row) }).collect())
+                    }
+                }
+            };
+        }
         quote! {
             #[automatically_derived]
             impl #row {
@@ -334,6 +389,37 @@ impl<'a> RustSide<'a> {
         let owner_pk = &self.owner_pk;
         let key_type = self.key_type();
         let save_with = format_ident!("save_with_{}", self.row_snake);
+        if let Some(pk) = &self.non_unique_pk {
+            return quote! {
+                #[automatically_derived]
+                impl #row {
+                    /// Updates the row with this primary key and owner, or inserts it. A row with
+                    /// this primary key of another owner is never taken over: the insert then fails
+                    /// with a unique violation.
+                    pub fn save(&self, conn: &mut ::diesel::pg::PgConnection) -> ::diesel::QueryResult<Self> {
+                        use ::diesel::prelude::*;
+                        let updated = ::diesel::update(#new_table::table.filter(#new_table::#pk.eq(self.#pk.clone())).filter(#new_table::#key.eq(self.#key.clone())))
+                            .set(self)
+                            .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning())
+                            .get_result(conn)
+                            .optional()?;
+                        match updated {
+                            ::std::option::Option::Some(row) => ::std::result::Result::Ok(row),
+                            ::std::option::Option::None => ::diesel::insert_into(#new_table::table)
+                                .values(self)
+                                .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning())
+                                .get_result(conn),
+                        }
+                    }
+
+                    /// Deletes every row of the owner `owner_key`; returns how many went.
+                    pub fn delete_for(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
+                        use ::diesel::prelude::*;
+                        ::diesel::delete(#new_table::table.filter(#new_table::#key.eq(owner_key))).execute(conn)
+                    }
+                }
+            };
+        }
         quote! {
             #[automatically_derived]
             impl #row {

@@ -24,6 +24,10 @@ pub struct Extract {
     pub new_table: TableName,
     /// The owner-key column in the new table; same type as `owner_pk`.
     pub key: String,
+    /// Whether the owner key is unique (one row per owner), the default. `false` only with a
+    /// moved primary key (see [`Extract::own_row_column`]); left out of the plan when `true`.
+    #[serde(skip_serializing_if = "is_true")]
+    pub unique_key: bool,
     pub primary_key: NewPrimaryKey,
     pub columns: Vec<MovedColumn>,
     /// `created_at` / `updated_at` that the owner has and the new table mirrors.
@@ -36,6 +40,25 @@ pub struct Extract {
     /// the database still has them. `false`: resolved from `schema.rs` alone, whose types carry
     /// no modifiers; `generate` refuses to write a first folder from that.
     pub exact_types: bool,
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+impl Extract {
+    /// With a non-unique owner key, the moved column that is the new table's primary key: an
+    /// owner's own row is the one whose primary key equals the owner's value of this column, and
+    /// the sync, the backfill, verify and contract touch no other row of that owner. `None`
+    /// with a unique owner key, where an owner has one row at most.
+    pub fn own_row_column(&self) -> Option<&MovedColumn> {
+        match &self.primary_key {
+            NewPrimaryKey::Moved(pk) if !self.unique_key => {
+                self.columns.iter().find(|c| &c.target == pk)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -271,6 +294,7 @@ pub fn resolve_extract(
             name: extract.into.value.clone(),
         },
         key,
+        unique_key: extract.owner_key_unique(),
         primary_key,
         columns,
         timestamps,

@@ -83,7 +83,7 @@ pub fn extract_phases(extract: &Extract) -> Vec<Phase> {
             let (ships, summary, gate) = match stage {
                 Stage::Expand => (
                     Ships::Migration,
-                    format!("create table {new} with a unique owner key to {owner} (its foreign key comes at write_new); the application is unchanged"),
+                    format!("create table {new} with {} owner key to {owner} (its foreign key comes at write_new); the application is unchanged", if extract.unique_key { "a unique" } else { "an indexed, non-unique" }),
                     "the migration is applied everywhere".to_owned(),
                 ),
                 Stage::DualWrite if extract.sync == SyncMode::App => (

@@ -23,10 +23,14 @@ pub(crate) const ZMIG_FORMAT: &str =
     "#[zmig(extract(into = addresses, columns(street1, city)), stage = \"expand\")]";
 /// The whole attribute for a swap.
 const ZMIG_SWAP_FORMAT: &str = "#[zmig(swap(columns(id: Int8)), stage = \"prepare\")]";
-/// `extract(...)` with every key, required ones first.
+/// `extract(...)` with every key, required ones first (but `unique_key`, see [`NON_UNIQUE_FORMAT`]).
 const EXTRACT_FORMAT: &str = "extract(into = addresses, columns(street1, gh_login as login, visits: Int8), \
      key = caterer_id, primary_key = id, filter = \"street1 IS NOT NULL\", name = caterers_addresses, \
      sync = trigger, model = Address, rust_types(login = String))";
+/// `extract(...)` with a non-unique owner key: the primary key is a moved column.
+pub(crate) const NON_UNIQUE_FORMAT: &str =
+    "extract(into = accounts, key = user_id, primary_key = account_id, \
+     unique_key = false, columns(account_id, account_name))";
 const COLUMNS_FORMAT: &str = "columns(street1, gh_login as login, visits: Int8)";
 /// `swap(...)` with every key, required ones first.
 const SWAP_FORMAT: &str = "swap(columns(id: Int8, price: Numeric = \"round(price)::numeric\"), \
@@ -36,11 +40,12 @@ const SWAP_COLUMN_HELP: &str = "help: each column looks like `id: Int8` (a widen
      `price: Numeric = \"round(price)::numeric\"` (any other change, computed from the old row)";
 const REFERENCES_FORMAT: &str = "references(trips.car_id, invoices.car_id)";
 const SWAP_KEYS: [&str; 3] = ["columns", "references", "name"];
-const EXTRACT_KEYS: [&str; 9] = [
+const EXTRACT_KEYS: [&str; 10] = [
     "into",
     "columns",
     "key",
     "primary_key",
+    "unique_key",
     "filter",
     "name",
     "sync",
@@ -302,7 +307,7 @@ fn parse_zmig_attrs<'a>(cx: &mut Ctxt, attrs: &'a [Attribute]) -> ZmigAttrs<'a> 
                     None => out.strategy = Some(strategy),
                 }
                 let parsed = match strategy {
-                    Strategy::Extract => parse_extract(cx, &meta)?.map(MigrationSpec::Extract),
+                    Strategy::Extract => parse_extract(cx, &meta)?.map(|x| MigrationSpec::Extract(Box::new(x))),
                     Strategy::Swap => parse_swap(cx, &meta)?.map(MigrationSpec::Swap),
                 };
                 match parsed {
@@ -427,6 +432,7 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
     let mut name = None;
     let mut key = None;
     let mut primary_key = None;
+    let mut unique_key: Option<Spanned<bool>> = None;
     let mut columns: Option<Vec<MovedColumnSpec>> = None;
     let mut filter = None;
     let mut sync: Option<Spanned<SyncMode>> = None;
@@ -502,6 +508,24 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
             } else {
                 rust_types = Some(parsed);
             }
+        // unique_key = false
+        } else if inner.path.is_ident("unique_key") {
+            let value: syn::Expr = inner.value()?.parse()?;
+            match &value {
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Bool(_), .. }) if unique_key.is_some() => {
+                    cx.error_spanned_by(&inner.path, "duplicate `unique_key`")
+                }
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Bool(b), .. }) => {
+                    unique_key = Some(Spanned::new(b.value, b.span()))
+                }
+                _ => cx.error_spanned_by(
+                    &value,
+                    format!(
+                        "`unique_key` is `true` (the default: one row per owner) or `false` (an owner may have \
+                         several rows)\nhelp: the correct format looks like `{NON_UNIQUE_FORMAT}`"
+                    ),
+                ),
+            }
         // filter = "street1 IS NOT NULL"
         } else if inner.path.is_ident("filter") {
             let lit: LitStr = inner.value()?.parse()?;
@@ -515,6 +539,7 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
             let key = path_text(&inner.path);
             let hint = match key.as_str() {
                 "foreign_key" | "owner_key" => Some("key"),
+                "unique" | "key_unique" | "unique_owner_key" => Some("unique_key"),
                 "table" | "to" | "new_table" => Some("into"),
                 "where" | "condition" => Some("filter"),
                 _ => suggest(&key, &EXTRACT_KEYS),
@@ -545,6 +570,7 @@ fn parse_extract(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Ex
             name,
             key,
             primary_key,
+            unique_key,
             columns,
             filter,
             sync,
@@ -633,7 +659,7 @@ fn parse_swap(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<SwapS
                 .collect::<Vec<_>>()
                 .join(", ");
             let message = match key.as_str() {
-                "into" | "key" | "primary_key" | "filter" | "sync" | "model" => {
+                "into" | "key" | "primary_key" | "unique_key" | "filter" | "sync" | "model" => {
                     format!("`{key}` belongs to `extract(...)`; swap takes {keys}\n{help}")
                 }
                 _ => {

@@ -78,10 +78,9 @@ impl ModelSpec {
 /// Which strategy the attribute asks for.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "strategy", rename_all = "snake_case")]
-// One per model, built once per compile: boxing the larger variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum MigrationSpec {
-    Extract(ExtractSpec),
+    // Boxed: an extract's attribute has many more parts than a swap's.
+    Extract(Box<ExtractSpec>),
     Swap(SwapSpec),
 }
 
@@ -106,6 +105,10 @@ pub struct ExtractSpec {
     pub key: Option<Spanned<String>>,
     /// `primary_key = id`: the new table's primary key (see [`NewPrimaryKey`]).
     pub primary_key: Option<Spanned<String>>,
+    /// `unique_key = false`: an owner may have several rows in the new table (the owner key gets
+    /// a plain index); only with a moved column as primary key, which says which row is the
+    /// owner's own.
+    pub unique_key: Option<Spanned<bool>>,
     /// `columns(street1, gh_login as login, visits: Int8)`.
     pub columns: Vec<MovedColumnSpec>,
     /// `filter = "street1 IS NOT NULL"`: only owners matching it get a row in the new table.
@@ -144,6 +147,11 @@ pub enum SyncMode {
 }
 
 impl ExtractSpec {
+    /// Whether the owner key is unique in the new table: one row per owner (the default).
+    pub fn owner_key_unique(&self) -> bool {
+        self.unique_key.as_ref().is_none_or(|u| u.value)
+    }
+
     pub fn sync_mode(&self) -> SyncMode {
         self.sync
             .as_ref()
@@ -360,6 +368,9 @@ impl ExtractSpec {
         }
         if let Some(pk) = &self.primary_key {
             parts.push(format!("primary_key = {}", name(&pk.value)));
+        }
+        if !self.owner_key_unique() {
+            parts.push("unique_key = false".to_owned());
         }
         let columns: Vec<String> = self
             .columns

@@ -3,7 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Ctxt, ExtractSpec, MigrationSpec, ModelSpec, Spanned, SwapSpec};
+use super::attr::NON_UNIQUE_FORMAT;
+use super::{Ctxt, ExtractSpec, MigrationSpec, ModelSpec, Spanned, SwapSpec, SyncMode};
 use crate::sql::filter;
 
 /// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1), silently.
@@ -145,10 +146,49 @@ fn check_extract(cx: &mut Ctxt, spec: &ModelSpec, extract: &ExtractSpec) {
         );
     }
 
+    check_unique_key(cx, extract, &key);
+
     if let Some(filter) = &extract.filter {
         if let Err(error) = filter::tokenize(&filter.value) {
             cx.error_at(filter.span, format!("invalid filter: {error}\nhelp: the correct format looks like `filter = \"street1 IS NOT NULL\"`"));
         }
+    }
+}
+
+/// `unique_key = false` says an owner may have several rows; the sync, the backfill, verify and
+/// contract then need to know which one is the owner's own: the row whose primary key is the
+/// owner's moved column. Without a moved primary key nothing says so.
+fn check_unique_key(cx: &mut Ctxt, extract: &ExtractSpec, key: &str) {
+    let Some(unique) = extract.unique_key.as_ref().filter(|u| !u.value) else {
+        return;
+    };
+    let help = format!("help: the correct format looks like `{NON_UNIQUE_FORMAT}`");
+    let moved = |name: &str| extract.columns.iter().any(|c| c.target() == name);
+    match &extract.primary_key {
+        Some(pk) if pk.value != key && moved(&pk.value) => {}
+        Some(pk) if pk.value == key => cx.error_at(
+            unique.span,
+            format!(
+                "`unique_key = false` with `primary_key = {key}`: the owner key is the primary key, so it is unique\n\
+                 help: make one of the moved columns the primary key, which then says which row is the owner's own\n{help}"
+            ),
+        ),
+        _ => cx.error_at(
+            unique.span,
+            format!(
+                "`unique_key = false` needs a moved column as the new table's primary key: an owner's own row is \
+                 the one whose primary key equals the owner's column, and the other rows of that owner are left alone\n\
+                 help: name it with `primary_key = <moved column>`\n{help}"
+            ),
+        ),
+    }
+    if let Some(sync) = extract.sync.as_ref().filter(|s| s.value == SyncMode::App) {
+        cx.error_at(
+            sync.span,
+            "`sync = app` cannot follow an owner's own row when the owner key is not unique: the sync function \
+             sees the owner after the write only, not which row it had before\n\
+             help: drop `sync = app` (the triggers see both), or drop `unique_key = false`",
+        );
     }
 }
 

@@ -40,6 +40,39 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
     }
     let carries_o = carries(x, "o").replace("\n       AND ", "\n      AND ");
     let in_batch = |column: &str| format!("{column} > after AND {column} <= last_key");
+    // With a non-unique owner key, each statement touches an owner's own row only: the one whose
+    // primary key is the owner's own column. Its other rows are left alone; a row is stale only
+    // when its owner is gone, or it is the own row of an owner that carries nothing.
+    let (own_o, own_n, stale) = match x.own_row_column() {
+        None => (
+            String::new(),
+            String::new(),
+            format!(
+                "NOT EXISTS (SELECT FROM {owner} AS o\n                      \
+                 WHERE o.{pk} = n.{key}\n                        \
+                 AND {})",
+                carries(x, "o").replace("\n       AND ", "\n                        AND ")
+            ),
+        ),
+        Some(own) => (
+            format!("\n      AND o.{} = n.{}", q(&own.source), q(&own.target)),
+            format!(
+                "\n                        AND n.{} = o.{}",
+                q(&own.target),
+                q(&own.source)
+            ),
+            format!(
+                "(NOT EXISTS (SELECT FROM {owner} AS o WHERE o.{pk} = n.{key})\n           \
+                 OR EXISTS (SELECT FROM {owner} AS o\n                      \
+                 WHERE o.{pk} = n.{key}\n                        \
+                 AND o.{} = n.{}\n                        \
+                 AND NOT ({})))",
+                q(&own.source),
+                q(&own.target),
+                carries(x, "o").replace("\n       AND ", " AND ")
+            ),
+        ),
+    };
     out.comment(&format!(
         "One backfill batch: makes {new} right for the owners with keys in (after, upto], at most \
          max_rows of them in key order, and returns the last key it covered. First it locks those \
@@ -75,9 +108,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
              -- Rows whose owner is gone or no longer carries the moved columns.\n    \
              DELETE FROM {new} AS n\n    \
              WHERE {n_range}\n      \
-               AND NOT EXISTS (SELECT FROM {owner} AS o\n                      \
-                               WHERE o.{pk} = n.{key}\n                        \
-                                 AND {carries_deep});\n    \
+               AND {stale};\n    \
              GET DIAGNOSTICS changed = ROW_COUNT;\n    \
              written := written + changed;\n\n    \
              -- Rows whose values differ from their owner's.\n    \
@@ -85,7 +116,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
              SET {}\n    \
              FROM {owner} AS o\n    \
              WHERE {n_range}\n      \
-               AND o.{pk} = n.{key}\n      \
+               AND o.{pk} = n.{key}{own_o}\n      \
                AND {carries_o}\n      \
                AND {} IS DISTINCT FROM ({});\n    \
              GET DIAGNOSTICS changed = ROW_COUNT;\n    \
@@ -97,7 +128,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
              WHERE {o_range}\n      \
                AND {carries_o}\n      \
                AND NOT EXISTS (SELECT FROM {new} AS n\n                      \
-                               WHERE n.{key} = o.{pk}\n                        \
+                               WHERE n.{key} = o.{pk}{own_n}\n                        \
                                  AND {n_range});\n    \
              GET DIAGNOSTICS changed = ROW_COUNT;\n    \
              written := written + changed;\n    \
@@ -116,7 +147,6 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
         values.join(", "),
         n_range = in_batch(&format!("n.{key}")),
         o_range = in_batch(&format!("o.{pk}")),
-        carries_deep = carries(x, "o").replace("\n       AND ", "\n                        AND "),
     ));
 
     out.comment(
@@ -142,12 +172,31 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
         .iter()
         .map(|c| format!("n.{}", q(&c.target)))
         .collect();
+    let mut rows = format!("(SELECT * FROM {new} WHERE {key} > after AND {key} <= upto) AS n");
+    let mut own_note = String::new();
+    if let Some(own) = x.own_row_column() {
+        own_note = format!(
+            " The owner key is not unique: an owner is compared with its own row only, the one whose \
+             {} equals its {}; its other rows are the new release's alone, neither counted nor compared.",
+            q(&own.target),
+            q(&own.source)
+        );
+        rows = format!(
+            "(SELECT * FROM {new} AS n\n           \
+             WHERE n.{key} > after AND n.{key} <= upto\n             \
+             AND NOT EXISTS (SELECT FROM {owner} AS x WHERE x.{pk} = n.{key} AND x.{} IS DISTINCT FROM n.{})) AS n",
+            q(&own.source),
+            q(&own.target)
+        );
+    }
     out.comment(&format!(
         "What `zmig verify` counts, for owner keys in (after, upto]: an owner that carries the moved \
          columns but has no row in {new} ('missing'), a row whose values differ ('differs'), a row \
          for an owner that carries nothing ('unexpected'), and a row without an owner ('orphan'). \
-         It only reads, in one snapshot, so it sees every writer's transaction whole."
+         It only reads, in one snapshot, so it sees every writer's transaction whole.{own_note}"
     ));
+    // With a non-unique owner key, an owner is compared with its own row only; its other rows
+    // are neither 'unexpected' nor 'orphan' while the owner exists.
     out.statement(&format!(
         "CREATE {replace}FUNCTION {}(after bigint, upto bigint)\n\
          RETURNS TABLE (owner_key bigint, problem text)\n\
@@ -158,7 +207,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
                      WHEN NOT ({carries_o}) THEN 'unexpected'\n            \
                      ELSE 'differs' END\n\
          FROM (SELECT * FROM {owner} WHERE {pk} > after AND {pk} <= upto) AS o\n\
-         FULL JOIN (SELECT * FROM {new} WHERE {key} > after AND {key} <= upto) AS n ON n.{key} = o.{pk}\n\
+         FULL JOIN {rows} ON n.{key} = o.{pk}\n\
          WHERE o.{pk} IS NULL\n   \
             OR (n.{key} IS NULL AND {carries_o})\n   \
             OR (n.{key} IS NOT NULL AND NOT ({carries_o}))\n   \

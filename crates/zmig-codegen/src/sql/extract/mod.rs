@@ -158,7 +158,7 @@ fn expand(x: &Extract) -> PhaseSql {
             t.pg_type
         ));
     }
-    if x.primary_key != NewPrimaryKey::OwnerKey {
+    if x.primary_key != NewPrimaryKey::OwnerKey && x.unique_key {
         lines.push(format!(
             "CONSTRAINT {} UNIQUE ({})",
             q(&object_name(&[&x.new_table.name, &x.key, "key"])),
@@ -166,8 +166,17 @@ fn expand(x: &Extract) -> PhaseSql {
         ));
     }
     let moved: Vec<String> = x.columns.iter().map(|c| q(&c.source)).collect();
+    let per_owner = match x.own_row_column() {
+        None => "One row per owner at most: the owner key is unique.".to_owned(),
+        Some(own) => format!(
+            "An owner may have several rows (the owner key is not unique); its own\n\
+             row, the one the sync keeps in step, is the one whose {} equals the owner's {}.",
+            q(&own.target),
+            q(&own.source)
+        ),
+    };
     up.comment(&format!(
-        "The new home of {} of {owner}. One row per owner at most: the owner key is unique. The\n\
+        "The new home of {} of {owner}. {per_owner} The\n\
          foreign key to {owner} comes later, at write_new, once the backfill is verified: checked\n\
          row by row it would be nearly half of the backfill's time, and the dual_write triggers do\n\
          its work until then (a deleted owner loses its row, a changed key takes it along). So this\n\
@@ -179,6 +188,18 @@ fn expand(x: &Extract) -> PhaseSql {
          would sync into a table of unknown shape. The migration is transactional, so a retry starts clean.",
         &[format!("CREATE TABLE {new} (\n    {}\n);", lines.join(",\n    "))],
     );
+    if !x.unique_key {
+        up.comment(&format!(
+            "The owner key's index, for the sync and the foreign key's cascades. A plain CREATE INDEX,\n\
+             not CONCURRENTLY: {new} was created empty just above, in this transaction, so nobody else\n\
+             can see it yet, let alone wait for it (and CONCURRENTLY cannot run in a transaction)."
+        ));
+        up.statement(&format!(
+            "CREATE INDEX {} ON {new} ({});",
+            q(&object_name(&[&x.new_table.name, &x.key, "idx"])),
+            q(&x.key)
+        ));
+    }
 
     up.comment("Comments, so the table explains itself in psql and in `diesel print-schema`.");
     up.statement(&format!(
@@ -499,9 +520,26 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
     backfill_functions(x, n, true, &mut down);
     reverse_sync(x, n, &mut down);
     down.commit();
+    let (rows, own_note) = match x.own_row_column() {
+        None => (format!("{new} AS n"), String::new()),
+        Some(own) => (
+            format!(
+                "(SELECT DISTINCT ON ({key}) * FROM {new} ORDER BY {key}, {pk}) AS n",
+                key = q(&x.key),
+                pk = q(&own.target)
+            ),
+            format!(
+                "\nAn owner may have several rows, and since up.sql dropped {} nothing says which was its\n\
+                 own: the old columns take the one with the lowest {}, the same one on every run, and\n\
+                 the sync above then keeps that row as the owner's own.",
+                q(&own.source),
+                q(&own.target)
+            ),
+        ),
+    };
     down.comment(&format!(
         "Refills the old columns from {new}. This rewrites every owner that has a row there: a way\n\
-         back for emergencies, not a routine step. `zmig.syncing` keeps the sync from echoing it."
+         back for emergencies, not a routine step. `zmig.syncing` keeps the sync from echoing it.{own_note}"
     ));
     let sets: Vec<String> = x
         .columns
@@ -514,7 +552,7 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         quote_literal(&x.name)
     ));
     down.statement(&format!(
-        "UPDATE {owner} AS o\nSET {}\nFROM {new} AS n\nWHERE n.{} = o.{};",
+        "UPDATE {owner} AS o\nSET {}\nFROM {rows}\nWHERE n.{} = o.{};",
         sets.join(",\n    "),
         q(&x.key),
         q(&x.owner_pk)

@@ -2,7 +2,7 @@
 //! on. Both run in the writer's own transaction, and neither echoes the other's writes.
 
 use super::Names;
-use crate::plan::Extract;
+use crate::plan::{Extract, MovedColumn};
 use crate::spec::SyncMode;
 use crate::sql::{quote_ident as q, quote_literal, Script};
 
@@ -98,6 +98,9 @@ fn sync_row(x: &Extract, row: &str, indent: &str) -> String {
         }
     }
     let targets = targets(x);
+    if let Some(own) = x.own_row_column() {
+        return indented(&sync_own_row(x, row, own, &insert_columns, &values), indent);
+    }
     let body = format!(
         "IF {} THEN\n    INSERT INTO {new} AS n ({})\n    VALUES ({})\n    ON CONFLICT ({}) DO UPDATE\n        SET {}\n        WHERE {} IS DISTINCT FROM {};\nELSE\n    DELETE FROM {new} WHERE {} = {row}.{};\nEND IF;",
         carries(x, row).replace("\n       AND ", "\n   AND "),
@@ -111,6 +114,66 @@ fn sync_row(x: &Extract, row: &str, indent: &str) -> String {
         q(&x.owner_pk),
     );
     indented(&body, indent)
+}
+
+/// [`sync_row`] with a non-unique owner key: only the owner's own row (its primary key is the
+/// owner's `own` column) is written or deleted. An update, then an insert when the row is not
+/// there: an upsert by primary key would take over a row of another owner, where a plain insert
+/// raises unique_violation and the write fails instead of landing in someone else's row.
+fn sync_own_row(
+    x: &Extract,
+    row: &str,
+    own: &MovedColumn,
+    insert_columns: &[String],
+    values: &[String],
+) -> String {
+    let new = x.new_table.sql();
+    let mut sets: Vec<String> = x
+        .columns
+        .iter()
+        .filter(|c| c.target != own.target)
+        .map(|c| format!("{} = {row}.{}", q(&c.target), q(&c.source)))
+        .collect();
+    sets.extend(
+        x.timestamps
+            .iter()
+            .filter(|t| t.name != "created_at")
+            .map(|t| format!("{} = now()", q(&t.name))),
+    );
+    let compared: Vec<String> = x.columns.iter().map(|c| c.target.clone()).collect();
+    let owner_values: Vec<String> = x
+        .columns
+        .iter()
+        .map(|c| format!("{row}.{}::{}", q(&c.source), c.target_type))
+        .collect();
+    let its_row = |n: &str| {
+        format!(
+            "{n}{} = {row}.{} AND {n}{} = {row}.{}",
+            q(&own.target),
+            q(&own.source),
+            q(&x.key),
+            q(&x.owner_pk)
+        )
+    };
+    let update = if sets.is_empty() {
+        // Only the primary key moved: a row that exists is already right.
+        format!("PERFORM FROM {new} AS n WHERE {}", its_row("n."))
+    } else {
+        format!(
+            "UPDATE {new} AS n\n    SET {}\n    WHERE {}\n      AND {} IS DISTINCT FROM ({})",
+            sets.join(",\n        "),
+            its_row("n."),
+            row_of("n", &compared),
+            owner_values.join(", "),
+        )
+    };
+    let its_row = its_row("");
+    format!(
+        "IF {} THEN\n    {update};\n    IF NOT FOUND AND NOT EXISTS (SELECT FROM {new} WHERE {its_row}) THEN\n        INSERT INTO {new} ({})\n        VALUES ({});\n    END IF;\nELSE\n    DELETE FROM {new} WHERE {its_row};\nEND IF;",
+        carries(x, row).replace("\n       AND ", "\n   AND "),
+        insert_columns.join(", "),
+        values.join(", "),
+    )
 }
 
 /// `text` with every line but empty ones prefixed by `indent`.
@@ -165,8 +228,20 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
          changes takes its row along. `zmig.syncing` marks the write so the reverse sync added at\n\
          write_new does not echo it back."
     ));
+    // With a non-unique owner key, an owner whose own column changes takes its own row along,
+    // as an owner whose key changes takes all of its rows.
+    let own_row_moves = match x.own_row_column() {
+        None => String::new(),
+        Some(own) => format!(
+            "\n        IF TG_OP = 'UPDATE' AND NEW.{src} IS DISTINCT FROM OLD.{src} THEN\n            IF NEW.{src} IS NULL THEN\n                DELETE FROM {new} WHERE {tgt} = OLD.{src} AND {key} = NEW.{pk};\n            ELSE\n                UPDATE {new} SET {tgt} = NEW.{src} WHERE {tgt} = OLD.{src} AND {key} = NEW.{pk};\n            END IF;\n        END IF;",
+            src = q(&own.source),
+            tgt = q(&own.target),
+            key = q(&x.key),
+            pk = q(&x.owner_pk),
+        ),
+    };
     out.statement(&format!(
-        "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' THEN\n        DELETE FROM {new} WHERE {key} = OLD.{pk};\n    ELSE\n        IF TG_OP = 'UPDATE' AND NEW.{pk} IS DISTINCT FROM OLD.{pk} THEN\n            UPDATE {new} SET {key} = NEW.{pk} WHERE {key} = OLD.{pk};\n        END IF;\n{}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
+        "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' THEN\n        DELETE FROM {new} WHERE {key} = OLD.{pk};\n    ELSE\n        IF TG_OP = 'UPDATE' AND NEW.{pk} IS DISTINCT FROM OLD.{pk} THEN\n            UPDATE {new} SET {key} = NEW.{pk} WHERE {key} = OLD.{pk};\n        END IF;{own_row_moves}\n{}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
         q(&n.to_new_fn),
         set_syncing(x),
         sync_row(x, "NEW", "        "),
@@ -238,11 +313,22 @@ pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
         .iter()
         .map(|c| format!("NEW.{}", q(&c.target)))
         .collect();
+    let own_note = match x.own_row_column() {
+        None => String::new(),
+        Some(own) => format!(
+            "\nAn owner may have several rows in {new}; only its own flows back: the row whose {tgt}\n\
+             equals the owner's {src}, or any row of an owner whose {src} is empty (a brand-new owner\n\
+             the new release inserted without the old columns), which then becomes its own. The owner's\n\
+             other rows are the new release's alone and leave the old columns as they are.",
+            tgt = q(&own.target),
+            src = q(&own.source),
+        ),
+    };
     out.comment(&format!(
         "Writes to {new} flow back into the old columns of {owner}, so instances still running the\n\
          previous release read what the new release wrote. A row deleted (or moved to another owner)\n\
          empties its owner's old columns. Assignments cast back to the old types, so a value the old\n\
-         column cannot hold fails the write instead of being cut."
+         column cannot hold fails the write instead of being cut.{own_note}"
     ));
     // With a filter, a row written for an owner outside it would be deleted by the next edit of
     // that owner through the previous release: refuse it now, loudly, rather than lose it later.
@@ -257,8 +343,28 @@ pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
             pk = q(&x.owner_pk),
         ),
     };
+    let (moved_away, was_own, is_own) = match x.own_row_column() {
+        None => (
+            format!("NEW.{key} IS DISTINCT FROM OLD.{key}", key = q(&x.key)),
+            String::new(),
+            String::new(),
+        ),
+        Some(own) => (
+            format!(
+                "(NEW.{key}, NEW.{tgt}) IS DISTINCT FROM (OLD.{key}, OLD.{tgt})",
+                key = q(&x.key),
+                tgt = q(&own.target)
+            ),
+            format!(" AND {} = OLD.{}", q(&own.source), q(&own.target)),
+            format!(
+                "\n          AND ({src} = NEW.{tgt} OR {src} IS NULL)",
+                src = q(&own.source),
+                tgt = q(&own.target)
+            ),
+        ),
+    };
     out.statement(&format!(
-        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NEW.{key} IS DISTINCT FROM OLD.{key}) THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = OLD.{key};\n    END IF;\n    IF TG_OP <> 'DELETE' THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = NEW.{key}\n          AND {} IS DISTINCT FROM ({});{filter_guard}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND {moved_away}) THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = OLD.{key}{was_own};\n    END IF;\n    IF TG_OP <> 'DELETE' THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = NEW.{key}{is_own}\n          AND {} IS DISTINCT FROM ({});{filter_guard}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
         q(&n.to_old_fn),
         set_syncing(x),
         clear.join(", "),
