@@ -189,16 +189,19 @@ fn expand(x: &Extract) -> PhaseSql {
         &[format!("CREATE TABLE {new} (\n    {}\n);", lines.join(",\n    "))],
     );
     if !x.unique_key {
-        up.comment(&format!(
-            "The owner key's index, for the sync and the foreign key's cascades. A plain CREATE INDEX,\n\
-             not CONCURRENTLY: {new} was created empty just above, in this transaction, so nobody else\n\
-             can see it yet, let alone wait for it (and CONCURRENTLY cannot run in a transaction)."
-        ));
-        up.statement(&format!(
-            "CREATE INDEX {} ON {new} ({});",
-            q(&object_name(&[&x.new_table.name, &x.key, "idx"])),
-            q(&x.key)
-        ));
+        up.safety_assured(
+            &format!(
+                "The owner key's index, for the sync and the foreign key's cascades. A plain CREATE INDEX,\n\
+                 not CONCURRENTLY: {new} was created empty just above, in this transaction, so nobody else\n\
+                 can see it yet, let alone wait for it (and CONCURRENTLY cannot run in a transaction). No\n\
+                 IF NOT EXISTS: the table is new, and a retry of this transactional migration starts clean."
+            ),
+            &[format!(
+                "CREATE INDEX {} ON {new} ({});",
+                q(&object_name(&[&x.new_table.name, &x.key, "idx"])),
+                q(&x.key)
+            )],
+        );
     }
 
     up.comment("Comments, so the table explains itself in psql and in `diesel print-schema`.");
