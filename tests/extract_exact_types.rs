@@ -314,3 +314,135 @@ fn generate_without_the_database_or_against_another_one_refuses_and_writes_nothi
     );
     assert_eq!(fixture.generated_files(), Vec::new());
 }
+
+/// Types whose `=` is missing (json, json[], xml, point) or does not mean "the same value"
+/// (numeric's `1.0 = 1.00`, interval's `'1 day' = '24 hours'`, float's `-0 = 0`): the sync and
+/// verify compare them by their text form, so each sync applies, each change reaches the other
+/// side, and verify sees a difference `=` would call equal.
+const CREATE_DOCS: &str = r#"
+CREATE TABLE docs (
+    id serial PRIMARY KEY,
+    title text NOT NULL,
+    payload json,
+    payloads json[],
+    markup xml,
+    spot point,
+    amount numeric,
+    span interval,
+    ratio double precision,
+    meta jsonb
+);
+"#;
+
+const SCHEMA_DOCS: &str = r#"// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    docs (id) {
+        id -> Int4,
+        title -> Text,
+        payload -> Nullable<Json>,
+        payloads -> Nullable<Array<Nullable<Json>>>,
+        markup -> Nullable<Xml>,
+        spot -> Nullable<Point>,
+        amount -> Nullable<Numeric>,
+        span -> Nullable<Interval>,
+        ratio -> Nullable<Float8>,
+        meta -> Nullable<Jsonb>,
+    }
+}
+"#;
+
+#[test]
+fn types_whose_equality_is_not_identity_sync_and_verify_by_their_text() {
+    let attribute = "#[zmig(extract(into = doc_bodies, columns(payload, payloads, markup, spot, \
+                     amount, span, ratio, meta)), stage = \"write_new\")]";
+    let fixture = FixtureCrate::new(
+        "exact_text_compare",
+        SCHEMA_DOCS,
+        &model_source("docs", "Doc", attribute),
+        CREATE_DOCS,
+        "DROP TABLE docs;\n",
+    );
+    let (outcome, report) = fixture.generate(false).expect("generate");
+    assert!(outcome.ok(), "{report}");
+    let db = TestDb::new("exact_text_compare");
+    let mut conn = db.conn();
+    apply_first(&mut conn, &fixture, 1);
+    exec(
+        &mut conn,
+        r#"INSERT INTO docs (title, payload, payloads, markup, spot, amount, span, ratio, meta)
+           VALUES ('seeded', '{"a": [1, {"b": null}]}', ARRAY['{"x": 1}'::json, NULL], '<p>hi</p>',
+                   '(1,2)', 1.0, '1 day', 0, '{"k": {"n": [1, 2]}}'),
+                  ('empty', NULL, '{}', NULL, NULL, 'NaN', NULL, 'NaN', '{}')"#,
+    );
+    // expand, dual_write (whose triggers compare these columns), then the backfill's batch.
+    apply_first(&mut conn, &fixture, 2);
+    zmig_runtime::backfill::create_bookkeeping_tables(&mut conn).unwrap();
+    let options = zmig_runtime::backfill::BackfillOptions {
+        progress: zmig_runtime::backfill::ProgressMode::Silent,
+        yield_to_traffic: false,
+        ..Default::default()
+    };
+    let done = zmig_runtime::backfill::backfill(&db.url, "docs_doc_bodies", &options).unwrap();
+    assert!(done.finished, "{done:?}");
+    let verified = zmig_runtime::verify::verify(&mut conn, "docs_doc_bodies").unwrap();
+    assert_eq!(verified.differing, 0, "{verified:?}");
+
+    // Every column compared as text between the two tables: identical.
+    let differing = "SELECT count(*) AS n FROM docs d FULL JOIN doc_bodies b ON b.doc_id = d.id
+         WHERE (d.payload::text, d.payloads::text, d.markup::text, d.spot::text, d.amount::text,
+                d.span::text, d.ratio::text, d.meta::text)
+               IS DISTINCT FROM (b.payload::text, b.payloads::text, b.markup::text, b.spot::text,
+                b.amount::text, b.span::text, b.ratio::text, b.meta::text)";
+    assert_eq!(count(&mut conn, differing), 0);
+
+    // Changes that `=` calls no change at all reach the new table through dual_write's sync.
+    exec(
+        &mut conn,
+        r#"UPDATE docs SET amount = 1.00, span = '24 hours', ratio = '-0',
+                          payload = '{"a":[1,{"b":null}]}', markup = '<p>hi </p>', spot = '(1,2.5)'
+           WHERE title = 'seeded'"#,
+    );
+    assert_eq!(count(&mut conn, differing), 0);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM doc_bodies WHERE amount::text = '1.00' AND span::text = '24:00:00' AND ratio::text = '-0'"
+        ),
+        1
+    );
+
+    // A difference only the text form shows is one verify reports, and a batch mends.
+    exec(
+        &mut conn,
+        "UPDATE doc_bodies SET amount = 1.000",
+    );
+    let verified = zmig_runtime::verify::verify(&mut conn, "docs_doc_bodies").unwrap();
+    assert_eq!(verified.differing, 2, "{verified:?}");
+    let again = zmig_runtime::backfill::BackfillOptions {
+        again: true,
+        ..options
+    };
+    zmig_runtime::backfill::backfill(&db.url, "docs_doc_bodies", &again).unwrap();
+    assert_eq!(count(&mut conn, differing), 0);
+
+    // write_new: the new release's writes flow back into the old columns the same way.
+    run_pending(&mut conn, &fixture);
+    exec(
+        &mut conn,
+        r#"UPDATE doc_bodies SET amount = 2.50, span = '2 days', payloads = ARRAY['[]'::json],
+                                 meta = '{"k": []}' WHERE doc_id = (SELECT id FROM docs WHERE title = 'empty')"#,
+    );
+    exec(
+        &mut conn,
+        "UPDATE doc_bodies SET amount = 2.5 WHERE doc_id = (SELECT id FROM docs WHERE title = 'empty')",
+    );
+    assert_eq!(count(&mut conn, differing), 0);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM docs WHERE title = 'empty' AND amount::text = '2.5' AND payloads::text = ARRAY['[]'::json]::text"
+        ),
+        1
+    );
+}

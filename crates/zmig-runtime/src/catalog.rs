@@ -39,6 +39,8 @@ struct Row {
     default_expr: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     comment: Option<String>,
+    #[diesel(sql_type = Bool)]
+    compare_text: bool,
 }
 
 impl Catalog for PgCatalog {
@@ -66,6 +68,7 @@ impl Catalog for PgCatalog {
                     not_null: r.not_null,
                     default: r.default_expr,
                     comment: r.comment,
+                    compare_text: r.compare_text,
                 },
             })
             .collect())

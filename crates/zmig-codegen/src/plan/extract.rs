@@ -66,6 +66,10 @@ pub struct ExtractFilter {
     pub text: String,
     #[serde(skip)]
     pub filter: Filter,
+    /// The owner columns the filter reads whose values are compared by their text form (see
+    /// [`crate::schema::ExactColumn::compare_text`]).
+    #[serde(skip)]
+    pub compare_text: Vec<String>,
 }
 
 impl ExtractFilter {
@@ -107,6 +111,10 @@ pub struct MovedColumn {
     /// The owner column's comment in the database.
     pub comment: Option<String>,
     pub doc: Option<String>,
+    /// Compared by its text form in the sync and verify (see
+    /// [`crate::schema::ExactColumn::compare_text`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compare_text: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -217,6 +225,7 @@ pub fn resolve_extract(
             nullable: column.nullable,
             comment: column.exact.as_ref().and_then(|e| e.comment.clone()),
             doc: column.doc.clone(),
+            compare_text: column.exact.as_ref().is_some_and(|e| e.compare_text),
         });
     }
 
@@ -268,6 +277,13 @@ pub fn resolve_extract(
         match Filter::resolve(&text.value, &owner_columns) {
             Ok(filter) => Some(ExtractFilter {
                 text: text.value.clone(),
+                compare_text: owner
+                    .columns
+                    .iter()
+                    .filter(|c| c.exact.as_ref().is_some_and(|e| e.compare_text))
+                    .filter(|c| filter.columns.contains(&c.sql_name))
+                    .map(|c| c.sql_name.clone())
+                    .collect(),
                 filter,
             }),
             Err(error) => {

@@ -24,6 +24,12 @@ pub struct ExactColumn {
     /// `COMMENT ON COLUMN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Whether equal values of the type may still differ (its B-tree equality does not imply
+    /// identical values, as `1.0 = 1.00` for numeric, or it has no equality at all, as json,
+    /// xml and point): the sync and verify then compare the column's text form, which every
+    /// type has and which is exact. See [`compare_text_sql`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compare_text: bool,
 }
 
 /// One row of [`columns_query`].
@@ -55,11 +61,38 @@ pub fn collation_sql(a: &str, t: &str) -> String {
     )
 }
 
+/// The SQL expression, over attribute row `a` and type row `t`, that is true when the column's
+/// values must be compared by their text form. PostgreSQL itself says whether `=` means "the
+/// same value": the default B-tree operator class of the type (a domain's base type; a type
+/// that borrows another's class through an implicit binary cast, as varchar borrows text's;
+/// an enum through `anyenum`) has the `equalimage` support function B-tree deduplication
+/// relies on, `btequalimage`, or `btvarstrequalimage` under a deterministic collation. Every
+/// other type (no class: json, xml, point; a class whose equal values may differ: numeric,
+/// float, interval, jsonb, arrays, ranges) is compared as text.
+pub fn compare_text_sql(a: &str, t: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT FROM pg_type bt \
+         JOIN pg_opclass oc ON oc.opcdefault \
+         JOIN pg_am am ON am.oid = oc.opcmethod AND am.amname = 'btree' \
+         JOIN pg_amproc p ON p.amprocfamily = oc.opcfamily AND p.amprocnum = 4 \
+         AND p.amproclefttype = oc.opcintype AND p.amprocrighttype = oc.opcintype \
+         WHERE bt.oid = CASE WHEN {t}.typtype = 'd' THEN {t}.typbasetype ELSE {t}.oid END \
+         AND (oc.opcintype = bt.oid \
+         OR (bt.typtype = 'e' AND oc.opcintype = 'anyenum'::regtype) \
+         OR EXISTS (SELECT FROM pg_cast c WHERE c.castsource = bt.oid \
+         AND c.casttarget = oc.opcintype AND c.castmethod = 'b' AND c.castcontext = 'i')) \
+         AND (p.amproc = 'btequalimage'::regproc \
+         OR (p.amproc = 'btvarstrequalimage'::regproc \
+         AND coalesce((SELECT co.collisdeterministic FROM pg_collation co \
+         WHERE co.oid = {a}.attcollation), true))))"
+    )
+}
+
 /// The query a [`Catalog`] runs, with `$1` the table as `regclass` text ([`regclass_text`]).
 /// `to_regclass` makes a missing table no row rather than an error.
 ///
 /// Columns: `name`, `sql_type`, `collation` (NULL for the type's default), `not_null`,
-/// `default_expr`, `comment`.
+/// `default_expr`, `comment`, `compare_text`.
 pub fn columns_query() -> String {
     format!(
         "SELECT a.attname::text AS name, \
@@ -67,13 +100,15 @@ pub fn columns_query() -> String {
          {collation} AS collation, \
          a.attnotnull AS not_null, \
          pg_get_expr(d.adbin, d.adrelid) AS default_expr, \
-         col_description(a.attrelid, a.attnum::int) AS comment \
+         col_description(a.attrelid, a.attnum::int) AS comment, \
+         {compare_text} AS compare_text \
          FROM pg_attribute a \
          JOIN pg_type t ON t.oid = a.atttypid \
          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
          ORDER BY a.attnum",
-        collation = collation_sql("a", "t")
+        collation = collation_sql("a", "t"),
+        compare_text = compare_text_sql("a", "t"),
     )
 }
 

@@ -3,7 +3,7 @@
 //! generated here, once, and reviewed with the rest of the migration; the runtime only decides
 //! which keys, how many, and when.
 
-use super::sync::{carries, row_of, targets};
+use super::sync::{carries, comparable, row_of, targets};
 use super::Names;
 use crate::plan::Extract;
 use crate::sql::{quote_ident as q, quote_literal, Script};
@@ -138,11 +138,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
         q(&n.backfill_fn),
         sets.join(",\n        "),
         row_of("n", &targets(x)),
-        x.columns
-            .iter()
-            .map(|c| format!("o.{}::{}", q(&c.source), c.target_type))
-            .collect::<Vec<_>>()
-            .join(", "),
+        owner_values(x).join(", "),
         insert_columns.join(", "),
         values.join(", "),
         n_range = in_batch(&format!("n.{key}")),
@@ -162,16 +158,8 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
         q(&n.key_range_fn),
     ));
 
-    let owner_values: Vec<String> = x
-        .columns
-        .iter()
-        .map(|c| format!("o.{}::{}", q(&c.source), c.target_type))
-        .collect();
-    let new_values: Vec<String> = x
-        .columns
-        .iter()
-        .map(|c| format!("n.{}", q(&c.target)))
-        .collect();
+    let owner_values = owner_values(x);
+    let new_values = row_of("n", &targets(x));
     let mut rows = format!("(SELECT * FROM {new} WHERE {key} > after AND {key} <= upto) AS n");
     let mut own_note = String::new();
     if let Some(own) = x.own_row_column() {
@@ -211,13 +199,27 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
          WHERE o.{pk} IS NULL\n   \
             OR (n.{key} IS NULL AND {carries_o})\n   \
             OR (n.{key} IS NOT NULL AND NOT ({carries_o}))\n   \
-            OR (n.{key} IS NOT NULL AND ({}) IS DISTINCT FROM ({}));\n\
+            OR (n.{key} IS NOT NULL AND ({}) IS DISTINCT FROM {});\n\
          $zmig$;",
         q(&n.diff_fn),
         owner_values.join(", "),
-        new_values.join(", "),
+        new_values,
         carries_o = carries(x, "o").replace("\n       AND ", " AND "),
     ));
+}
+
+/// The moved columns of owner row `o` in the new table's types, as the backfill and verify
+/// compare them with the new table's row.
+fn owner_values(x: &Extract) -> Vec<String> {
+    x.columns
+        .iter()
+        .map(|c| {
+            comparable(
+                format!("o.{}::{}", q(&c.source), c.target_type),
+                c.compare_text,
+            )
+        })
+        .collect()
 }
 
 pub(super) fn drop_backfill_functions(n: &Names) -> Vec<String> {

@@ -7,14 +7,33 @@ use crate::spec::SyncMode;
 use crate::sql::{quote_ident as q, quote_literal, Script};
 
 /// `(NEW."a", NEW."b")`: a row constructor over `columns` read from `row`.
-pub(super) fn row_of(row: &str, columns: &[String]) -> String {
-    let items: Vec<String> = columns.iter().map(|c| format!("{row}.{}", q(c))).collect();
+pub(super) fn row_of(row: &str, columns: &[Compared]) -> String {
+    let items: Vec<String> = columns
+        .iter()
+        .map(|(c, as_text)| comparable(format!("{row}.{}", q(c)), *as_text))
+        .collect();
     format!("({})", items.join(", "))
 }
 
+/// A column as the sync and verify compare it: its SQL name, and whether by its text form.
+pub(super) type Compared = (String, bool);
+
+/// `expr` as the sync and verify compare it: by its text form when the type's `=` does not
+/// mean "the same value" (see `ExactColumn::compare_text`), else as it is.
+pub(super) fn comparable(expr: String, as_text: bool) -> String {
+    match (as_text, expr.contains("::")) {
+        (false, _) => expr,
+        (true, false) => format!("{expr}::text"),
+        (true, true) => format!("({expr})::text"),
+    }
+}
+
 /// The new table's names of the moved columns, in order.
-pub(super) fn targets(x: &Extract) -> Vec<String> {
-    x.columns.iter().map(|c| c.target.clone()).collect()
+pub(super) fn targets(x: &Extract) -> Vec<Compared> {
+    x.columns
+        .iter()
+        .map(|c| (c.target.clone(), c.compare_text))
+        .collect()
 }
 
 /// The `WHEN` guard: skip rows written by zmig's own sync in the other direction.
@@ -140,11 +159,15 @@ fn sync_own_row(
             .filter(|t| t.name != "created_at")
             .map(|t| format!("{} = now()", q(&t.name))),
     );
-    let compared: Vec<String> = x.columns.iter().map(|c| c.target.clone()).collect();
     let owner_values: Vec<String> = x
         .columns
         .iter()
-        .map(|c| format!("{row}.{}::{}", q(&c.source), c.target_type))
+        .map(|c| {
+            comparable(
+                format!("{row}.{}::{}", q(&c.source), c.target_type),
+                c.compare_text,
+            )
+        })
         .collect();
     let its_row = |n: &str| {
         format!(
@@ -163,7 +186,7 @@ fn sync_own_row(
             "UPDATE {new} AS n\n    SET {}\n    WHERE {}\n      AND {} IS DISTINCT FROM ({})",
             sets.join(",\n        "),
             its_row("n."),
-            row_of("n", &compared),
+            row_of("n", &targets(x)),
             owner_values.join(", "),
         )
     };
@@ -250,14 +273,20 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
     ));
 
     // What the update trigger watches: the moved columns, what the filter reads, and the key.
-    let mut watched: Vec<String> = vec![x.owner_pk.clone()];
-    watched.extend(x.columns.iter().map(|c| c.source.clone()));
+    let mut watched: Vec<Compared> = vec![(x.owner_pk.clone(), false)];
+    watched.extend(x.columns.iter().map(|c| (c.source.clone(), c.compare_text)));
     if let Some(filter) = &x.filter {
-        watched.extend(filter.filter.columns.iter().cloned());
+        watched.extend(
+            filter
+                .filter
+                .columns
+                .iter()
+                .map(|c| (c.clone(), filter.compare_text.contains(c))),
+        );
     }
     let mut seen = std::collections::HashSet::new();
-    watched.retain(|c| seen.insert(c.clone()));
-    let watched_sql: Vec<String> = watched.iter().map(|c| q(c)).collect();
+    watched.retain(|(c, _)| seen.insert(c.clone()));
+    let watched_sql: Vec<String> = watched.iter().map(|(c, _)| q(c)).collect();
     out.comment(
         "New owners that carry the moved columns get their row. `WHEN` keeps the function call off\n\
          the insert path for owners that carry nothing.",
@@ -297,7 +326,11 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
 pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
     let owner = x.owner.sql();
     let new = x.new_table.sql();
-    let sources: Vec<String> = x.columns.iter().map(|c| c.source.clone()).collect();
+    let sources: Vec<Compared> = x
+        .columns
+        .iter()
+        .map(|c| (c.source.clone(), c.compare_text))
+        .collect();
     let clear: Vec<String> = x
         .columns
         .iter()
@@ -311,7 +344,7 @@ pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
     let news: Vec<String> = x
         .columns
         .iter()
-        .map(|c| format!("NEW.{}", q(&c.target)))
+        .map(|c| comparable(format!("NEW.{}", q(&c.target)), c.compare_text))
         .collect();
     let own_note = match x.own_row_column() {
         None => String::new(),
@@ -374,9 +407,9 @@ pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
         key = q(&x.key),
         pk = q(&x.owner_pk),
     ));
-    let mut watched = vec![x.key.clone()];
-    watched.extend(x.columns.iter().map(|c| c.target.clone()));
-    let watched_sql: Vec<String> = watched.iter().map(|c| q(c)).collect();
+    let mut watched: Vec<Compared> = vec![(x.key.clone(), false)];
+    watched.extend(targets(x));
+    let watched_sql: Vec<String> = watched.iter().map(|(c, _)| q(c)).collect();
     out.statement(&format!(
         "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR DELETE ON {new}\nFOR EACH ROW\nWHEN ({})\nEXECUTE FUNCTION {}();",
         q(&n.to_old_insert_delete),
