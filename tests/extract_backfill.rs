@@ -34,7 +34,9 @@ use zmig_runtime::backfill::{
 use zmig_runtime::verify::{last_verification, verify, Difference};
 use zmig_tests::waits::{db_now, pause_checks, poll_until, SetOnDrop};
 use zmig_tests::writes::{boxed, insert_caterer, Addr, Change, Events, Shape, Stats};
-use zmig_tests::{apply_first, count, exec, fixtures, writer_conn, FixtureCrate, TestDb};
+use zmig_tests::{
+    apply_first, count, exec, fixtures, held_ranges, writer_conn, FixtureCrate, TestDb,
+};
 
 const CITIES: [&str; 8] = [
     "Boston", "Austin", "Denver", "Tulsa", "Reno", "Salem", "Dayton", "Fresno",
@@ -151,18 +153,6 @@ fn range_sums(conn: &mut PgConnection, migration: &str) -> Option<RangeSums> {
         diesel::sql_query(&sql)
             .get_result(conn)
             .unwrap_or_else(|e| panic!("{sql}: {e}")),
-    )
-}
-
-/// Ranges held in this database: a backfill worker holds an advisory lock on each range it
-/// works on. (Not counted: the transaction-level locks of zmig's class, 'zmig' in ASCII, that
-/// serialize the creation of its tables and of a run, held for a moment by any call.)
-fn range_locks(conn: &mut PgConnection) -> i64 {
-    count(
-        conn,
-        "SELECT count(*) AS n FROM pg_locks
-         WHERE locktype = 'advisory' AND granted AND classid <> x'7a6d6967'::bigint::oid
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
 }
 
@@ -768,7 +758,7 @@ fn a_killed_backfill_resumes_where_it_stopped_and_a_rerun_changes_nothing() {
     #[cfg(not(unix))]
     assert!(!exit.success(), "{exit}");
     // Its sessions end as the server notices the closed connections; until then they may hold
-    // a range's advisory lock, which the next run would (rightly) leave alone.
+    // a range's row lock, which the next run would (rightly) leave alone.
     poll_until("the killed process's sessions to end", || {
         count(
             &mut conn,
@@ -777,7 +767,7 @@ fn a_killed_backfill_resumes_where_it_stopped_and_a_rerun_changes_nothing() {
                AND pid <> pg_backend_pid()",
         ) == 0
     });
-    assert_eq!(range_locks(&mut conn), 0);
+    assert_eq!(held_ranges(&mut conn), 0);
 
     // Partial progress, and exactly what the checkpoints say: every owner carries, so the new
     // table holds one row per owner below a checkpoint and none above.
@@ -1317,7 +1307,7 @@ fn assert_waits_while_paused(
             }
             let st = status(conn, migration).unwrap().unwrap();
             assert_eq!(&st, expected, "the run moved while paused");
-            assert_eq!(range_locks(conn), 0, "a paused worker holds a range");
+            assert_eq!(held_ranges(conn), 0, "a paused worker holds a range");
             assert_eq!(count(conn, "SELECT count(*) AS n FROM addresses"), rows);
             seen.values().filter(|s| s.len() > times).count() >= workers
         },
@@ -1444,7 +1434,7 @@ fn pause_and_resume() {
                     .into_iter()
                     .map(|(pid, _)| pid)
                     .collect();
-                seen.len() >= 2 && range_locks(&mut conn) == 0
+                seen.len() >= 2 && held_ranges(&mut conn) == 0
             },
         );
         let paused_at = status(&mut conn, MIGRATION).unwrap().unwrap();

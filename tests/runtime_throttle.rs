@@ -64,11 +64,11 @@ fn the_backfill_waits_while_sessions_wait_long_on_locks_then_finishes() {
         };
         backfill(&url, "caterers_addresses", &options).unwrap()
     });
-    // The worker has claimed a range: it checks the strain before its first batch.
-    poll_until("the backfill claiming a range", 1_000, || {
+    // The worker has connected: it checks the strain before its first batch.
+    poll_until("the backfill's worker to connect", 1_000, || {
         count(
             &mut conn,
-            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'zmig % worker'",
         ) > 0
     });
     for _ in 0..20 {

@@ -3,7 +3,9 @@
 
 pub mod cars_next;
 pub mod caterers_app;
+pub mod diesel_workspace;
 pub mod fixtures;
+pub mod pgbouncer;
 pub mod users_accounts_app;
 pub mod waits;
 pub mod writes;
@@ -308,6 +310,17 @@ pub fn exec(conn: &mut PgConnection, sql: &str) -> usize {
     diesel::sql_query(sql)
         .execute(conn)
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Backfill ranges whose row lock a batch holds right now (a worker holds its range's lock for
+/// the length of each batch): the ranges a `SKIP LOCKED` read cannot take.
+pub fn held_ranges(conn: &mut PgConnection) -> i64 {
+    count(
+        conn,
+        "SELECT (SELECT count(*) FROM zmig_backfill_ranges)
+              - (SELECT count(*) FROM (SELECT FROM zmig_backfill_ranges FOR KEY SHARE SKIP LOCKED) AS free)
+              AS n",
+    )
 }
 
 /// The value of `sql`'s single `bigint` column `n`.

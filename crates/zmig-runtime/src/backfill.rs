@@ -2,10 +2,11 @@
 //!
 //! - The keys to walk are fixed when a run starts (`zmig_<name>_key_range()`): owners inserted
 //!   later are synced by the triggers, so the backfill never chases new rows and always ends.
-//! - The keys are split into ranges recorded in `zmig_backfill_ranges`. A worker owns a range
-//!   while it holds a session advisory lock on it; the lock dies with the worker's connection,
-//!   so a range whose worker was killed is free again at once, with no lease to wait out, and no
-//!   two workers (threads or machines) ever copy the same range.
+//! - The keys are split into ranges recorded in `zmig_backfill_ranges`. Each batch takes its
+//!   range's row lock (`FOR UPDATE SKIP LOCKED`) for its own transaction: no two workers
+//!   (threads or machines) ever copy the same keys, nothing is kept in the session, so it works
+//!   through a pooler in transaction mode, and a range whose worker was killed is free again
+//!   as soon as its transaction ends, with no lease to wait out.
 //! - Each batch is one short transaction that calls `zmig_<name>_backfill(after, upto, n)` and
 //!   moves the range's checkpoint: killed at any moment, a backfill resumes exactly where the
 //!   last committed batch left it, and a batch run again writes only what differs (nothing,
@@ -379,13 +380,6 @@ struct Counters {
     batches: u64,
 }
 
-/// A range this worker holds the advisory lock of.
-struct Claim {
-    range_no: i32,
-    done_through: i64,
-    end_at: i64,
-}
-
 #[derive(QueryableByName)]
 struct RangeRow {
     #[diesel(sql_type = Integer)]
@@ -394,8 +388,6 @@ struct RangeRow {
     done_through: i64,
     #[diesel(sql_type = BigInt)]
     end_at: i64,
-    #[diesel(sql_type = Bool)]
-    done: bool,
 }
 
 fn run_worker(
@@ -410,6 +402,7 @@ fn run_worker(
     let worker_name = format!("{}:{}:{worker}", hostname(), std::process::id());
     let crew = &shared.crew;
     let mut pace = Pace::new(options);
+    let mut last_range = None;
     loop {
         if crew.should_end() {
             return Ok(());
@@ -417,115 +410,84 @@ fn run_worker(
         if crew.wait_while_paused(&mut conn, migration)? {
             continue;
         }
-        let Some(mut claim) = claim_range(&mut conn, migration)? else {
+        crew.back_off_under_strain(&mut conn, options)?;
+        if crew.should_end() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let Some(batch) = run_batch(
+            &mut conn,
+            migration,
+            functions,
+            last_range,
+            pace.batch_size(),
+            &worker_name,
+        )?
+        else {
+            // Every range is done, or in another worker's batch right now.
             return Ok(());
         };
-        let result = (|| -> Result<()> {
-            while claim.done_through < claim.end_at {
-                if crew.should_end() {
-                    return Ok(());
-                }
-                if store::load_run(&mut conn, migration)?.is_some_and(|r| r.paused) {
-                    // Let the range go; the outer loop waits for the resume.
-                    return Ok(());
-                }
-                crew.back_off_under_strain(&mut conn, options)?;
-                if crew.should_end() {
-                    return Ok(());
-                }
-                let started = Instant::now();
-                let batch = run_batch(
-                    &mut conn,
-                    migration,
-                    functions,
-                    &claim,
-                    pace.batch_size(),
-                    &worker_name,
-                )?;
-                let elapsed = started.elapsed();
-                {
-                    let mut counters = shared.counters.lock().expect("counters");
-                    counters.keys += batch.next - claim.done_through;
-                    counters.owners += i64::from(batch.owners);
-                    counters.written += i64::from(batch.written);
-                    counters.batches += 1;
-                }
-                claim.done_through = batch.next;
-                pace.after_batch(&mut conn, crew, elapsed)?;
-            }
-            Ok(())
-        })();
-        release(&mut conn, migration, claim.range_no)?;
-        result?;
+        let elapsed = started.elapsed();
+        {
+            let mut counters = shared.counters.lock().expect("counters");
+            counters.keys += batch.keys;
+            counters.owners += i64::from(batch.owners);
+            counters.written += i64::from(batch.written);
+            counters.batches += 1;
+        }
+        last_range = (!batch.range_done).then_some(batch.range_no);
+        pace.after_batch(&mut conn, crew, elapsed)?;
     }
 }
 
-/// The first range not done whose advisory lock this session can take.
-fn claim_range(conn: &mut PgConnection, migration: &str) -> Result<Option<Claim>> {
-    let candidates: Vec<RangeRow> = diesel::sql_query(
-        "SELECT range_no, done_through, end_at, done FROM zmig_backfill_ranges
-         WHERE migration = $1 AND NOT done ORDER BY range_no",
+/// Takes a range for one batch: the first range not done that no other batch holds, locked
+/// until the batch's transaction ends (`FOR UPDATE SKIP LOCKED`). Nothing lives in the session,
+/// so it works the same through a pooler in transaction mode (pgbouncer), and a worker that
+/// dies mid-batch lets its range go with its transaction. The range this worker had before
+/// comes first, then ranges no other worker touched in the last seconds, so workers spread
+/// over the ranges; another worker may still take a range between two of its batches, which
+/// is safe because each batch starts from the checkpoint it reads under the lock.
+fn claim_range(
+    conn: &mut PgConnection,
+    migration: &str,
+    last_range: Option<i32>,
+    worker: &str,
+) -> QueryResult<Option<RangeRow>> {
+    diesel::sql_query(
+        "SELECT range_no, done_through, end_at FROM zmig_backfill_ranges
+         WHERE migration = $1 AND NOT done
+         ORDER BY range_no IS NOT DISTINCT FROM $2 DESC,
+                  (worker IS NULL OR worker = $3 OR updated_at < now() - interval '5 seconds') DESC,
+                  range_no
+         LIMIT 1
+         FOR UPDATE SKIP LOCKED",
     )
     .bind::<Text, _>(migration)
-    .load(conn)?;
-    let key = store::lock_key(migration);
-    for candidate in candidates {
-        #[derive(QueryableByName)]
-        struct Locked {
-            #[diesel(sql_type = Bool)]
-            locked: bool,
-        }
-        let locked: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
-            .bind::<Integer, _>(key)
-            .bind::<Integer, _>(candidate.range_no)
-            .get_result(conn)?;
-        if !locked.locked {
-            continue;
-        }
-        // Its previous holder may have finished it between our look and our lock.
-        let current: RangeRow = diesel::sql_query(
-            "SELECT range_no, done_through, end_at, done FROM zmig_backfill_ranges WHERE migration = $1 AND range_no = $2",
-        )
-        .bind::<Text, _>(migration)
-        .bind::<Integer, _>(candidate.range_no)
-        .get_result(conn)?;
-        if current.done {
-            release(conn, migration, current.range_no)?;
-            continue;
-        }
-        return Ok(Some(Claim {
-            range_no: current.range_no,
-            done_through: current.done_through,
-            end_at: current.end_at,
-        }));
-    }
-    Ok(None)
-}
-
-fn release(conn: &mut PgConnection, migration: &str, range_no: i32) -> Result<()> {
-    diesel::sql_query("SELECT pg_advisory_unlock($1, $2)")
-        .bind::<Integer, _>(store::lock_key(migration))
-        .bind::<Integer, _>(range_no)
-        .execute(conn)?;
-    Ok(())
+    .bind::<Nullable<Integer>, _>(last_range)
+    .bind::<Text, _>(worker)
+    .get_result(conn)
+    .optional()
 }
 
 struct Batch {
-    /// The range's new checkpoint.
-    next: i64,
+    range_no: i32,
+    range_done: bool,
+    /// Keys the batch walked past.
+    keys: i64,
     owners: i32,
     written: i32,
 }
 
-/// One batch and its checkpoint, in one transaction: either both happen or neither.
+/// One batch and its checkpoint, in one transaction with the lock on its range: either both
+/// happen or neither, and no other batch works on the range meanwhile. `None`: no range free.
 fn run_batch(
     conn: &mut PgConnection,
     migration: &str,
     functions: &Functions,
-    claim: &Claim,
+    last_range: Option<i32>,
     batch_size: i32,
     worker: &str,
-) -> Result<Batch> {
+) -> Result<Option<Batch>> {
     #[derive(QueryableByName)]
     struct Copied {
         #[diesel(sql_type = Nullable<BigInt>)]
@@ -536,16 +498,19 @@ fn run_batch(
         written: i32,
     }
     let batch = conn.transaction(|conn| {
+        let Some(range) = claim_range(conn, migration, last_range, worker)? else {
+            return Ok(None);
+        };
         let copied: Copied =
             diesel::sql_query(format!("SELECT last_key, owners, written FROM \"{}\"($1, $2, $3)", functions.backfill))
-                .bind::<BigInt, _>(claim.done_through)
-                .bind::<BigInt, _>(claim.end_at)
+                .bind::<BigInt, _>(range.done_through)
+                .bind::<BigInt, _>(range.end_at)
                 .bind::<Integer, _>(batch_size)
                 .get_result(conn)?;
         // A short batch read every key left in the range.
         let next = match copied.last_key {
             Some(last) if copied.owners >= batch_size => last,
-            _ => claim.end_at,
+            _ => range.end_at,
         };
         diesel::sql_query(
             "UPDATE zmig_backfill_ranges
@@ -554,13 +519,19 @@ fn run_batch(
              WHERE migration = $1 AND range_no = $2",
         )
         .bind::<Text, _>(migration)
-        .bind::<Integer, _>(claim.range_no)
+        .bind::<Integer, _>(range.range_no)
         .bind::<BigInt, _>(next)
         .bind::<BigInt, _>(i64::from(copied.owners))
         .bind::<BigInt, _>(i64::from(copied.written))
         .bind::<Text, _>(worker)
         .execute(conn)?;
-        Ok::<_, diesel::result::Error>(Batch { next, owners: copied.owners, written: copied.written })
+        Ok::<_, diesel::result::Error>(Some(Batch {
+            range_no: range.range_no,
+            range_done: next >= range.end_at,
+            keys: next - range.done_through,
+            owners: copied.owners,
+            written: copied.written,
+        }))
     })?;
     Ok(batch)
 }
