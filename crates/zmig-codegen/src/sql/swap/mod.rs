@@ -17,6 +17,7 @@ use self::routines::{
     progress_function, ref_indexes_function, reference_function, sync_refs_function,
     tables_function, update_function,
 };
+use super::filter::RowSql;
 use super::{object_name, quote_ident as q, quote_literal, PhaseSql, Script};
 use crate::plan::{Reference, Swap, TableName};
 use crate::spec::Stage;
@@ -213,9 +214,24 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          columns schema.rs knows, so the table must have exactly those; triggers, rules, row \
          security, inheritance and views reading the table would not follow the rows into the \
          new table; a unique constraint other than the primary key could not be enforced across \
-         the three tables. Foreign keys pointing at the table are recorded to be restored.",
+         the three tables; a publication of the table (or of a referencing table) would send its \
+         subscribers the rows moving between tables they do not have. Foreign keys pointing at \
+         the table are recorded, with their actions and comments, to be restored.",
     );
     up.statement(&guards(swap, n));
+    let computed = swap
+        .columns
+        .iter()
+        .filter_map(|c| Some((c.cast.as_ref()?, c.cast_text.as_ref()?)));
+    for (cast, text) in computed {
+        up.comment(
+            "A computed column depends on the row being moved alone, or the move would compute \
+             values no one can reproduce: PostgreSQL says whether it does by accepting it in an \
+             index expression, on an empty temporary copy of the table dropped right away. Stop \
+             here, with nothing changed, if it refuses.",
+        );
+        up.statement(&cast.check_sql(RowSql::Expression, &swap.name, &n.table, text));
+    }
     up.assured_start(
         "From here to the end of the fenced section: a rename, then new tables, a type change and \
          indexes on those empty tables, in one transaction with the view that takes the name \
@@ -283,7 +299,9 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     up.comment(
         "Carried over to the new tables: foreign keys to other tables (checked on empty tables: \
          instant), the table's comment and grants. Each index of the new table is paired with \
-         the original's name, which it takes at finalize.",
+         the original's name, which it takes at finalize. The new table also takes what LIKE \
+         does not copy: the comments of the constraints indexes back, the replica identity and \
+         the storage options (catalog changes on an empty table).",
     );
     up.statement(&carry_over(n));
     up.comment(
@@ -295,7 +313,8 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     up.statement(&view(swap, n));
     up.comment(
         "The view answers `INSERT … RETURNING` with the same defaults as the table (the id \
-         sequence, `now()`, literals): copied from the original's catalog, and its grants.",
+         sequence, `now()`, literals): copied from the original's catalog, and exactly its \
+         privileges, table-level and per column (finalize gives the view's to the new table).",
     );
     up.statement(&view_defaults_and_grants(n));
     up.comment(&format!(
@@ -474,7 +493,7 @@ DECLARE\n    \
     r record;\n\
 BEGIN\n    \
     FOR r IN\n        \
-        SELECT i.indexrelid::regclass AS index, c.relname, con.conname\n        \
+        SELECT i.indexrelid::regclass AS index, c.relname, con.conname, i.indisreplident\n        \
         FROM pg_index i\n        \
         JOIN pg_class c ON c.oid = i.indexrelid\n        \
         LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid\n        \
@@ -484,6 +503,10 @@ BEGIN\n    \
     LOOP\n        \
         IF r.conname IS NOT NULL THEN\n            \
             RAISE EXCEPTION 'zmig swap %: index % backs constraint % on %.%, which a swap cannot rebuild concurrently', {swap}, r.index, r.conname, {table_lit}, {column};\n        \
+        END IF;\n        \
+        IF r.indisreplident THEN\n            \
+            RAISE EXCEPTION 'zmig swap %: index % on %.% is the replica identity of %, which a rebuilt index would not keep', {swap}, r.index, {table}, {column}, {table}\n                \
+                USING HINT = 'choose another replica identity for the swap (ALTER TABLE … REPLICA IDENTITY)';\n        \
         END IF;\n        \
         INSERT INTO {STATE_TABLE} (swap, item, detail, rel) VALUES ({swap}, 'refindex:' || left(r.relname, 58) || '_zmig', r.relname, {table_lit});\n    \
     END LOOP;\n\
@@ -570,8 +593,20 @@ BEGIN\n    \
     IF problem IS NOT NULL THEN\n        \
         RAISE EXCEPTION 'zmig swap %: % cannot be swapped: %', {swap}, t, problem;\n    \
     END IF;\n    \
+    SELECT string_agg(format('publication %s publishes %s', pubname, tables), '; ' ORDER BY pubname)\n    \
+    INTO problem\n    \
+    FROM (\n        \
+        SELECT p.pubname, string_agg(format('%I.%I', p.schemaname, p.tablename)::regclass::text, ', ' ORDER BY p.tablename) AS tables\n        \
+        FROM pg_publication_tables p\n        \
+        WHERE format('%I.%I', p.schemaname, p.tablename)::regclass IN (SELECT t UNION ALL SELECT rel FROM ({references_values}) r (rel, col, item))\n        \
+        GROUP BY p.pubname\n    \
+    ) published;\n    \
+    IF problem IS NOT NULL THEN\n        \
+        RAISE EXCEPTION 'zmig swap %: % cannot be swapped: it or a table referencing it is replicated logically (%); while the swap runs, its rows move between tables no subscriber has', {swap}, t, problem\n            \
+            USING HINT = 'take the tables out of the publication for the swap (ALTER PUBLICATION … DROP TABLE), add them back after finalize and refresh the subscriptions (ALTER SUBSCRIPTION … REFRESH PUBLICATION)';\n    \
+    END IF;\n    \
     FOR fk IN\n        \
-        SELECT c.conname, c.conrelid::regclass AS rel, c.confdeltype, c.condeferrable, r.item,\n               \
+        SELECT c.oid, c.conname, c.conrelid::regclass AS rel, c.confdeltype, c.confupdtype, c.confmatchtype, c.condeferrable, c.convalidated, r.item,\n               \
                (SELECT array_agg(attname) FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = ANY (c.conkey)) AS cols\n        \
         FROM pg_constraint c\n        \
         LEFT JOIN ({references_values}) r (rel, col, item) ON r.rel = c.conrelid AND ARRAY[r.col]::name[] = (SELECT array_agg(attname) FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = ANY (c.conkey))\n        \
@@ -584,7 +619,20 @@ BEGIN\n    \
         IF fk.confdeltype NOT IN ('a', 'r') OR fk.condeferrable THEN\n            \
             RAISE EXCEPTION 'zmig swap %: foreign key % of % is ON DELETE CASCADE / SET NULL / SET DEFAULT or deferrable; zmig enforces only NO ACTION and RESTRICT during a swap', {swap}, fk.conname, fk.rel;\n        \
         END IF;\n        \
-        INSERT INTO {STATE_TABLE} (swap, item, detail) VALUES ({swap}, fk.item, fk.conname);\n    \
+        IF NOT fk.convalidated THEN\n            \
+            RAISE EXCEPTION 'zmig swap %: foreign key % of % is NOT VALID; a swap restores it validated', {swap}, fk.conname, fk.rel\n                \
+                USING HINT = format('validate it first: ALTER TABLE %s VALIDATE CONSTRAINT %I', fk.rel, fk.conname);\n        \
+        END IF;\n        \
+        INSERT INTO {STATE_TABLE} (swap, item, detail) VALUES ({swap}, fk.item, fk.conname);\n        \
+        -- Its match type and actions (the key cannot change during the swap, so ON UPDATE has\n        \
+        -- nothing to do until finalize restores it) and its comment, to be restored with it.\n        \
+        INSERT INTO {STATE_TABLE} (swap, item, detail) VALUES ({swap}, 'actions:' || fk.item, concat_ws(' ',\n            \
+            CASE fk.confmatchtype WHEN 'f' THEN 'MATCH FULL' END,\n            \
+            CASE fk.confupdtype WHEN 'r' THEN 'ON UPDATE RESTRICT' WHEN 'c' THEN 'ON UPDATE CASCADE' WHEN 'n' THEN 'ON UPDATE SET NULL' WHEN 'd' THEN 'ON UPDATE SET DEFAULT' END,\n            \
+            CASE fk.confdeltype WHEN 'r' THEN 'ON DELETE RESTRICT' END));\n        \
+        IF obj_description(fk.oid, 'pg_constraint') IS NOT NULL THEN\n            \
+            INSERT INTO {STATE_TABLE} (swap, item, detail) VALUES ({swap}, 'comment:' || fk.item, obj_description(fk.oid, 'pg_constraint'));\n        \
+        END IF;\n    \
     END LOOP;\n\
 END\n\
 $zmig$;",
@@ -605,8 +653,11 @@ DECLARE\n    \
     r record;\n\
 BEGIN\n    \
     FOREACH target IN ARRAY ARRAY[{new}, {temp}] LOOP\n        \
-        FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = old AND contype = 'f' LOOP\n            \
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', target, r.conname, r.def);\n        \
+        FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def, obj_description(oid, 'pg_constraint') AS comment FROM pg_constraint WHERE conrelid = old AND contype = 'f' LOOP\n            \
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', target, r.conname, r.def);\n            \
+            IF r.comment IS NOT NULL AND target = {new} THEN\n                \
+                EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS %L', r.conname, target, r.comment);\n            \
+            END IF;\n        \
         END LOOP;\n        \
         {grants}\n    \
     END LOOP;\n    \
@@ -619,11 +670,42 @@ BEGIN\n    \
     JOIN pg_index n ON n.indrelid = {new} AND n.indisunique = o.indisunique AND n.indisprimary = o.indisprimary\n        \
         AND regexp_replace(pg_get_indexdef(n.indexrelid), '^.* USING ', '') = regexp_replace(pg_get_indexdef(o.indexrelid), '^.* USING ', '')\n    \
     WHERE o.indrelid = old\n    \
-    ORDER BY o.indexrelid, n.indexrelid;\n\
+    ORDER BY o.indexrelid, n.indexrelid;\n    \
+    -- The comments of the constraints an index backs (the primary key's): LIKE copied the\n    \
+    -- indexes' comments, not theirs.\n    \
+    FOR r IN\n        \
+        SELECT nc.conname, obj_description(oc.oid, 'pg_constraint') AS comment\n        \
+        FROM {STATE_TABLE} s\n        \
+        JOIN pg_constraint oc ON oc.conrelid = old AND oc.conindid = s.detail::regclass\n        \
+        JOIN pg_constraint nc ON nc.conrelid = {new} AND nc.conindid = substr(s.item, 7)::regclass\n        \
+        WHERE s.swap = {swap} AND s.item LIKE 'index:%' AND obj_description(oc.oid, 'pg_constraint') IS NOT NULL\n    \
+    LOOP\n        \
+        EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS %L', r.conname, {new}, r.comment);\n    \
+    END LOOP;\n    \
+    -- Replica identity and storage options (fillfactor, autovacuum, the TOAST table's), which\n    \
+    -- LIKE does not copy.\n    \
+    CASE (SELECT relreplident FROM pg_class WHERE oid = old)\n        \
+        WHEN 'f' THEN ALTER TABLE {new_sql} REPLICA IDENTITY FULL;\n        \
+        WHEN 'n' THEN ALTER TABLE {new_sql} REPLICA IDENTITY NOTHING;\n        \
+        WHEN 'i' THEN\n            \
+            EXECUTE format('ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', {new}, (\n                \
+                SELECT c.relname FROM {STATE_TABLE} s JOIN pg_class c ON c.oid = substr(s.item, 7)::regclass\n                \
+                WHERE s.swap = {swap} AND s.item LIKE 'index:%'\n                  \
+                  AND s.detail::regclass = (SELECT indexrelid FROM pg_index WHERE indrelid = old AND indisreplident)));\n        \
+        ELSE NULL;\n    \
+    END CASE;\n    \
+    FOR r IN\n        \
+        SELECT format('%I = %L', split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)) AS option FROM pg_class c, unnest(c.reloptions) o WHERE c.oid = old\n        \
+        UNION ALL\n        \
+        SELECT format('toast.%I = %L', split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)) FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid, unnest(t.reloptions) o WHERE c.oid = old\n    \
+    LOOP\n        \
+        EXECUTE format('ALTER TABLE %s SET (%s)', {new}, r.option);\n    \
+    END LOOP;\n\
 END\n\
 $zmig$;",
         old = regclass(&n.old),
         new = regclass(&n.new),
+        new_sql = n.new,
         temp = regclass(&n.temp),
         swap = n.swap_literal,
         grants = copy_grants("old", "target"),
@@ -639,6 +721,51 @@ fn copy_grants(source: &str, target: &str) -> String {
                  CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,\n            \
                  CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);\n    \
          END LOOP;"
+    )
+}
+
+/// A PL/pgSQL block making the privileges on the relation `target` (a regclass expression),
+/// table-level and per column, exactly those on `source`: what `target` grants is revoked, then
+/// each grant of `source` is made again, by its own grantor where that is not the owner (and
+/// this session may act as it), so the catalog shows the same grants.
+fn copy_acl(source: &str, target: &str) -> String {
+    let grantee = |record: &str| {
+        format!(
+            "CASE WHEN {record}.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid({record}.grantee)) END"
+        )
+    };
+    format!(
+        "DECLARE\n        \
+             acl record;\n        \
+             saved_role text := current_setting('role');\n    \
+         BEGIN\n        \
+             FOR acl IN SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a WHERE c.oid = {target} LOOP\n            \
+                 EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', {target}, {revokee});\n        \
+             END LOOP;\n        \
+             FOR acl IN SELECT DISTINCT t.attname, a.grantee FROM pg_attribute t, aclexplode(t.attacl) a WHERE t.attrelid = {target} AND t.attnum > 0 AND NOT t.attisdropped LOOP\n            \
+                 EXECUTE format('REVOKE ALL (%I) ON %s FROM %s CASCADE', acl.attname, {target}, {revokee});\n        \
+             END LOOP;\n        \
+             FOR acl IN\n            \
+                 SELECT * FROM (\n                \
+                     SELECT NULL::name AS attname, a.grantor, a.grantee, a.privilege_type, a.is_grantable, c.relowner AS owner\n                \
+                     FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a WHERE c.oid = {source}\n                \
+                     UNION ALL\n                \
+                     SELECT t.attname, a.grantor, a.grantee, a.privilege_type, a.is_grantable, c.relowner\n                \
+                     FROM pg_class c JOIN pg_attribute t ON t.attrelid = c.oid, aclexplode(t.attacl) a\n                \
+                     WHERE c.oid = {source} AND t.attnum > 0 AND NOT t.attisdropped\n            \
+                 ) e ORDER BY e.grantor <> e.owner\n        \
+             LOOP\n            \
+                 IF acl.grantor <> acl.owner AND pg_has_role(acl.grantor, 'MEMBER') THEN\n                \
+                     EXECUTE format('SET LOCAL ROLE %I', pg_get_userbyid(acl.grantor));\n            \
+                 END IF;\n            \
+                 EXECUTE format('GRANT %s%s ON %s TO %s%s', acl.privilege_type,\n                \
+                     CASE WHEN acl.attname IS NULL THEN '' ELSE format(' (%I)', acl.attname) END, {target}, {grantee},\n                \
+                     CASE WHEN acl.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);\n            \
+                 PERFORM set_config('role', saved_role, true);\n        \
+             END LOOP;\n    \
+         END;",
+        revokee = grantee("acl"),
+        grantee = grantee("acl"),
     )
 }
 
@@ -692,7 +819,7 @@ END\n\
 $zmig$;",
         old = regclass(&n.old),
         view = quote_literal(&n.table),
-        grants = copy_grants("old", &quote_literal(&n.table)),
+        grants = copy_acl("old", &regclass(&n.table)),
     )
 }
 
@@ -792,21 +919,30 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
 }
 
 /// Re-adds, `NOT VALID`, every foreign key the guards recorded, pointing at the table under its
-/// original name.
+/// original name, with its match type, actions and comment.
 fn restore_foreign_keys(swap: &Swap, n: &Names) -> String {
     let adds: Vec<String> = swap
         .references
         .iter()
         .map(|r| {
             format!(
-                "    FOR fk IN SELECT detail FROM {STATE_TABLE} WHERE swap = {} AND item = {} LOOP\n        \
-                         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES %s NOT VALID', {}, fk.detail, {}, {});\n    \
+                "    FOR fk IN\n        \
+                         SELECT s.detail AS name, a.detail AS actions, c.detail AS comment\n        \
+                         FROM {STATE_TABLE} s\n        \
+                         LEFT JOIN {STATE_TABLE} a ON a.swap = s.swap AND a.item = 'actions:' || s.item\n        \
+                         LEFT JOIN {STATE_TABLE} c ON c.swap = s.swap AND c.item = 'comment:' || s.item\n        \
+                         WHERE s.swap = {swap} AND s.item = {item}\n    \
+                     LOOP\n        \
+                         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES %s %s NOT VALID', {table}, fk.name, {column}, {target}, coalesce(fk.actions, ''));\n        \
+                         IF fk.comment IS NOT NULL THEN\n            \
+                             EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS %L', fk.name, {table}, fk.comment);\n        \
+                         END IF;\n    \
                      END LOOP;",
-                n.swap_literal,
-                fk_item(r),
-                quote_literal(&r.table.sql()),
-                quote_literal(&r.column),
-                quote_literal(&n.table),
+                swap = n.swap_literal,
+                item = fk_item(r),
+                table = quote_literal(&r.table.sql()),
+                column = quote_literal(&r.column),
+                target = quote_literal(&n.table),
             )
         })
         .collect();
@@ -857,7 +993,7 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
         swap.name
     ));
     up.statement(&finalize_gate(swap, n));
-    up.comment("The sequence now belongs to the new table (before the old one is dropped with it) and counts in the new type, continuing past the highest key; grants given to the view since prepare are kept.");
+    up.comment("The sequence now belongs to the new table (before the old one is dropped with it) and counts in the new type, continuing past the highest key. The new table takes the view's privileges exactly, table-level and per column: the original's, copied to the view by prepare, with those granted or revoked since.");
     up.statement(&finalize_carry_over(swap, n));
     up.comment(
         "The view goes; the table under its name takes its place below, in this transaction.",
@@ -927,6 +1063,12 @@ $zmig$;",
             "DROP FUNCTION {}();",
             reference_function_name(swap, reference)
         ));
+        up.comment(&format!(
+            "What the catalog keeps of {table}.{column} besides its values goes to the shadow \
+             column before the original is dropped: its comment and privileges, and the comments \
+             of the indexes rebuilt on it."
+        ));
+        up.statement(&carry_reference_column(n, reference));
         let steps = vec![
             format!("ALTER TABLE {table} DROP COLUMN {column};"),
             format!("ALTER TABLE {table} RENAME COLUMN {shadow} TO {column};"),
@@ -1004,6 +1146,52 @@ $zmig$;",
         swap.name
     ));
     PhaseSql::outside_transaction(Stage::Finalize, up, down)
+}
+
+/// Copies the comment and privileges of a referencing column, and the comments of its indexes,
+/// to the shadow column and the indexes rebuilt on it.
+fn carry_reference_column(n: &Names, reference: &Reference) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    t regclass := {table};\n    \
+    r record;\n    \
+    saved_role text := current_setting('role');\n\
+BEGIN\n    \
+    IF col_description(t, (SELECT attnum FROM pg_attribute WHERE attrelid = t AND attname = {column})) IS NOT NULL THEN\n        \
+        EXECUTE format('COMMENT ON COLUMN %s.%I IS %L', t, {shadow}, col_description(t, (SELECT attnum FROM pg_attribute WHERE attrelid = t AND attname = {column})));\n    \
+    END IF;\n    \
+    FOR r IN\n        \
+        SELECT a.grantor, a.grantee, a.privilege_type, a.is_grantable, c.relowner AS owner\n        \
+        FROM pg_class c JOIN pg_attribute att ON att.attrelid = c.oid, aclexplode(att.attacl) a\n        \
+        WHERE c.oid = t AND att.attname = {column}\n        \
+        ORDER BY a.grantor <> c.relowner\n    \
+    LOOP\n        \
+        IF r.grantor <> r.owner AND pg_has_role(r.grantor, 'MEMBER') THEN\n            \
+            EXECUTE format('SET LOCAL ROLE %I', pg_get_userbyid(r.grantor));\n        \
+        END IF;\n        \
+        EXECUTE format('GRANT %s (%I) ON %s TO %s%s', r.privilege_type, {shadow}, t,\n            \
+            CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,\n            \
+            CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);\n        \
+        PERFORM set_config('role', saved_role, true);\n    \
+    END LOOP;\n    \
+    FOR r IN\n        \
+        SELECT format('%I.%I', ns.nspname, substr(s.item, 10)) AS shadow_index, obj_description(o.oid, 'pg_class') AS comment\n        \
+        FROM {STATE_TABLE} s\n        \
+        JOIN pg_class c ON c.oid = t\n        \
+        JOIN pg_namespace ns ON ns.oid = c.relnamespace\n        \
+        JOIN pg_class o ON o.relnamespace = c.relnamespace AND o.relname = s.detail\n        \
+        WHERE s.swap = {swap} AND s.item LIKE 'refindex:%' AND s.rel::regclass = t AND obj_description(o.oid, 'pg_class') IS NOT NULL\n    \
+    LOOP\n        \
+        EXECUTE format('COMMENT ON INDEX %s IS %L', r.shadow_index, r.comment);\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        table = regclass(&reference.table.sql()),
+        column = quote_literal(&reference.column),
+        shadow = quote_literal(&shadow_column(reference)),
+        swap = n.swap_literal,
+    )
 }
 
 /// Moves what is left (refusing if that is more than a few thousand rows), fills what is left
@@ -1101,6 +1289,6 @@ $zmig$;",
         old_lit = quote_literal(&n.old),
         new_lit = quote_literal(&n.new),
         key_lit = quote_literal(&swap.key),
-        grants = copy_grants(&regclass(&n.table), &quote_literal(&n.new)),
+        grants = copy_acl(&regclass(&n.table), &regclass(&n.new)),
     )
 }
