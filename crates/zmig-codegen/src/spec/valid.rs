@@ -42,8 +42,14 @@ fn check_extract(cx: &mut Ctxt, spec: &ModelSpec, extract: &ExtractSpec) {
     if let Some(pk) = &extract.primary_key {
         check_identifier(cx, pk, "the primary key column");
     }
-    if let Some(name) = &extract.name {
-        check_migration_name(cx, name, "caterers_addresses");
+    match &extract.name {
+        Some(name) => check_migration_name(cx, name, "caterers_addresses"),
+        None => check_default_name(
+            cx,
+            extract.into.span,
+            &default_migration_name(owner, &extract.into.value),
+            &format!("`{owner}` and `{}`", extract.into.value),
+        ),
     }
 
     // Each owner column moves once, and each lands under a name of its own.
@@ -194,8 +200,14 @@ fn check_unique_key(cx: &mut Ctxt, extract: &ExtractSpec, key: &str) {
 
 fn check_swap(cx: &mut Ctxt, spec: &ModelSpec, swap: &SwapSpec) {
     let table = spec.table();
-    if let Some(name) = &swap.name {
-        check_migration_name(cx, name, "cars_bigint");
+    match &swap.name {
+        Some(name) => check_migration_name(cx, name, "cars_bigint"),
+        None => check_default_name(
+            cx,
+            spec.table_path.span,
+            &default_swap_name(table),
+            &format!("`{table}`"),
+        ),
     }
 
     let mut seen: HashSet<&str> = HashSet::new();
@@ -355,20 +367,75 @@ fn check_identifier(cx: &mut Ctxt, name: &Spanned<String>, what: &str) {
     }
 }
 
-/// Migration names end up in folder names and on the command line: keep them boring.
-fn check_migration_name(cx: &mut Ctxt, name: &Spanned<String>, example: &str) {
-    let ok = !name.value.is_empty()
-        && name.value.len() <= 40
+/// The longest migration name: `zmig_<name>_sync_owner` and the other names formed from it stay
+/// within PostgreSQL's 63 bytes, so none is cut (and two never become one).
+pub const MAX_MIGRATION_NAME: usize = 40;
+
+/// Whether `name` may name a migration: 1 to 40 characters of a-z, 0-9 and _, starting with a
+/// letter.
+pub fn is_migration_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_MIGRATION_NAME
         && name
-            .value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && name.value.as_bytes()[0].is_ascii_lowercase();
-    if !ok {
+        && name.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// Migration names end up in folder names and on the command line: keep them boring.
+fn check_migration_name(cx: &mut Ctxt, name: &Spanned<String>, example: &str) {
+    if !is_migration_name(&name.value) {
         cx.error_at(
             name.span,
             format!("a migration name is 1 to 40 characters of a-z, 0-9 and _, starting with a letter\nhelp: the correct format looks like `name = {example}`"),
         );
+    }
+}
+
+/// The name a migration gets without `name = …` obeys the same rule as one written out: a
+/// longer one would have PostgreSQL cut `zmig_<name>_backfill`, `_diff` and `_key_range` to one
+/// name, silently. `from` says which table names it was formed from.
+fn check_default_name(cx: &mut Ctxt, span: proc_macro2::Span, default: &str, from: &str) {
+    if is_migration_name(default) {
+        return;
+    }
+    let why = if default.len() > MAX_MIGRATION_NAME {
+        format!(
+            "is {} characters, and a migration name has at most {MAX_MIGRATION_NAME} (PostgreSQL would cut the names \
+             zmig forms from it, like `zmig_{default}_backfill`, to 63 bytes)",
+            default.len()
+        )
+    } else {
+        "is not 1 to 40 characters of a-z, 0-9 and _ starting with a letter".to_owned()
+    };
+    cx.error_at(
+        span,
+        format!(
+            "the migration's default name `{default}`, formed from {from}, {why}\n\
+             help: name the migration yourself, like `name = {}`",
+            suggested_name(default)
+        ),
+    );
+}
+
+/// A name to suggest in place of a default that is too long or malformed: its first 40
+/// characters that may appear in a name, cut at a word where one ends near the limit.
+fn suggested_name(default: &str) -> String {
+    let kept: String = default
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+        .skip_while(|c| !c.is_ascii_lowercase())
+        .collect();
+    if kept.is_empty() {
+        return "my_migration".to_owned();
+    }
+    if kept.len() <= MAX_MIGRATION_NAME {
+        return kept.trim_end_matches('_').to_owned();
+    }
+    let cut = &kept[..MAX_MIGRATION_NAME];
+    match cut.rfind('_') {
+        Some(at) if at >= MAX_MIGRATION_NAME / 2 => cut[..at].to_owned(),
+        _ => cut.trim_end_matches('_').to_owned(),
     }
 }
 
@@ -429,6 +496,72 @@ mod tests {
             ("staff", "staff"),
         ] {
             assert_eq!(singular(plural), single, "{plural}");
+        }
+    }
+
+    fn errors_of(attrs: proc_macro2::TokenStream) -> Vec<String> {
+        let input: syn::DeriveInput = syn::parse2(quote::quote! {
+            #[diesel(table_name = customer_subscription_billing_periods)]
+            #attrs
+            struct Period { id: i32 }
+        })
+        .expect("a struct");
+        match super::super::parse_model(&input) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_default_name_obeys_the_rule_of_a_written_one() {
+        let errors = errors_of(quote::quote! {
+            #[zmig(extract(into = billing_period_adjustments, columns(amount)), stage = "expand")]
+        });
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("default name `customer_subscription_billing_periods_billing_period_adjustments`")
+                && errors[0].contains("is 64 characters")
+                && errors[0].contains("help: name the migration yourself, like `name = customer_subscription_billing_periods`"),
+            "{errors:?}"
+        );
+        // Named, the same pair is fine.
+        assert!(errors_of(quote::quote! {
+            #[zmig(extract(into = billing_period_adjustments, columns(amount), name = billing_adjustments), stage = "expand")]
+        })
+        .is_empty());
+    }
+
+    #[test]
+    fn a_swap_of_a_long_table_needs_a_name() {
+        let input: syn::DeriveInput = syn::parse2(quote::quote! {
+            #[diesel(table_name = crate::schema::vehicle_registration_history_entries)]
+            #[zmig(swap(columns(id: Int8)), stage = "prepare")]
+            struct Entry { id: i32 }
+        })
+        .unwrap();
+        let errors: Vec<String> = super::super::parse_model(&input)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.len() == 1
+                && errors[0].contains("`vehicle_registration_history_entries_swap`, formed from `vehicle_registration_history_entries`, is 41 characters"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn suggested_names_are_names() {
+        for default in [
+            "customer_subscription_billing_periods_billing_period_adjustments",
+            "a_very_very_very_very_very_very_very_long_thing",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "1st_orders",
+            "9",
+        ] {
+            let suggested = suggested_name(default);
+            assert!(is_migration_name(&suggested), "{default} -> {suggested}");
         }
     }
 }
