@@ -9,6 +9,7 @@ use crate::migrations::{self, PlannedFolder, OWNER_SNAPSHOT, SWAP_SNAPSHOT};
 use crate::plan::{resolve_extract, resolve_swap, Extract, SourceRef, Swap};
 use crate::schema::{parse_schema, Catalog, Schema, Table};
 use crate::spec::{parse_model_attrs, ExtractSpec, MigrationSpec, ModelSpec, Stage, SwapSpec};
+use crate::sql::filter::RowSql;
 
 /// An error in one of the crate's files, with its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,13 +448,19 @@ pub fn load_with(
                     extracts.push(extract);
                     name
                 }),
-                MigrationSpec::Swap(spec) => {
-                    load_swap(&config.migrations_dir, &model, spec, &schema, source).map(|swap| {
-                        let name = swap.swap.name.clone();
-                        swaps.push(swap);
-                        name
-                    })
-                }
+                MigrationSpec::Swap(spec) => load_swap(
+                    &config.migrations_dir,
+                    &model,
+                    spec,
+                    &schema,
+                    source,
+                    catalog.as_mut().map(|c| &mut **c as &mut dyn Catalog),
+                )
+                .map(|swap| {
+                    let name = swap.swap.name.clone();
+                    swaps.push(swap);
+                    name
+                }),
             };
             match resolved {
                 Ok(name) => {
@@ -492,11 +499,29 @@ fn load_extract(
     spec: &ExtractSpec,
     schema: &Schema,
     source: SourceRef,
-    catalog: Option<&mut dyn Catalog>,
+    mut catalog: Option<&mut dyn Catalog>,
 ) -> Result<ResolvedModel, Vec<Located>> {
-    let snapshot = owner_schema(migrations_dir, model, schema, catalog)?;
+    let (snapshot, planned_now) = owner_schema(
+        migrations_dir,
+        model,
+        schema,
+        catalog.as_mut().map(|c| &mut **c as &mut dyn Catalog),
+    )?;
     let extract = resolve_extract(&model.spec, spec, &snapshot, source, spec.to_attribute())
         .map_err(|error| from_syn(&model.file, error))?;
+    // The filter is asked about with the owner's columns, when the migration is planned: later
+    // generates read the record and need no database (each migration asks again as it runs).
+    if let (true, Some(catalog), Some(filter), Some(text)) =
+        (planned_now, catalog, &extract.filter, &spec.filter)
+    {
+        let sql = filter.filter.generate_check_sql(
+            RowSql::Filter,
+            &extract.name,
+            &extract.owner.sql(),
+            &filter.text,
+        );
+        ask_database(catalog, &sql, model, text.span)?;
+    }
     let owner_snapshot =
         serde_json::to_string_pretty(&snapshot).expect("a schema serializes") + "\n";
     // Resolution found the owner in the record, so it is there.
@@ -525,6 +550,7 @@ fn load_swap(
     spec: &SwapSpec,
     schema: &Schema,
     source: SourceRef,
+    catalog: Option<&mut dyn Catalog>,
 ) -> Result<ResolvedSwap, Vec<Located>> {
     let name = model.spec.migration_name();
     let probe = PlannedFolder {
@@ -561,6 +587,33 @@ fn load_swap(
     }
     let swap = resolve_swap(&model.spec, spec, schema, source)
         .map_err(|error| from_syn(&model.file, error))?;
+    // Computed columns are asked about when prepare is planned, if a database is at hand;
+    // prepare asks again as it runs, refusing with nothing changed.
+    if let Some(catalog) = catalog {
+        let mut errors = Vec::new();
+        for (column, entry) in spec.columns.iter().filter_map(|entry| {
+            let text = entry.cast.as_ref()?;
+            let column = swap
+                .columns
+                .iter()
+                .find(|c| c.cast_text.as_ref() == Some(&text.value))?;
+            Some((column, text))
+        }) {
+            let Some(cast) = &column.cast else { continue };
+            let sql = cast.generate_check_sql(
+                RowSql::Expression,
+                &swap.name,
+                &swap.table.sql(),
+                &entry.value,
+            );
+            if let Err(found) = ask_database(catalog, &sql, model, entry.span) {
+                errors.extend(found);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+    }
     // The record is what prepare planned: written with prepare's folder, never rewritten.
     let mut record = swap.clone();
     record.stage = Stage::Prepare;
@@ -578,12 +631,13 @@ fn load_swap(
 /// Why a snapshot: `schema.rs` follows the database. After write_new the old columns print as
 /// `Nullable`, after contract they are gone; resolving later phases against that would rewrite
 /// the meaning of phases already shipped. The snapshot keeps them as they were when planned.
+/// Also says whether the migration is planned now (no expand folder yet).
 fn owner_schema(
     migrations_dir: &Path,
     model: &FoundModel,
     schema: &Schema,
     catalog: Option<&mut dyn Catalog>,
-) -> Result<Schema, Vec<Located>> {
+) -> Result<(Schema, bool), Vec<Located>> {
     let name = model.spec.migration_name();
     let probe = PlannedFolder {
         stage: crate::spec::Stage::Expand,
@@ -601,7 +655,7 @@ fn owner_schema(
     if let Some(folder) = existing {
         let path = folder.join(OWNER_SNAPSHOT);
         if let Ok(text) = fs::read_to_string(&path) {
-            return serde_json::from_str(&text).map_err(|e| {
+            return serde_json::from_str(&text).map(|s| (s, false)).map_err(|e| {
                 vec![located(&path, e.line(), e.column(), format!("zmig's record of the owner table is damaged ({e}); restore it from version control"))]
             });
         }
@@ -621,7 +675,30 @@ fn owner_schema(
     } else {
         snapshot.tables = schema.tables.clone();
     }
-    Ok(snapshot)
+    Ok((snapshot, true))
+}
+
+/// Runs a check through `catalog` (see [`Catalog::dry_run`]); a refusal is an error at the
+/// attribute's `span` in the model's file.
+fn ask_database(
+    catalog: &mut dyn Catalog,
+    sql: &str,
+    model: &FoundModel,
+    span: proc_macro2::Span,
+) -> Result<(), Vec<Located>> {
+    catalog.dry_run(sql).map_err(|error| {
+        let start = span.start();
+        vec![located(
+            &model.file,
+            if start.line == 0 {
+                model.line
+            } else {
+                start.line
+            },
+            start.column + 1,
+            format!("{error} (asked {})", catalog.describe()),
+        )]
+    })
 }
 
 /// Fills each column of `owner` with what the database says of it. Every column `schema.rs`

@@ -73,4 +73,26 @@ impl Catalog for PgCatalog {
             })
             .collect())
     }
+
+    fn dry_run(&mut self, sql: &str) -> Result<(), String> {
+        use diesel::connection::SimpleConnection;
+        use diesel::result::Error;
+        if self.conn.is_none() {
+            let conn = PgConnection::establish(&self.url).map_err(|e| e.to_string())?;
+            self.conn = Some(conn);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let outcome = conn.transaction::<(), Error, _>(|conn| {
+            conn.batch_execute(sql)?;
+            Err(Error::RollbackTransaction)
+        });
+        match outcome {
+            Ok(()) | Err(Error::RollbackTransaction) => Ok(()),
+            Err(Error::DatabaseError(_, info)) => Err(match info.hint() {
+                Some(hint) => format!("{}\nhelp: {hint}", info.message()),
+                None => info.message().to_owned(),
+            }),
+            Err(other) => Err(other.to_string()),
+        }
+    }
 }

@@ -47,6 +47,12 @@ pub trait Catalog {
     /// The columns of the table `schema.table` (`None`: the search path's), in column order;
     /// none when there is no such table. Implementations run [`columns_query`].
     fn columns(&mut self, schema: Option<&str>, table: &str) -> Result<Vec<CatalogColumn>, String>;
+
+    /// Runs `sql` in a transaction that is always rolled back, so it changes nothing: how
+    /// `generate` asks the database whether it accepts a statement (as
+    /// [`crate::sql::filter::Filter::generate_check_sql`] does). The database's error, with its
+    /// hint, when it refuses.
+    fn dry_run(&mut self, sql: &str) -> Result<(), String>;
 }
 
 /// The SQL expression for the `COLLATE` of attribute row `a` (of `pg_attribute`) with type row

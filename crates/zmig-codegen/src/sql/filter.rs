@@ -150,91 +150,334 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
     Ok(tokens)
 }
 
-/// Words that are never column names in a predicate.
+/// Words that are never a column in an expression: PostgreSQL's reserved keywords and the
+/// operator-like ones (`IS`, `LIKE`, `ISNULL`…), which the grammar fixes, plus the few
+/// unreserved words the expression grammar gives a meaning of their own where they stand
+/// (`AT TIME ZONE`, `IS UNKNOWN`, `ESCAPE`, `OVER (PARTITION BY …)`). This list only says what a
+/// word *is*; whether the expression may run is PostgreSQL's to say (see [`Filter::check_sql`]).
 const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "not",
-    "is",
-    "null",
-    "true",
-    "false",
-    "unknown",
-    "in",
-    "like",
-    "ilike",
-    "similar",
-    "to",
-    "between",
-    "symmetric",
-    "distinct",
-    "from",
-    "any",
+    // Reserved.
     "all",
-    "some",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "both",
     "case",
-    "when",
-    "then",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
     "else",
     "end",
-    "cast",
-    "as",
-    "escape",
-    "collate",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "initially",
+    "intersect",
+    "into",
+    "lateral",
+    "leading",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "select",
+    "session_user",
+    "some",
+    "symmetric",
+    "system_user",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "when",
+    "where",
+    "window",
+    "with",
+    // Reserved, but allowed as a function or type name.
+    "authorization",
+    "binary",
+    "collation",
+    "concurrently",
+    "cross",
+    "current_schema",
+    "freeze",
+    "full",
+    "ilike",
+    "inner",
+    "is",
+    "isnull",
+    "join",
+    "left",
+    "like",
+    "natural",
+    "notnull",
+    "outer",
+    "overlaps",
+    "right",
+    "similar",
+    "tablesample",
+    "verbose",
+    // Unreserved, with a meaning of their own inside an expression.
     "at",
+    "between",
+    "by",
+    "escape",
+    "interval",
+    "partition",
+    "time",
+    "unknown",
+    "zone",
+];
+
+/// Words that continue a type name: `double precision`, `character varying`,
+/// `timestamp(3) with time zone`, `interval day to second`.
+const TYPE_WORDS: &[&str] = &[
+    "precision",
+    "varying",
+    "with",
+    "without",
     "time",
     "zone",
-    "interval",
-    "current_date",
-    "current_timestamp",
-    "localtimestamp",
-    "current_time",
-    "localtime",
-    "array",
-    "isnull",
-    "notnull",
+    "year",
+    "month",
+    "day",
+    "hour",
+    "minute",
+    "second",
+    "to",
 ];
+
+/// The fields `extract(field from …)` takes, and that may follow an `interval '…'` literal.
+const FIELD_AFTER_INTERVAL: &[&str] = &["year", "month", "day", "hour", "minute", "second", "to"];
+
+/// What a piece of the row's SQL is for: the check PostgreSQL runs on it differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowSql {
+    /// `filter = "…"`: a boolean over the owner's row.
+    Filter,
+    /// A swap's `column: Type = "…"`: a value computed from the row being moved.
+    Expression,
+}
+
+impl RowSql {
+    fn noun(self) -> &'static str {
+        match self {
+            RowSql::Filter => "the filter",
+            RowSql::Expression => "the expression",
+        }
+    }
+}
 
 /// A filter checked against the owner table: every column it reads is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     tokens: Vec<Token>,
+    /// For each token, the column it reads (its SQL name), when it is a column reference.
+    reads: Vec<Option<String>>,
     /// SQL names of the owner columns it reads, in order of first use.
     pub columns: Vec<String>,
 }
 
+fn lower(token: &Token) -> Option<String> {
+    match token {
+        Token::Word(word) => Some(word.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+fn is_punct(token: Option<&Token>, s: &str) -> bool {
+    matches!(token, Some(Token::Punct(p)) if p == s)
+}
+
+fn is_name(token: Option<&Token>) -> bool {
+    matches!(token, Some(Token::Word(_) | Token::QuotedIdent(_)))
+}
+
+fn is_word_in(token: Option<&Token>, words: &[&str]) -> bool {
+    lower_opt(token).is_some_and(|w| words.contains(&w.as_str()))
+}
+
+fn lower_opt(token: Option<&Token>) -> Option<String> {
+    token.and_then(lower)
+}
+
+/// Marks the names of the significant tokens (`sig`, indices into it) that are not column
+/// references: function names, type names, collations, `extract` fields, field selections.
+fn not_columns(sig: &[&Token]) -> Vec<bool> {
+    let mut skip = vec![false; sig.len()];
+    let at = |i: usize| sig.get(i).copied();
+    let mut i = 0;
+    while i < sig.len() {
+        let token = sig[i];
+        // `x::type …`, `CAST(x AS type …)`: the type name, qualified, with its continuation
+        // words; a typmod `(3)` holds numbers only.
+        let cast_here = (is_punct(Some(token), ":") && is_punct(at(i + 1), ":"))
+            .then_some(i + 2)
+            .or_else(|| (lower(token).as_deref() == Some("as")).then_some(i + 1));
+        if let Some(mut j) = cast_here {
+            if is_name(at(j)) {
+                skip[j] = true;
+                while is_punct(at(j + 1), ".") && is_name(at(j + 2)) {
+                    skip[j + 2] = true;
+                    j += 2;
+                }
+                j += 1;
+                loop {
+                    if is_word_in(at(j), TYPE_WORDS) {
+                        skip[j] = true;
+                        j += 1;
+                    } else if is_punct(at(j), "(") {
+                        while j < sig.len() && !is_punct(at(j), ")") {
+                            j += 1;
+                        }
+                        j += 1;
+                    } else if is_punct(at(j), "[") && is_punct(at(j + 1), "]") {
+                        j += 2;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            i = j.max(i + 1);
+            continue;
+        }
+        match token {
+            Token::Word(_) | Token::QuotedIdent(_) => {
+                // A function call, possibly qualified: `lower(x)`, `pg_catalog.lower(x)`.
+                if is_punct(at(i + 1), "(") {
+                    skip[i] = true;
+                }
+                if is_punct(at(i + 1), ".") && is_name(at(i + 2)) && is_punct(at(i + 3), "(") {
+                    skip[i] = true;
+                    skip[i + 2] = true;
+                }
+                // A typed literal: `date '2020-01-01'`, `timestamp with time zone '…'`.
+                let mut j = i + 1;
+                while is_word_in(at(j), TYPE_WORDS) {
+                    j += 1;
+                }
+                if matches!(at(j), Some(Token::Literal(_))) && !is_word_in(Some(token), KEYWORDS) {
+                    skip[i..j].iter_mut().for_each(|s| *s = true);
+                }
+                // `extract(field from …)`.
+                if lower(token).as_deref() == Some("extract")
+                    && is_punct(at(i + 1), "(")
+                    && is_name(at(i + 2))
+                {
+                    skip[i + 2] = true;
+                }
+                // `interval '1' day to second`.
+                if lower(token).as_deref() == Some("interval")
+                    && matches!(at(i + 1), Some(Token::Literal(_)))
+                {
+                    let mut j = i + 2;
+                    while is_word_in(at(j), FIELD_AFTER_INTERVAL) {
+                        skip[j] = true;
+                        j += 1;
+                    }
+                }
+                // `x COLLATE "C"`, `COLLATE pg_catalog."C"`.
+                if lower(token).as_deref() == Some("collate") && is_name(at(i + 1)) {
+                    skip[i + 1] = true;
+                    if is_punct(at(i + 2), ".") && is_name(at(i + 3)) {
+                        skip[i + 3] = true;
+                    }
+                }
+            }
+            // `(address).city`: a field of a composite value.
+            Token::Punct(p) if p == ")" && is_punct(at(i + 1), ".") && is_name(at(i + 2)) => {
+                skip[i + 2] = true;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    skip
+}
+
 impl Filter {
     /// Checks the predicate's column references against `owner_columns` (SQL names).
+    ///
+    /// Which words are columns is read from the grammar's shape (calls, casts, typed literals,
+    /// keywords); PostgreSQL then confirms the reading at generate time ([`Filter::check_sql`]),
+    /// so a word read wrongly is an error there, never a different expression.
     pub fn resolve(text: &str, owner_columns: &[String]) -> Result<Filter, FilterError> {
         let tokens = tokenize(text)?;
-        let mut columns: Vec<String> = Vec::new();
-        let significant: Vec<&Token> = tokens
+        let positions: Vec<usize> = tokens
             .iter()
-            .filter(|t| !matches!(t, Token::Space(_)))
+            .enumerate()
+            .filter(|(_, t)| !matches!(t, Token::Space(_)))
+            .map(|(i, _)| i)
             .collect();
-        for (i, token) in significant.iter().enumerate() {
-            let previous = i.checked_sub(1).map(|p| significant[p]);
-            let next = significant.get(i + 1).copied();
-            let after_cast = matches!(previous, Some(Token::Punct(p)) if p == ":")
-                && i >= 2
-                && matches!(significant[i - 2], Token::Punct(p) if p == ":");
+        let sig: Vec<&Token> = positions.iter().map(|p| &tokens[*p]).collect();
+        if sig
+            .iter()
+            .any(|t| is_word_in(Some(*t), &["select", "values", "table"]))
+        {
+            return err("a subquery reads other rows: the filter may read the owner's row alone");
+        }
+        let skip = not_columns(&sig);
+        let mut reads = vec![None; tokens.len()];
+        let mut columns: Vec<String> = Vec::new();
+        for (i, token) in sig.iter().enumerate() {
+            if skip[i] {
+                continue;
+            }
             let name = match token {
                 Token::Word(word) => {
                     let lower = word.to_ascii_lowercase();
-                    if after_cast
-                        || KEYWORDS.contains(&lower.as_str())
-                        || matches!(next, Some(Token::Punct(p)) if p == "(")
-                    {
+                    if KEYWORDS.contains(&lower.as_str()) {
                         continue;
                     }
                     lower
                 }
-                Token::QuotedIdent(name) if !after_cast => name.clone(),
+                Token::QuotedIdent(name) => name.clone(),
                 _ => continue,
             };
-            if matches!(previous, Some(Token::Punct(p)) if p == ".")
-                || matches!(next, Some(Token::Punct(p)) if p == ".")
-            {
+            let previous = i.checked_sub(1).map(|p| sig[p]);
+            if is_punct(previous, ".") || is_punct(sig.get(i + 1).copied(), ".") {
                 return err(format!(
                     "write `{name}` without a table name: the filter reads the owner's row"
                 ));
@@ -245,11 +488,16 @@ impl Filter {
                     owner_columns.join(", ")
                 ));
             }
+            reads[positions[i]] = Some(name.clone());
             if !columns.contains(&name) {
                 columns.push(name);
             }
         }
-        Ok(Filter { tokens, columns })
+        Ok(Filter {
+            tokens,
+            reads,
+            columns,
+        })
     }
 
     /// The predicate with every column reference read from `row` (`NEW`, `OLD`, `o`), wrapped in
@@ -265,36 +513,14 @@ impl Filter {
 
     fn render_from(&self, row: Option<&str>) -> String {
         let mut out = String::from("(");
-        let significant: Vec<usize> = self
-            .tokens
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| !matches!(t, Token::Space(_)))
-            .map(|(i, _)| i)
-            .collect();
-        for (position, token) in self.tokens.iter().enumerate() {
-            let column = match token {
-                Token::Word(word)
-                    if self.columns.contains(&word.to_ascii_lowercase())
-                        && !self.is_call_or_cast(&significant, position) =>
-                {
-                    Some(word.to_ascii_lowercase())
-                }
-                Token::QuotedIdent(name)
-                    if self.columns.contains(name)
-                        && !self.is_call_or_cast(&significant, position) =>
-                {
-                    Some(name.clone())
-                }
-                _ => None,
-            };
-            match (column, token) {
+        for (token, reads) in self.tokens.iter().zip(&self.reads) {
+            match (reads, token) {
                 (Some(column), _) => {
                     if let Some(row) = row {
                         out.push_str(row);
                         out.push('.');
                     }
-                    out.push_str(&super::quote_ident(&column));
+                    out.push_str(&super::quote_ident(column));
                 }
                 (
                     None,
@@ -311,15 +537,124 @@ impl Filter {
         out
     }
 
-    /// Whether the word at `position` is a function name or a type after `::`, not a column.
-    fn is_call_or_cast(&self, significant: &[usize], position: usize) -> bool {
-        let Some(index) = significant.iter().position(|p| *p == position) else {
-            return false;
+    /// The source as written, every token in place: what the user means, for PostgreSQL to
+    /// compare with what zmig renders.
+    fn as_written(&self) -> String {
+        let mut out = String::from("(");
+        for token in &self.tokens {
+            match token {
+                Token::Space(s)
+                | Token::Word(s)
+                | Token::Literal(s)
+                | Token::Number(s)
+                | Token::Punct(s) => out.push_str(s),
+                Token::QuotedIdent(name) => out.push_str(&super::quote_ident(name)),
+            }
+        }
+        out.push(')');
+        out
+    }
+
+    /// The `DO` block that refuses, with nothing changed, SQL whose value does not depend on the
+    /// row of `table` (quoted, qualified) alone. PostgreSQL decides: an index predicate (or an
+    /// index expression) accepts only immutable operators and functions, no subquery, no
+    /// aggregate and no window function, and says precisely which rule a refusal breaks. The
+    /// test runs on an empty temporary copy of the table's columns and drops it, so it reads no
+    /// row and leaves nothing behind. Every migration that embeds the SQL starts with it, as the
+    /// database it runs on may define a function otherwise than the one `generate` asked.
+    ///
+    /// `migration` and `text` (the SQL as the attribute has it) only word the error.
+    pub fn check_sql(&self, kind: RowSql, migration: &str, table: &str, text: &str) -> String {
+        self.check_block(kind, migration, table, text, false)
+    }
+
+    /// What `generate` runs (in a transaction it rolls back): [`Filter::check_sql`], and whether
+    /// zmig read the SQL's columns as PostgreSQL does. The expression rendered for a row must be
+    /// the one written (both as index predicates, deparsed alike), and it must read nothing but
+    /// that row (a function whose one parameter is the row, where a bare name would not resolve).
+    pub fn generate_check_sql(
+        &self,
+        kind: RowSql,
+        migration: &str,
+        table: &str,
+        text: &str,
+    ) -> String {
+        self.check_block(kind, migration, table, text, true)
+    }
+
+    fn check_block(
+        &self,
+        kind: RowSql,
+        migration: &str,
+        table: &str,
+        text: &str,
+        reading: bool,
+    ) -> String {
+        use super::quote_literal;
+        const CHECK: &str = "zmig_row_check";
+        let predicate = |sql: String| match kind {
+            RowSql::Filter => sql,
+            RowSql::Expression => format!("({sql} IS NULL)"),
         };
-        let at = |i: usize| significant.get(i).map(|p| &self.tokens[*p]);
-        let punct = |t: Option<&Token>, s: &str| matches!(t, Some(Token::Punct(p)) if p == s);
-        punct(at(index + 1), "(")
-            || (index >= 2 && punct(at(index - 1), ":") && punct(at(index - 2), ":"))
+        let index = |name: &str, sql: String| match kind {
+            RowSql::Filter => format!("CREATE INDEX {name} ON {CHECK} ((1)) WHERE {sql};"),
+            RowSql::Expression => format!("CREATE INDEX {name} ON {CHECK} (({sql} IS NULL));"),
+        };
+        let noun = kind.noun();
+        let mut body = format!(
+            "    CREATE TEMP TABLE {CHECK} (LIKE {table}) ON COMMIT DROP;\n    \
+             BEGIN\n        \
+                 {}\n    \
+             EXCEPTION WHEN OTHERS THEN\n        \
+                 RAISE EXCEPTION 'zmig %: % `%` must depend on the row alone, and PostgreSQL says: %', {}, {}, {}, SQLERRM\n            \
+                     USING ERRCODE = SQLSTATE, HINT = {};\n    \
+             END;\n",
+            index("zmig_row_check_as_run", self.render_bare()),
+            quote_literal(migration),
+            quote_literal(noun),
+            quote_literal(text),
+            quote_literal(&format!(
+                "{noun} may use the row's columns, constants and immutable operators and functions only, \
+                 with no subquery, aggregate or window function: it is evaluated by triggers, batches and \
+                 verify at different times and must give the same answer each time"
+            )),
+        );
+        if reading {
+            // `detail` is SQL: PostgreSQL's own words (`SQLERRM`), or none.
+            let wrong = |how: &str, detail: &str| {
+                format!(
+                    "RAISE EXCEPTION 'zmig %: % `%`: zmig read its columns wrongly (%); quote column names (\"name\") to say which words are columns', {}, {}, {}, {} || {detail};",
+                    quote_literal(migration),
+                    quote_literal(noun),
+                    quote_literal(text),
+                    quote_literal(how),
+                )
+            };
+            body.push_str(&format!(
+                "    {}\n    \
+                 {}\n    \
+                 IF (SELECT count(DISTINCT pg_get_expr(coalesce(indpred, indexprs), indrelid)) FROM pg_index\n        \
+                     WHERE indrelid = '{CHECK}'::regclass) <> 1 THEN\n        \
+                     {}\n    \
+                 END IF;\n    \
+                 BEGIN\n        \
+                     CREATE FUNCTION pg_temp.{CHECK}(zmig_row {CHECK}) RETURNS boolean LANGUAGE sql\n            \
+                         RETURN {};\n    \
+                 EXCEPTION WHEN OTHERS THEN\n        \
+                     {}\n    \
+                 END;\n    \
+                 DROP FUNCTION pg_temp.{CHECK}({CHECK});\n",
+                index("zmig_row_check_as_written", self.as_written()),
+                index(
+                    "zmig_row_check_as_rendered",
+                    self.render(CHECK)
+                ),
+                wrong("rendered for a row it means something else", "''"),
+                predicate(self.render("zmig_row")),
+                wrong("some column is not read from the row", "': ' || SQLERRM"),
+            ));
+        }
+        format!("DO $zmig$\nBEGIN\n{body}    DROP TABLE {CHECK};\nEND\n$zmig$;")
     }
 }
 
@@ -359,6 +694,53 @@ mod tests {
         ] {
             assert!(Filter::resolve(bad, &cols(&["a"])).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn reads_the_words_of_valid_sql_that_are_not_columns() {
+        let columns = cols(&["opened_at", "zip", "city", "created_at", "year", "day"]);
+        for (text, reads, rendered) in [
+            (
+                "extract(year from opened_at) = year",
+                &["opened_at", "year"][..],
+                "(extract(year from r.\"opened_at\") = r.\"year\")",
+            ),
+            (
+                "substring(zip from 1 for 2) = '12'",
+                &["zip"],
+                "(substring(r.\"zip\" from 1 for 2) = '12')",
+            ),
+            (
+                "trim(both ' ' from city) <> ''",
+                &["city"],
+                "(trim(both ' ' from r.\"city\") <> '')",
+            ),
+            (
+                "created_at > '2020-01-01'::timestamp(3) with time zone AND day::double precision > 1",
+                &["created_at", "day"],
+                "(r.\"created_at\" > '2020-01-01'::timestamp(3) with time zone AND r.\"day\"::double precision > 1)",
+            ),
+            (
+                "opened_at > timestamp '2020-01-01' + interval '1' day AND CAST(zip AS character varying) <> ''",
+                &["opened_at", "zip"],
+                "(r.\"opened_at\" > timestamp '2020-01-01' + interval '1' day AND CAST(r.\"zip\" AS character varying) <> '')",
+            ),
+            (
+                "pg_catalog.lower(city COLLATE pg_catalog.\"C\") = 'x'",
+                &["city"],
+                "(pg_catalog.lower(r.\"city\" COLLATE pg_catalog.\"C\") = 'x')",
+            ),
+        ] {
+            let filter = Filter::resolve(text, &columns).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(filter.columns, cols(reads), "{text}");
+            assert_eq!(filter.render("r"), rendered, "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_subquery() {
+        let error = Filter::resolve("EXISTS (SELECT 1 FROM caterers)", &cols(&["a"])).unwrap_err();
+        assert!(error.0.contains("subquery"), "{error}");
     }
 
     #[test]

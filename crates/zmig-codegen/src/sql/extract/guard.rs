@@ -5,6 +5,7 @@
 //! type that is not the owner's would round or reject values in the sync. The check raises
 //! before any other statement, so a refusal changes nothing.
 
+use super::super::filter::RowSql;
 use super::super::{quote_literal, Script};
 use crate::plan::Extract;
 use crate::schema::catalog::collation_sql;
@@ -29,9 +30,39 @@ fn relied_on(x: &Extract) -> Vec<(&str, &str, Option<&str>, bool)> {
     columns
 }
 
-/// Adds the check to `up` for `stage`. Nothing for an extract planned from `schema.rs` alone
-/// (its types were never exact, so there is nothing exact to hold the database to).
+/// Adds the checks to `up` for `stage`: the owner's columns, then the filter of a migration that
+/// compiles it into triggers or functions.
 pub(super) fn check_owner_columns(x: &Extract, stage: Stage, up: &mut Script) {
+    check_exact_columns(x, stage, up);
+    if matches!(stage, Stage::Expand | Stage::DualWrite | Stage::WriteNew) {
+        check_filter(x, up);
+    }
+}
+
+/// The filter depends on the owner's row alone here too: the database this runs on may define a
+/// function the filter calls otherwise than the one `generate` asked (see
+/// [`crate::sql::filter::Filter::check_sql`]).
+fn check_filter(x: &Extract, up: &mut Script) {
+    let Some(filter) = &x.filter else {
+        return;
+    };
+    up.comment(&format!(
+        "The filter must depend on the row of {} alone, or the triggers, the backfill and verify \
+         would disagree about which owners have a row: PostgreSQL says whether it does by accepting \
+         it as the predicate of an index, on an empty temporary copy of the table dropped right away. \
+         Stop here, with nothing changed, if it refuses.",
+        x.owner.sql()
+    ));
+    up.statement(
+        &filter
+            .filter
+            .check_sql(RowSql::Filter, &x.name, &x.owner.sql(), &filter.text),
+    );
+}
+
+/// The owner's columns as planned. Nothing for an extract planned from `schema.rs` alone (its
+/// types were never exact, so there is nothing exact to hold the database to).
+fn check_exact_columns(x: &Extract, stage: Stage, up: &mut Script) {
     if !x.exact_types {
         return;
     }
