@@ -12,7 +12,12 @@
 //!   last committed batch left it, and a batch run again writes only what differs (nothing,
 //!   unless something changed the rows behind zmig's back).
 //! - A finished run does nothing when called again; with [`BackfillOptions::again`] it is replaced
-//!   by a new run over every key, which mends what `verify` found.
+//!   by a new run over every key, which mends what `verify` found. A run that started before a
+//!   sync trigger was (re)created, replaced, disabled or enabled is stale (rows written meanwhile
+//!   may have skipped the sync) and is replaced the same way, finished or not; its workers go on
+//!   with the new run's ranges, each batch reading its checkpoint under its range's lock.
+//! - From write_new on, the new table holds the truth: a backfill, which copies the old columns
+//!   into it, refuses.
 //! - Batch size adapts to a target time per batch, between bounds; an optional pause separates
 //!   batches; workers back off while sessions wait long on locks or replicas lag.
 //! - Workers yield to live traffic: after each batch a worker looks whether other sessions of
@@ -33,7 +38,7 @@ use crate::progress::{self, Progress};
 use crate::store::{self, LOCK_CLASS};
 use crate::workers::{self, Crew, Pace};
 pub use crate::workers::{database_strain, live_traffic, Strain, Traffic};
-use crate::{check_migration_name, Error, Functions, Result};
+use crate::{check_migration_name, verify, Error, Functions, Result};
 
 /// How a backfill runs. `Default` is what `cargo xtask zmig backfill` uses.
 #[derive(Debug, Clone)]
@@ -133,6 +138,14 @@ pub fn backfill(
     let before = store::range_totals(&mut conn, migration)?;
     let shared = Shared {
         crew: Crew::new(options.stop.clone()),
+    if verify::write_new_applied(&mut conn, migration)? {
+        return Err(Error::NotReady(format!(
+            "`{migration}`: backfill refuses: write_new is applied, so the new table holds the truth and \
+             a backfill (old columns into the new table) would overwrite newer values with older ones; \
+             nothing was changed. If verify reports differences, correct those rows by hand (or revert \
+             write_new first if the old columns are right), then verify again"
+        )));
+    }
         counters: Mutex::new(Counters::default()),
     };
     let progress = Progress::new(
@@ -311,17 +324,32 @@ fn start_run(
     functions: &Functions,
     again: bool,
 ) -> Result<()> {
-    conn.transaction(|conn| {
+    conn.transaction::<_, Error, _>(|conn| {
         diesel::sql_query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind::<Integer, _>(LOCK_CLASS)
             .bind::<Integer, _>(store::lock_key(migration))
             .execute(conn)?;
         match store::load_run(conn, migration)? {
-            Some(run) if again && run.finished => {
+            Some(run) if stale || (again && run.finished) => {
                 // Its ranges go with it (ON DELETE CASCADE).
                 diesel::sql_query("DELETE FROM zmig_backfill_runs WHERE migration = $1")
                     .bind::<Text, _>(migration)
                     .execute(conn)?;
+        // Who the owner → new triggers are now, and were when the run started.
+        let owner_sync = verify::sync_triggers(conn, migration)?.owner_sync;
+        #[derive(QueryableByName)]
+        struct Started {
+            #[diesel(sql_type = Nullable<Text>)]
+            owner_sync: Option<String>,
+        }
+        let started: Option<Started> =
+            diesel::sql_query("SELECT owner_sync FROM zmig_backfill_runs WHERE migration = $1")
+                .bind::<Text, _>(migration)
+                .get_result(conn)
+                .optional()?;
+        let stale = started
+            .as_ref()
+            .is_some_and(|s| s.owner_sync.as_deref() != Some(owner_sync.as_str()));
             }
             Some(_) => return Ok(()),
             None => {}
@@ -335,7 +363,7 @@ fn start_run(
         }
         let keys: KeyRange =
             diesel::sql_query(format!("SELECT lowest, highest FROM \"{}\"()", functions.key_range)).get_result(conn)?;
-        diesel::sql_query("INSERT INTO zmig_backfill_runs (migration, lowest, highest) VALUES ($1, $2, $3)")
+        diesel::sql_query("INSERT INTO zmig_backfill_runs (migration, lowest, highest, owner_sync) VALUES ($1, $2, $3, $4)")
             .bind::<Text, _>(migration)
             .bind::<Nullable<BigInt>, _>(keys.lowest)
             .bind::<Nullable<BigInt>, _>(keys.highest)
@@ -345,6 +373,7 @@ fn start_run(
             diesel::sql_query(
                 "INSERT INTO zmig_backfill_ranges (migration, range_no, start_after, end_at, done_through)
                  SELECT $1, g, $2 - 1 + g * $4, least($2 - 1 + (g + 1) * $4, $3), $2 - 1 + g * $4
+            .bind::<Text, _>(&owner_sync)
                  FROM generate_series(0, $5 - 1) AS g",
             )
             .bind::<Text, _>(migration)

@@ -281,7 +281,12 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
                     .collect();
                 writeln!(out, "  for example owner keys {}", examples.join(", "))?;
             }
-            if !report.ok() {
+            if !report.ok() && report.write_new_applied {
+                writeln!(
+                    out,
+                    "  write_new is applied: the new table holds the truth, and `backfill` refuses (it would overwrite it); correct these rows by hand, then verify again"
+                )?;
+            } else if !report.ok() {
                 writeln!(
                     out,
                     "  to mend them: cargo xtask zmig backfill {name} --again, then verify again"

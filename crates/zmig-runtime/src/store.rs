@@ -1,6 +1,7 @@
 //! zmig's bookkeeping tables: backfill runs and their key ranges (the checkpoints), swaps'
-//! moves (a run without ranges, for the pause), and verifications. They are created on first use, in the connection's current schema, and hold
-//! nothing of the application's data.
+//! moves (a run without ranges, for the pause), and verifications, each with the identity of
+//! the sync triggers it relied on. They are created on first use, in the connection's current
+//! schema, and hold nothing of the application's data.
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -27,7 +28,10 @@ pub(crate) fn ensure_tables(conn: &mut PgConnection) -> Result<()> {
                 -- The owner keys walked: every owner that existed when the run started.
                 lowest bigint,
                 highest bigint,
-                paused boolean NOT NULL DEFAULT false
+                paused boolean NOT NULL DEFAULT false,
+                -- Who the owner → new sync triggers were when the run started (see
+                -- `verify::SyncTriggers`): a run older than a re-created trigger is stale.
+                owner_sync text
             );
             CREATE TABLE IF NOT EXISTS zmig_backfill_ranges (
                 migration text NOT NULL REFERENCES zmig_backfill_runs ON DELETE CASCADE,
@@ -48,8 +52,27 @@ pub(crate) fn ensure_tables(conn: &mut PgConnection) -> Result<()> {
                 finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
                 differing bigint NOT NULL,
                 examples text NOT NULL DEFAULT '',
+                -- Who the sync triggers were while it ran, each direction (see
+                -- `verify::SyncTriggers`): write_new's and contract's gates accept it only while
+                -- they are still the same.
+                owner_sync text,
+                new_sync text,
                 PRIMARY KEY (migration, finished_at)
-            );",
+            );
+            -- Tables an older zmig created lack the columns of the sync triggers. Added only when
+            -- missing: ALTER TABLE locks the table even when it has nothing to do.
+            DO $zmig$
+            BEGIN
+                IF NOT EXISTS (SELECT FROM pg_attribute
+                               WHERE attrelid = 'zmig_backfill_runs'::regclass AND attname = 'owner_sync') THEN
+                    ALTER TABLE zmig_backfill_runs ADD COLUMN owner_sync text;
+                END IF;
+                IF NOT EXISTS (SELECT FROM pg_attribute
+                               WHERE attrelid = 'zmig_verifications'::regclass AND attname = 'owner_sync') THEN
+                    ALTER TABLE zmig_verifications ADD COLUMN owner_sync text, ADD COLUMN new_sync text;
+                END IF;
+            END
+            $zmig$;",
         )?;
         Ok(())
     })

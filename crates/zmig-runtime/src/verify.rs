@@ -1,10 +1,12 @@
-//! `verify`: compares old and new row by row, in chunks of keys, and records the result. The
-//! migrations past the backfill (write_new, contract) refuse to run until the latest recorded
-//! verification found no differing row.
+//! `verify`: compares old and new row by row, in chunks of keys, and records the result with
+//! who the sync triggers were while it ran. The migrations past the backfill (write_new,
+//! contract) refuse to run until the latest recorded verification found no differing row, and
+//! only while the triggers it saw are all still in place, firing and unchanged: a verification
+//! proves the state now only if nothing could have skipped the sync since.
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 
 use crate::{check_migration_name, store, Error, Functions, Result};
 
@@ -29,6 +31,9 @@ pub struct VerifyReport {
     pub examples: Vec<Difference>,
     /// Differences by kind: `(problem, count)`.
     pub by_problem: Vec<(String, i64)>,
+    /// Whether write_new is applied: the new table is then the truth, and differences are not
+    /// mended by `backfill --again` (which refuses from write_new on).
+    pub write_new_applied: bool,
 }
 
 impl VerifyReport {
@@ -58,6 +63,9 @@ pub fn verify(conn: &mut PgConnection, migration: &str) -> Result<VerifyReport> 
         )));
     }
     store::ensure_tables(conn)?;
+    // Read before comparing: a trigger changed after this point shows at the end, and the
+    // result is then not recorded.
+    let triggers = sync_triggers(conn, migration)?;
 
     #[derive(QueryableByName)]
     struct KeyRange {
@@ -93,6 +101,7 @@ pub fn verify(conn: &mut PgConnection, migration: &str) -> Result<VerifyReport> 
         differing: 0,
         examples: Vec::new(),
         by_problem: Vec::new(),
+        write_new_applied: write_new_applied(conn, migration)?,
     };
     let query = format!(
         "SELECT owner_key, problem FROM \"{}\"($1, $2) ORDER BY owner_key",
@@ -124,8 +133,94 @@ pub fn verify(conn: &mut PgConnection, migration: &str) -> Result<VerifyReport> 
         .map(|d| format!("{} {}", d.problem, d.owner_key))
         .collect::<Vec<_>>()
         .join(", ");
-    record(conn, migration, report.differing, &examples)?;
+    if sync_triggers(conn, migration)? != triggers {
+        return Err(Error::NotReady(format!(
+            "`{migration}`: the sync triggers changed while verify ran (created, re-created, replaced, \
+             disabled or enabled), so writes may have skipped the sync and the result proves nothing; \
+             nothing was recorded: run verify again"
+        )));
+    }
+    diesel::sql_query(
+        "INSERT INTO zmig_verifications (migration, differing, examples, owner_sync, new_sync)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind::<Text, _>(migration)
+    .bind::<BigInt, _>(report.differing)
+    .bind::<Text, _>(&examples)
+    .bind::<Text, _>(&triggers.owner_sync)
+    .bind::<Text, _>(&triggers.new_sync)
+    .execute(conn)?;
     Ok(report)
+}
+
+/// Who an extract's sync triggers are, each direction: how many fire always, and as one text
+/// each one's name and the `oid` and `xmin` of its catalog row and its function's, which change
+/// whenever a trigger or its function is created, re-created, replaced, disabled or enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SyncTriggers {
+    pub owner_triggers: i32,
+    /// The owner → new triggers (dual_write, `sync = trigger`).
+    pub owner_sync: String,
+    pub new_triggers: i32,
+    /// The new → owner triggers (write_new).
+    pub new_sync: String,
+}
+
+/// The query write_new's and contract's gates run too (zmig-codegen's
+/// `sql::extract::sync_identity_sql`; a test checks that they agree), with the trigger
+/// function's name as `$1`.
+const SYNC_IDENTITY: &str = "SELECT count(*)::integer AS triggers,
+       coalesce(string_agg(format('%s %s/%s %s/%s', t.tgname, t.oid, t.xmin, p.oid, p.xmin), ', '
+                           ORDER BY t.tgname), '') AS identity
+FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid
+WHERE p.proname = $1 AND t.tgenabled = 'A'";
+
+pub(crate) fn sync_triggers(conn: &mut PgConnection, migration: &str) -> Result<SyncTriggers> {
+    #[derive(QueryableByName)]
+    struct Identity {
+        #[diesel(sql_type = Integer)]
+        triggers: i32,
+        #[diesel(sql_type = Text)]
+        identity: String,
+    }
+    let mut of = |function: String| -> Result<Identity> {
+        Ok(diesel::sql_query(SYNC_IDENTITY)
+            .bind::<Text, _>(function)
+            .get_result(conn)?)
+    };
+    let owner = of(to_new_function(migration))?;
+    let new = of(to_old_function(migration))?;
+    Ok(SyncTriggers {
+        owner_triggers: owner.triggers,
+        owner_sync: owner.identity,
+        new_triggers: new.triggers,
+        new_sync: new.identity,
+    })
+}
+
+/// Whether write_new's migration is applied (its reverse sync function exists): from then on
+/// the new table is the truth, the old columns its copy.
+pub(crate) fn write_new_applied(conn: &mut PgConnection, migration: &str) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = Bool)]
+        applied: bool,
+    }
+    let found: Applied =
+        diesel::sql_query("SELECT EXISTS (SELECT FROM pg_proc WHERE proname = $1) AS applied")
+            .bind::<Text, _>(to_old_function(migration))
+            .get_result(conn)?;
+    Ok(found.applied)
+}
+
+/// The owner → new sync's trigger function, named as the dual_write migration creates it.
+fn to_new_function(migration: &str) -> String {
+    format!("zmig_{migration}_to_new")
+}
+
+/// The new → owner sync's trigger function, named as the write_new migration creates it.
+fn to_old_function(migration: &str) -> String {
+    format!("zmig_{migration}_to_old")
 }
 
 /// Records a verification's result, for `status` and the gates of later migrations. The
@@ -172,4 +267,24 @@ pub fn last_verification(
     .get_result(conn)
     .optional()?;
     Ok(last.map(|l| (l.differing, l.finished_at)))
+}
+
+#[cfg(all(test, feature = "cli"))]
+mod tests {
+    use zmig_codegen::sql::extract as generated;
+
+    /// verify records what the gates compare: the same query, and the same function names.
+    #[test]
+    fn the_sync_identity_agrees_with_the_generated_gate() {
+        assert_eq!(super::SYNC_IDENTITY, generated::sync_identity_sql("$1"));
+        let name = "a_forty_character_migration_name_is_long";
+        assert_eq!(
+            super::to_new_function(name),
+            generated::to_new_function_name(name)
+        );
+        assert_eq!(
+            super::to_old_function(name),
+            generated::to_old_function_name(name)
+        );
+    }
 }

@@ -6,11 +6,7 @@
 use super::sync::{carries, comparable, row_of, targets};
 use super::Names;
 use crate::plan::Extract;
-use crate::sql::{quote_ident as q, quote_literal, Script};
-
-/// Bigger than this, an owner table must have a recorded `verify` before write_new or contract;
-/// smaller (a fresh or development database), the gate checks it inline, in a moment.
-const INLINE_VERIFY_MAX_ROWS: u32 = 10_000;
+use crate::sql::{quote_ident as q, Script};
 
 /// The batch-copy and diff functions.
 pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
@@ -231,40 +227,4 @@ pub(super) fn drop_backfill_functions(n: &Names) -> Vec<String> {
         ),
         format!("DROP FUNCTION IF EXISTS {}(bigint, bigint);", q(&n.diff_fn)),
     ]
-}
-
-/// A `DO` block that stops the migration unless the backfill is verified: the latest
-/// verification `zmig verify` recorded found no differing row, or, for a small owner table, none
-/// is found inline.
-pub(super) fn verified_gate(x: &Extract, n: &Names) -> String {
-    let owner = x.owner.sql();
-    let name = quote_literal(&x.name);
-    format!(
-        "DO $zmig$\n\
-         BEGIN\n    \
-             -- Nested: PL/pgSQL plans an expression when it first runs it, so the table is only\n    \
-             -- named once it is known to exist.\n    \
-             IF to_regclass('zmig_verifications') IS NOT NULL THEN\n        \
-                 IF (SELECT differing FROM zmig_verifications WHERE migration = {name}\n                     \
-                     ORDER BY finished_at DESC LIMIT 1) = 0 THEN\n            \
-                     RETURN;\n        \
-                 END IF;\n    \
-             END IF;\n    \
-             IF (SELECT count(*) FROM (SELECT 1 FROM {owner} LIMIT {limit}) AS sample) < {limit}\n       \
-                AND NOT EXISTS (SELECT 1 FROM {diff}(-9223372036854775808, 9223372036854775807)) THEN\n        \
-                 RETURN;\n    \
-             END IF;\n    \
-             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',\n        \
-                 MESSAGE = {message},\n        \
-                 HINT = {hint};\n\
-         END\n\
-         $zmig$;",
-        limit = INLINE_VERIFY_MAX_ROWS + 1,
-        diff = q(&n.diff_fn),
-        message = quote_literal(&format!("zmig {}: the backfill is not verified", x.name)),
-        hint = quote_literal(&format!(
-            "run `cargo xtask zmig backfill {0}`, then `cargo xtask zmig verify {0}` until it reports 0 rows differing",
-            x.name
-        )),
-    )
 }

@@ -7,15 +7,19 @@
 //! guards on top make every write a no-op when the values already agree.
 
 mod backfill;
+mod gate;
 mod guard;
 mod sync;
 
-use self::backfill::{backfill_functions, drop_backfill_functions, verified_gate};
+use self::backfill::{backfill_functions, drop_backfill_functions};
+use self::gate::{enable_always, forward_triggers, reverse_triggers, verified_gate};
 use self::guard::check_owner_columns;
 use self::sync::{drop_owner_sync, drop_reverse_sync, owner_sync, reverse_sync};
 use super::{object_name, quote_ident as q, quote_literal, PhaseSql, Script};
 use crate::plan::{Extract, MovedColumn, NewPrimaryKey};
 use crate::spec::{Stage, SyncMode};
+
+pub use self::gate::{sync_identity_sql, to_new_function_name, to_old_function_name};
 
 /// The SQL of `stage`, or `None` for phases that ship no migration (backfill, read_new).
 pub fn phase_sql(extract: &Extract, stage: Stage) -> Option<PhaseSql> {
@@ -50,11 +54,11 @@ impl Names {
     fn new(extract: &Extract) -> Self {
         let n = |suffix: &str| object_name(&["zmig", &extract.name, suffix]);
         Names {
-            to_new_fn: n("to_new"),
+            to_new_fn: to_new_function_name(&extract.name),
             to_new_insert: n("to_new_ins"),
             to_new_update: n("to_new_upd"),
             to_new_delete: n("to_new_del"),
-            to_old_fn: n("to_old"),
+            to_old_fn: to_old_function_name(&extract.name),
             to_old_insert_delete: n("to_old_ins_del"),
             to_old_update: n("to_old_upd"),
             backfill_fn: backfill_function_name(&extract.name),
@@ -278,6 +282,9 @@ fn dual_write(x: &Extract, n: &Names) -> PhaseSql {
     up.statement(LOCK_TIMEOUT);
     check_owner_columns(x, Stage::DualWrite, &mut up);
     owner_sync(x, n, false, &mut up);
+    if x.sync == SyncMode::Trigger {
+        enable_always(&owner, &forward_triggers(x, n), &mut up);
+    }
     backfill_functions(x, n, false, &mut up);
 
     let mut down = Script::new();
@@ -327,7 +334,7 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
          recorded no differing row (or, on a small table, none is found now).",
         x.name
     ));
-    up.statement(&verified_gate(x, n));
+    up.statement(&verified_gate(x, n, Stage::WriteNew));
     if !required.is_empty() {
         let drops: Vec<String> = required
             .iter()
@@ -344,6 +351,7 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
         );
     }
     reverse_sync(x, n, &mut up);
+    enable_always(&new, &reverse_triggers(n), &mut up);
     let fkey = q(&foreign_key_name(x));
     up.comment(&format!(
         "The foreign key from {new} to {owner}, which expand left out so that the backfill would not\n\
@@ -443,7 +451,7 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
          recorded no differing row (or, on a small table, none is found now).",
         x.name
     ));
-    up.statement(&verified_gate(x, n));
+    up.statement(&verified_gate(x, n, Stage::Contract));
     up.comment("The sync ends: every instance reads and writes the new table since write_new.");
     for statement in drop_reverse_sync(x, n)
         .into_iter()
@@ -520,8 +528,12 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         ));
     }
     owner_sync(x, n, true, &mut down);
+    if x.sync == SyncMode::Trigger {
+        enable_always(&owner, &forward_triggers(x, n), &mut down);
+    }
     backfill_functions(x, n, true, &mut down);
     reverse_sync(x, n, &mut down);
+    enable_always(&new, &reverse_triggers(n), &mut down);
     down.commit();
     let (rows, own_note) = match x.own_row_column() {
         None => (format!("{new} AS n"), String::new()),
