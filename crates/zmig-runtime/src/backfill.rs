@@ -80,6 +80,11 @@ pub struct BackfillOptions {
     /// this mends what `verify` found. A run still in progress is resumed as usual. Default
     /// `false`: a finished backfill does nothing.
     pub again: bool,
+    /// A swap's move only: once the old table is empty, keep moving the rows writers insert
+    /// into temp, until stopped (`stop`, Ctrl-C) or until the finalize migration has run, so
+    /// temp never holds more than finalize takes under its lock. Default `false`: the move ends
+    /// once the old table is empty and temp holds fewer than 1,000 rows.
+    pub follow: bool,
 }
 
 impl Default for BackfillOptions {
@@ -99,6 +104,7 @@ impl Default for BackfillOptions {
             progress: ProgressMode::Auto,
             stop: None,
             again: false,
+            follow: false,
         }
     }
 }

@@ -106,6 +106,12 @@ enum Command {
         /// Not for a swap (its move always resumes where the rows are).
         #[arg(long, conflicts_with_all = ["pause", "resume"])]
         again: bool,
+        /// A swap's move only: once the old table is empty, keep moving the rows writers insert
+        /// (which land in temp) until Ctrl-C or until the finalize migration has run, so temp
+        /// never holds more than finalize moves under its lock (10,000 rows). Without it the
+        /// move ends once the old table is empty and temp holds fewer than 1,000 rows.
+        #[arg(long, conflicts_with_all = ["again", "pause", "resume"])]
+        follow: bool,
         /// Pause the running backfill or move (its workers finish their batch and wait), then
         /// exit.
         #[arg(long, conflicts_with = "resume")]
@@ -201,6 +207,7 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
             busy_pause_ratio,
             no_yield,
             again,
+            follow,
             pause,
             resume,
             target,
@@ -215,6 +222,11 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
             if is_swap && again {
                 bail!(
                     "--again is for an extract's backfill; `{name}` is a swap, whose move always resumes from the rows left to move"
+                );
+            }
+            if !is_swap && follow {
+                bail!(
+                    "--follow is for a swap's move; `{name}` is an extract, whose backfill ends with the keys that existed when it started (the triggers sync the rest)"
                 );
             }
             if pause || resume {
@@ -240,6 +252,7 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
                 busy_pause_ratio,
                 stop: Some(stop),
                 again,
+                follow,
                 ..BackfillOptions::default()
             };
             if is_swap {
@@ -326,10 +339,20 @@ fn run_move(
         indicatif::HumanBytes(report.bytes_after.max(0) as u64),
         indicatif::HumanBytes(report.bytes_before.max(0) as u64),
     )?;
-    if report.finished {
+    if report.finalized {
         writeln!(
             out,
-            "{name}: move complete; next: cargo xtask zmig verify {name}, then stage = \"finalize\""
+            "{name}: followed the inserts until the finalize migration ran; the swap is done"
+        )?;
+        Ok(ExitCode::SUCCESS)
+    } else if report.finished {
+        writeln!(
+            out,
+            "{name}: move complete: the old table is empty, {} rows inserted since wait in temp for finalize \
+             (it moves at most {} under its lock; if more pile up before you finalize, run the move again, \
+             or keep `--follow` running until finalize); next: cargo xtask zmig verify {name}, then stage = \"finalize\"",
+            report.rows_left,
+            swap::FINALIZE_MOVES_AT_MOST,
         )?;
         Ok(ExitCode::SUCCESS)
     } else {
@@ -540,8 +563,10 @@ fn print_swap_move(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> 
     let p = &status.progress;
     let state = if p.old_rows == 0 && p.temp_rows == 0 {
         "complete"
+    } else if p.old_rows == 0 && p.temp_rows > swap::FINALIZE_MOVES_AT_MOST {
+        "old table empty, but more rows wait in temp than finalize moves (10,000): run the move again, or with --follow until finalize"
     } else if p.old_rows == 0 {
-        "old table empty; rows inserted since wait in temp"
+        "old table empty; rows inserted since wait in temp for finalize"
     } else if status.paused {
         "paused"
     } else {

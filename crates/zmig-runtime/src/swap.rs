@@ -52,6 +52,14 @@ const LEFT_FOR_FINALIZE: i64 = 1_000;
 /// by writers or by another worker's batch, or the remaining count is a stale estimate.
 const LOCKED_ROWS_WAIT: Duration = Duration::from_millis(100);
 
+/// With [`BackfillOptions::follow`], how long a mover that caught up waits before it looks at
+/// temp again.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// The most rows the finalize migration moves under its lock (it refuses with more left): its
+/// own limit, in `zmig_codegen`'s finalize SQL.
+pub const FINALIZE_MOVES_AT_MOST: i64 = 10_000;
+
 /// The fewest rows moved between two rounds of ANALYZE and VACUUM, so a small table is not
 /// tidied after every batch.
 const MIN_TIDY_STEP: i64 = 1_000;
@@ -80,6 +88,11 @@ pub struct MoveReport {
     /// Whether the old table is empty, at most a few rows inserted meanwhile wait in temp for
     /// finalize, and every referencing row is synced.
     pub finished: bool,
+    /// With [`BackfillOptions::follow`]: the move followed temp until the finalize migration
+    /// ran (rather than until it was stopped).
+    pub finalized: bool,
+    /// Rows left in old and temp when the move ended (0 once finalized).
+    pub rows_left: i64,
 }
 
 /// Where a swap's rows are, as `zmig_<name>_progress()` reports it.
@@ -265,7 +278,13 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
     let movers = options.workers.max(1);
     let tally = Tally::new(movers);
     let tidy_step = (before.rows_left() / 10).max(MIN_TIDY_STEP);
-    let progress = Progress::new(options.progress, name, "moved", before.rows_left(), 0);
+    let progress = Progress::new(
+        options.progress,
+        name,
+        "done",
+        before.rows_left() + before.refs_left,
+        0,
+    );
     // The counts as last read, and the rows moved by then.
     let mut latest = (before.clone(), 0);
     let mut ticks = 0u32;
@@ -297,19 +316,34 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
                     latest = (now, moved);
                 }
             }
-            show_progress(&progress, &latest.0, latest.1, &tally, &crew);
+            show_progress(&progress, &latest.0, latest.1, &tally, &crew, options.follow);
         },
     )?;
 
-    let finished = tally.all_moved.load(Ordering::SeqCst) && tally.refs_done.load(Ordering::SeqCst);
+    let finalized = tally.finalized.load(Ordering::SeqCst);
+    let finished = finalized
+        || (tally.all_moved.load(Ordering::SeqCst) && tally.refs_done.load(Ordering::SeqCst));
     // The planner's statistics for the new table as it is now, stopped or done; when done, a
     // last VACUUM so the old table's dead rows are reusable and its estimate reads empty.
-    analyze(&mut conn, &tables)?;
+    // After finalize there is nothing left to tidy: the table is the application's own.
+    let after = if finalized {
+        SwapProgress {
+            old_rows: 0,
+            temp_rows: 0,
+            new_rows: latest.0.new_rows,
+            refs_left: 0,
+            total_bytes: latest.0.total_bytes,
+        }
+    } else {
+        analyze(&mut conn, &tables)?;
+        if finished {
+            vacuum(&mut conn, &tables)?;
+        }
+        read_progress(&mut conn, &functions)?
+    };
     if finished {
-        vacuum(&mut conn, &tables)?;
         store::finish_run(&mut conn, name)?;
     }
-    let after = read_progress(&mut conn, &functions)?;
     let report = MoveReport {
         moved: tally.moved.load(Ordering::SeqCst),
         batches: tally.batches.load(Ordering::SeqCst),
@@ -318,10 +352,14 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
         bytes_before: before.total_bytes,
         bytes_after: after.total_bytes,
         finished,
+        finalized,
+        rows_left: after.rows_left(),
     };
     progress.finish(&format!(
         "{}: {} rows moved, {} referencing rows synced; {} (was {}){}",
-        if finished {
+        if finalized {
+            "followed until finalize"
+        } else if finished {
             "done"
         } else {
             "stopped; run it again to resume"
@@ -473,6 +511,8 @@ struct Tally {
     movers_running: AtomicUsize,
     /// A mover found nothing to move while the counts, estimates, said otherwise.
     refresh_estimates: AtomicBool,
+    /// Following temp, a worker found the swap's functions gone: finalize has run.
+    finalized: AtomicBool,
 }
 
 impl Tally {
@@ -486,6 +526,7 @@ impl Tally {
             all_moved: AtomicBool::new(false),
             movers_running: AtomicUsize::new(movers),
             refresh_estimates: AtomicBool::new(false),
+            finalized: AtomicBool::new(false),
         }
     }
 }
@@ -505,10 +546,14 @@ fn run_mover(
         "SELECT coalesce(\"{}\"($1), 0)::bigint AS n",
         functions.move_rows
     );
-    while crew.ready_for_batch(&mut conn, name, options)? {
+    while !tally.finalized.load(Ordering::SeqCst) && crew.ready_for_batch(&mut conn, name, options)? {
         let started = Instant::now();
         let batch_size = pace.batch_size();
-        let moved = conn.transaction(|conn| call_batch(conn, &query, batch_size))?;
+        let moved = match conn.transaction(|conn| call_batch(conn, &query, batch_size)) {
+            Ok(moved) => moved,
+            Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
         if moved > 0 {
             tally.moved.fetch_add(moved, Ordering::SeqCst);
             tally.batches.fetch_add(1, Ordering::SeqCst);
@@ -516,10 +561,25 @@ fn run_mover(
         if moved < i64::from(batch_size) {
             // The batch took every row it could: done, or the rest is locked (by writers or
             // another worker's batch), or the count left is a stale estimate.
-            let left = read_progress(&mut conn, functions)?;
+            let left = match read_progress(&mut conn, functions) {
+                Ok(left) => left,
+                Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+                Err(e) => return Err(e),
+            };
             if left.moved_enough() {
                 tally.all_moved.store(true, Ordering::SeqCst);
-                return Ok(());
+                if !options.follow {
+                    return Ok(());
+                }
+                // Caught up: look again in a moment, for what writers inserted meanwhile,
+                // until stopped or until finalize has taken the tables away.
+                if moved == 0 {
+                    if finalized(&mut conn, name, tally)? {
+                        return Ok(());
+                    }
+                    std::thread::sleep(FOLLOW_EVERY);
+                    continue;
+                }
             }
             if moved == 0 {
                 if !left.exact() {
@@ -532,6 +592,16 @@ fn run_mover(
         pace.after_batch(&mut conn, crew, started.elapsed())?;
     }
     Ok(())
+}
+
+/// Whether the finalize migration has run while this move followed temp: the swap's functions
+/// are gone. Recorded in `tally` for every worker.
+fn finalized(conn: &mut PgConnection, name: &str, tally: &Tally) -> Result<bool> {
+    if tally.finalized.load(Ordering::SeqCst) || !is_swap(conn, name)? {
+        tally.finalized.store(true, Ordering::SeqCst);
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// The upkeep thread: syncs the referencing columns to the end, and tidies the tables every
@@ -556,7 +626,7 @@ fn run_upkeep(
     let mut tidy_at = tidy_step;
     let mut refreshed: Option<Instant> = None;
     loop {
-        if crew.should_end() {
+        if crew.should_end() || tally.finalized.load(Ordering::SeqCst) {
             return Ok(());
         }
         if !tally.refs_done.load(Ordering::SeqCst) {
@@ -581,8 +651,12 @@ fn run_upkeep(
         let refresh = tally.refresh_estimates.swap(false, Ordering::SeqCst)
             && refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
         if moved >= tidy_at || refresh {
-            analyze(&mut conn, tables)?;
-            vacuum(&mut conn, tables)?;
+            // Following temp, finalize may take the tables away at any moment.
+            let tidied = analyze(&mut conn, tables).and_then(|()| vacuum(&mut conn, tables));
+            match tidied {
+                Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+                other => other?,
+            }
             tidy_at = moved + tidy_step;
             if refresh {
                 refreshed = Some(Instant::now());
@@ -651,37 +725,62 @@ fn vacuum(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
     Ok(())
 }
 
-/// The bar (rows moved of rows moved + left) and the log line. `latest` was read when this run
-/// had moved `moved_then` rows; the rows moved since come off its count.
+/// The bar and the log line. The bar counts both jobs: rows moved of rows moved + left, then
+/// referencing rows synced of synced + left, so it keeps filling while the references sync
+/// after the last row moved. `latest` was read when this run had moved `moved_then` rows; the
+/// rows moved since come off its count. Once the movers caught up (without `follow`), the few
+/// rows writers insert into temp meanwhile are finalize's: they are shown, not counted, so the
+/// bar never goes back.
 fn show_progress(
     progress: &Progress,
     latest: &SwapProgress,
     moved_then: i64,
     tally: &Tally,
     crew: &Crew,
+    follow: bool,
 ) {
     let moved = tally.moved.load(Ordering::SeqCst);
     let rate = moved as f64 / progress.elapsed_secs();
     let state = progress::activity(crew.paused(), crew.backing_off(), crew.yielding());
+    let caught_up = tally.all_moved.load(Ordering::SeqCst);
     let left = (latest.rows_left() - (moved - moved_then)).max(0);
+    let counted_left = if caught_up && !follow { 0 } else { left };
+    let refs_synced = tally.refs_synced.load(Ordering::SeqCst);
+    let refs_left = if tally.refs_done.load(Ordering::SeqCst) {
+        0
+    } else {
+        latest.refs_left.max(0)
+    };
     let left_text = approximate(left, latest.exact());
     let bytes = HumanBytes(latest.total_bytes.max(0) as u64);
+    let doing = match (caught_up, refs_left > 0, follow) {
+        (false, _, _) => format!("{left_text} rows left"),
+        (true, true, _) => format!(
+            "rows moved, {} referencing rows to sync",
+            approximate(refs_left, true)
+        ),
+        (true, false, true) => format!("following temp ({left_text} rows there) until finalize"),
+        (true, false, false) => format!("rows moved ({left_text} inserted since wait for finalize)"),
+    };
+    let position = moved + refs_synced;
     progress.show(
-        moved,
-        moved + left,
-        &format!("{left_text} rows left, {} moved, {bytes}, {rate:.0}/s{state}", HumanCount(moved.max(0) as u64)),
+        position,
+        position + counted_left + refs_left,
+        &format!("{doing}, {} moved, {bytes}, {rate:.0}/s{state}", HumanCount(moved.max(0) as u64)),
         || {
-            let percent = if moved + left > 0 {
-                100.0 * moved as f64 / (moved + left) as f64
+            let total = position + counted_left + refs_left;
+            let percent = if total > 0 {
+                100.0 * position as f64 / total as f64
             } else {
                 100.0
             };
             format!(
-                "{percent:.1}% moved, {left_text} rows left in old and temp, {} rows moved, {rate:.0} rows/s, \
-                 {bytes} on disk, {} referencing rows to sync, eta {}{state}",
+                "{percent:.1}% done: {doing}; {left_text} rows left in old and temp, {} rows moved, \
+                 {rate:.0} rows/s, {bytes} on disk, {} referencing rows synced, {} to sync, eta {}{state}",
                 HumanCount(moved.max(0) as u64),
-                approximate(latest.refs_left, true),
-                progress::eta(left, rate)
+                HumanCount(refs_synced.max(0) as u64),
+                approximate(refs_left, true),
+                progress::eta(counted_left, rate)
             )
         },
     );
