@@ -413,10 +413,7 @@ fn types_whose_equality_is_not_identity_sync_and_verify_by_their_text() {
     );
 
     // A difference only the text form shows is one verify reports, and a batch mends.
-    exec(
-        &mut conn,
-        "UPDATE doc_bodies SET amount = 1.000",
-    );
+    exec(&mut conn, "UPDATE doc_bodies SET amount = 1.000");
     let verified = zmig_runtime::verify::verify(&mut conn, "docs_doc_bodies").unwrap();
     assert_eq!(verified.differing, 2, "{verified:?}");
     let again = zmig_runtime::backfill::BackfillOptions {

@@ -1486,14 +1486,14 @@ fn a_production_shaped_extract_through_every_stage_under_live_writers() {
     );
 }
 
-/// A copy of the workspace's migrations in `dir`, with `edit` applied to the files of the
-/// folders whose names end with `_<phase>`.
+/// A copy of the workspace's migrations in `dir`, with `edit` applied to the `up.sql` of the
+/// folder whose name ends with `_<phase>`.
 fn copy_migrations(ws: &Workspace, dir: &str, phase: &str, edit: impl Fn(&str) -> String) {
     for folder in fs::read_dir(ws.path("migrations")).unwrap().flatten() {
         let name = folder.file_name().to_string_lossy().into_owned();
         for file in fs::read_dir(folder.path()).unwrap().flatten() {
             let text = fs::read_to_string(file.path()).unwrap();
-            let text = if name.ends_with(&format!("_{phase}")) {
+            let text = if name.ends_with(&format!("_{phase}")) && file.file_name() == "up.sql" {
                 edit(&text)
             } else {
                 text

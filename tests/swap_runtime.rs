@@ -226,6 +226,8 @@ fn the_move_empties_old_and_temp_in_batches_then_a_second_run_moves_nothing() {
             bytes_before: again.bytes_before,
             bytes_after: again.bytes_after,
             finished: true,
+            finalized: false,
+            rows_left: 0,
         }
     );
     assert_eq!(where_rows_are(&mut conn), (0, 0, OLD_ROWS + TEMP_ROWS));
@@ -516,7 +518,8 @@ fn the_command_line_moves_verifies_and_reports_a_swap_the_database_has() {
         moved.contains("cars_bigint: 3200 rows moved in ")
             && moved.contains("500 referencing rows synced")
             && moved
-                .contains("cars_bigint: move complete; next: cargo xtask zmig verify cars_bigint"),
+                .contains("cars_bigint: move complete: the old table is empty, 0 rows inserted since wait in temp")
+            && moved.contains("next: cargo xtask zmig verify cars_bigint"),
         "{moved}"
     );
     assert_references_done(&mut conn);
@@ -549,7 +552,7 @@ fn the_command_line_moves_verifies_and_reports_a_swap_the_database_has() {
     let (ok, status) = zmig(&["status"]);
     assert!(ok, "{status}");
     assert!(
-        status.contains("move                  old table empty; rows inserted since wait in temp: 1 rows left (old 0, temp 1), 3,200 in new")
+        status.contains("move                  old table empty; rows inserted since wait in temp for finalize: 1 rows left (old 0, temp 1), 3,200 in new")
             && status.contains("references            synced")
             && status.contains("verify                1 rows with problems"),
         "{status}"

@@ -138,12 +138,6 @@ pub fn backfill(
     let functions = Functions::of(migration);
     let mut conn = workers::connect(database_url, migration)?;
     check_dual_write_in_place(&mut conn, migration, &functions)?;
-    store::ensure_tables(&mut conn)?;
-    start_run(&mut conn, migration, &functions, options.again)?;
-
-    let before = store::range_totals(&mut conn, migration)?;
-    let shared = Shared {
-        crew: Crew::new(options.stop.clone()),
     if verify::write_new_applied(&mut conn, migration)? {
         return Err(Error::NotReady(format!(
             "`{migration}`: backfill refuses: write_new is applied, so the new table holds the truth and \
@@ -152,6 +146,12 @@ pub fn backfill(
              write_new first if the old columns are right), then verify again"
         )));
     }
+    store::ensure_tables(&mut conn)?;
+    start_run(&mut conn, migration, &functions, options.again)?;
+
+    let before = store::range_totals(&mut conn, migration)?;
+    let shared = Shared {
+        crew: Crew::new(options.stop.clone()),
         counters: Mutex::new(Counters::default()),
     };
     let progress = Progress::new(
@@ -335,12 +335,6 @@ fn start_run(
             .bind::<Integer, _>(LOCK_CLASS)
             .bind::<Integer, _>(store::lock_key(migration))
             .execute(conn)?;
-        match store::load_run(conn, migration)? {
-            Some(run) if stale || (again && run.finished) => {
-                // Its ranges go with it (ON DELETE CASCADE).
-                diesel::sql_query("DELETE FROM zmig_backfill_runs WHERE migration = $1")
-                    .bind::<Text, _>(migration)
-                    .execute(conn)?;
         // Who the owner → new triggers are now, and were when the run started.
         let owner_sync = verify::sync_triggers(conn, migration)?.owner_sync;
         #[derive(QueryableByName)]
@@ -356,6 +350,12 @@ fn start_run(
         let stale = started
             .as_ref()
             .is_some_and(|s| s.owner_sync.as_deref() != Some(owner_sync.as_str()));
+        match store::load_run(conn, migration)? {
+            Some(run) if stale || (again && run.finished) => {
+                // Its ranges go with it (ON DELETE CASCADE).
+                diesel::sql_query("DELETE FROM zmig_backfill_runs WHERE migration = $1")
+                    .bind::<Text, _>(migration)
+                    .execute(conn)?;
             }
             Some(_) => return Ok(()),
             None => {}
@@ -373,13 +373,13 @@ fn start_run(
             .bind::<Text, _>(migration)
             .bind::<Nullable<BigInt>, _>(keys.lowest)
             .bind::<Nullable<BigInt>, _>(keys.highest)
+            .bind::<Text, _>(&owner_sync)
             .execute(conn)?;
         if let (Some(lowest), Some(highest)) = (keys.lowest, keys.highest) {
             let (count, size) = split(lowest, highest);
             diesel::sql_query(
                 "INSERT INTO zmig_backfill_ranges (migration, range_no, start_after, end_at, done_through)
                  SELECT $1, g, $2 - 1 + g * $4, least($2 - 1 + (g + 1) * $4, $3), $2 - 1 + g * $4
-            .bind::<Text, _>(&owner_sync)
                  FROM generate_series(0, $5 - 1) AS g",
             )
             .bind::<Text, _>(migration)

@@ -316,7 +316,14 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
                     latest = (now, moved);
                 }
             }
-            show_progress(&progress, &latest.0, latest.1, &tally, &crew, options.follow);
+            show_progress(
+                &progress,
+                &latest.0,
+                latest.1,
+                &tally,
+                &crew,
+                options.follow,
+            );
         },
     )?;
 
@@ -546,7 +553,9 @@ fn run_mover(
         "SELECT coalesce(\"{}\"($1), 0)::bigint AS n",
         functions.move_rows
     );
-    while !tally.finalized.load(Ordering::SeqCst) && crew.ready_for_batch(&mut conn, name, options)? {
+    while !tally.finalized.load(Ordering::SeqCst)
+        && crew.ready_for_batch(&mut conn, name, options)?
+    {
         let started = Instant::now();
         let batch_size = pace.batch_size();
         let moved = match conn.transaction(|conn| call_batch(conn, &query, batch_size)) {
@@ -760,7 +769,9 @@ fn show_progress(
             approximate(refs_left, true)
         ),
         (true, false, true) => format!("following temp ({left_text} rows there) until finalize"),
-        (true, false, false) => format!("rows moved ({left_text} inserted since wait for finalize)"),
+        (true, false, false) => {
+            format!("rows moved ({left_text} inserted since wait for finalize)")
+        }
     };
     let position = moved + refs_synced;
     progress.show(
