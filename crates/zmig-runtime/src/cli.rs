@@ -300,10 +300,21 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
                     "  write_new is applied: the new table holds the truth, and `backfill` refuses (it would overwrite it); correct these rows by hand, then verify again"
                 )?;
             } else if !report.ok() {
-                writeln!(
-                    out,
-                    "  to mend them: cargo xtask zmig backfill {name} --again, then verify again"
-                )?;
+                // What mends them depends on what ran: nothing yet, a run stopped part way, or
+                // a finished one (which only `--again` walks once more).
+                let advice = match backfill::status(&mut conn, &name)? {
+                    None => format!(
+                        "the backfill has not run yet: cargo xtask zmig backfill {name}, then verify again"
+                    ),
+                    Some(run) if !run.finished => format!(
+                        "the backfill has not finished ({} of {} keys done): cargo xtask zmig backfill {name} resumes it, then verify again",
+                        run.keys_done, run.keys_total
+                    ),
+                    Some(_) => format!(
+                        "to mend them: cargo xtask zmig backfill {name} --again, then verify again"
+                    ),
+                };
+                writeln!(out, "  {advice}")?;
             }
             Ok(if report.ok() {
                 ExitCode::SUCCESS

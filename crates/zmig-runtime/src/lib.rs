@@ -76,17 +76,92 @@ pub fn sync_owner(
 #[cfg(feature = "derive")]
 pub use zmig_derive::Zmig;
 
-/// Errors from the runtime's database work.
+/// Errors from the runtime's database work. Each displays as one line that carries the
+/// database's own message (and its hint), so the error it wraps is not its `source()` as well:
+/// a report that prints the chain (`{:#}`) would say everything twice.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot connect to the database: {0}")]
-    Connect(#[from] diesel::ConnectionError),
-    #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    #[error("cannot connect to the database: {}", one_line(&.0.to_string()))]
+    Connect(diesel::ConnectionError),
+    #[error("{}", database_message(.0))]
+    Database(diesel::result::Error),
     #[error("{0}")]
     NotReady(String),
     #[error("a backfill worker panicked")]
     WorkerPanicked,
+    /// A worker's session ended under it: the database keeps what its batches committed.
+    #[error("worker {worker} lost its connection to the database ({message}){LOST_CONNECTION}")]
+    WorkerConnectionLost { worker: usize, message: String },
+}
+
+impl From<diesel::ConnectionError> for Error {
+    fn from(error: diesel::ConnectionError) -> Self {
+        Error::Connect(error)
+    }
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(error: diesel::result::Error) -> Self {
+        Error::Database(error)
+    }
+}
+
+impl Error {
+    /// Whether the session this error came from is gone (the server closed it, or the network).
+    pub fn is_connection_lost(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error as Diesel};
+        matches!(
+            self,
+            Error::Database(Diesel::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _
+            )) | Error::WorkerConnectionLost { .. }
+        )
+    }
+
+    /// The message of the database error, on one line (libpq's own end in a newline, or span
+    /// several).
+    pub(crate) fn database_text(&self) -> String {
+        match self {
+            Error::Database(diesel::result::Error::DatabaseError(_, info)) => {
+                one_line(info.message())
+            }
+            other => one_line(&other.to_string()),
+        }
+    }
+}
+
+/// What a lost connection means and what to do: everything zmig does is kept as it commits, and
+/// resumes (a backfill, a move) or runs again (verify) from what the database holds.
+const LOST_CONNECTION: &str = ": the server ended the session (pg_terminate_backend, a restart, a timeout \
+     such as idle_session_timeout) or the network failed; what was done is kept, run it again to resume";
+
+/// A database error as one line: the server's message, then its hint when it gives one (zmig's
+/// own migrations and functions say there what to do).
+fn database_message(error: &diesel::result::Error) -> String {
+    use diesel::result::{DatabaseErrorKind, Error as Diesel};
+    match error {
+        Diesel::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            info,
+        ) => format!(
+            "zmig lost its connection to the database ({}){LOST_CONNECTION}",
+            one_line(info.message())
+        ),
+        Diesel::DatabaseError(_, info) => {
+            let mut text = format!("database error: {}", one_line(info.message()));
+            if let Some(hint) = info.hint() {
+                text.push_str(&format!(" (hint: {})", one_line(hint)));
+            }
+            text
+        }
+        other => format!("database error: {}", one_line(&other.to_string())),
+    }
+}
+
+/// `text` with its line breaks and runs of blanks made single spaces, trimmed.
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -128,7 +128,16 @@ impl Crew {
                     let worker = &worker;
                     scope.spawn(move || {
                         let _panicking = FailOnPanic(&self.failed);
-                        let result = worker(n);
+                        let result = worker(n).map_err(|error| {
+                            if error.is_connection_lost() {
+                                Error::WorkerConnectionLost {
+                                    worker: n + 1,
+                                    message: error.database_text(),
+                                }
+                            } else {
+                                error
+                            }
+                        });
                         if result.is_err() {
                             self.failed.store(true, Ordering::SeqCst);
                         }
