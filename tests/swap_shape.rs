@@ -6,10 +6,12 @@
 //! - the referencing foreign key's actions and match type (`ON UPDATE CASCADE ON DELETE
 //!   RESTRICT`), also after reverting prepare;
 //! - `REPLICA IDENTITY` (`FULL`, `NOTHING`, `USING INDEX`);
-//! - storage options (`fillfactor`, autovacuum settings, the TOAST table's);
+//! - storage options (`fillfactor`, autovacuum settings, the TOAST table's) and the columns'
+//!   statistics targets and distinct-value estimates, the referencing column's too;
 //! - table and column privileges, including those granted or revoked on the view during the
 //!   swap, and while the swap runs a role with column privileges only reads through the view;
 //! - comments on the table, its columns, indexes and constraints, and on the referencing column;
+//! - the owner, where the migrations run as another role;
 //! - membership of a publication (of the table or of a referencing table) is refused at prepare,
 //!   naming the publication, with nothing changed: while the swap runs, the rows move between
 //!   tables no subscriber has.
@@ -56,7 +58,8 @@ impl Drop for Roles {
     fn drop(&mut self) {
         if let Ok(mut admin) = PgConnection::establish(&server_url()) {
             for role in &self.0 {
-                let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS \"{role}\"")).execute(&mut admin);
+                let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS \"{role}\""))
+                    .execute(&mut admin);
             }
         }
     }
@@ -119,6 +122,10 @@ fn shape(conn: &mut PgConnection) -> Vec<String> {
         SELECT format('nullable %s.%s: %s', rel.relname, attname, NOT attnotnull)
         FROM pg_attribute JOIN rel ON rel.oid = attrelid WHERE attnum > 0 AND NOT attisdropped
         UNION ALL
+        SELECT format('statistics of %s.%s: %s %s', rel.relname, attname, attstattarget,
+                      (SELECT array_agg(o ORDER BY o) FROM unnest(attoptions) o WHERE o LIKE 'n\\_distinct%'))
+        FROM pg_attribute JOIN rel ON rel.oid = attrelid WHERE attnum > 0 AND NOT attisdropped
+        UNION ALL
         SELECT format('comment on %s: %s', pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description)
         FROM pg_description d
         WHERE (d.classoid = 'pg_class'::regclass AND d.objoid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace))
@@ -151,8 +158,16 @@ fn assert_same_shape(before: &[String], after: &[String]) {
     assert!(
         missing.is_empty() && added.is_empty(),
         "the swap changed the table's shape\n  lost:\n    {}\n  gained:\n    {}",
-        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n    "),
-        added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n    "),
+        missing
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n    "),
+        added
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n    "),
     );
 }
 
@@ -207,6 +222,8 @@ fn replica_identity_storage_options_and_comments_are_kept() {
                  ALTER TABLE trips REPLICA IDENTITY FULL;
                  ALTER TABLE cars SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_threshold = 500, toast.autovacuum_enabled = false);
                  ALTER TABLE trips SET (autovacuum_vacuum_cost_delay = 5);
+                 ALTER TABLE cars ALTER COLUMN make SET STATISTICS 500, ALTER COLUMN model SET (n_distinct = 100), ALTER COLUMN id SET (n_distinct = -1);
+                 ALTER TABLE trips ALTER COLUMN car_id SET STATISTICS 1000, ALTER COLUMN car_id SET (n_distinct = -0.5, n_distinct_inherited = 40);
                  COMMENT ON TABLE cars IS 'every car we rent';
                  COMMENT ON COLUMN cars.id IS 'the car''s number';
                  COMMENT ON COLUMN cars.make IS 'who built it';
@@ -219,6 +236,14 @@ fn replica_identity_storage_options_and_comments_are_kept() {
     let (db, fixture) = seeded("swap_shape_storage", setup);
     let mut conn = db.conn();
     let before = shape(&mut conn);
+    for fact in [
+        "statistics of trips.car_id: 1000 {n_distinct=-0.5,n_distinct_inherited=40}",
+        "options of cars: {autovacuum_analyze_threshold=500,autovacuum_vacuum_scale_factor=0.01,fillfactor=70}",
+        "replica identity of cars: f ",
+        "comment on column car_id of table trips: the car driven",
+    ] {
+        assert!(before.iter().any(|l| l == fact), "{fact} in {before:#?}");
+    }
     swap_through(&db, &fixture);
     assert_same_shape(&before, &shape(&mut conn));
 }
@@ -229,7 +254,10 @@ fn replica_identity_nothing_and_using_the_primary_key_are_kept() {
         ("swap_shape_ri_nothing", "NOTHING"),
         ("swap_shape_ri_index", "USING INDEX cars_pkey"),
     ] {
-        let (db, fixture) = seeded(label, &format!("ALTER TABLE cars REPLICA IDENTITY {identity};"));
+        let (db, fixture) = seeded(
+            label,
+            &format!("ALTER TABLE cars REPLICA IDENTITY {identity};"),
+        );
         let mut conn = db.conn();
         let before = shape(&mut conn);
         swap_through(&db, &fixture);
@@ -298,17 +326,34 @@ fn privileges_are_kept_with_those_changed_during_the_swap() {
 #[test]
 fn prepare_refuses_a_published_table_changing_nothing() {
     for (label, publication, named) in [
-        ("swap_shape_pub_table", "CREATE PUBLICATION cars_feed FOR TABLE cars, trips", "cars_feed"),
-        ("swap_shape_pub_ref", "CREATE PUBLICATION trips_feed FOR TABLE trips", "trips_feed"),
-        ("swap_shape_pub_all", "CREATE PUBLICATION everything FOR ALL TABLES", "everything"),
-        ("swap_shape_pub_schema", "CREATE PUBLICATION public_feed FOR TABLES IN SCHEMA public", "public_feed"),
+        (
+            "swap_shape_pub_table",
+            "CREATE PUBLICATION cars_feed FOR TABLE cars, trips",
+            "cars_feed",
+        ),
+        (
+            "swap_shape_pub_ref",
+            "CREATE PUBLICATION trips_feed FOR TABLE trips",
+            "trips_feed",
+        ),
+        (
+            "swap_shape_pub_all",
+            "CREATE PUBLICATION everything FOR ALL TABLES",
+            "everything",
+        ),
+        (
+            "swap_shape_pub_schema",
+            "CREATE PUBLICATION public_feed FOR TABLES IN SCHEMA public",
+            "public_feed",
+        ),
     ] {
         let (db, fixture) = seeded(label, &format!("{publication};"));
         let mut conn = db.conn();
         let before = shape(&mut conn);
         let message = prepare_refused(&db, &fixture);
         assert!(
-            message.contains("replicated logically") && message.contains(&format!("publication {named} publishes")),
+            message.contains("replicated logically")
+                && message.contains(&format!("publication {named} publishes")),
             "{label}: {message}"
         );
         println!("{label}: {message}");
@@ -350,4 +395,38 @@ fn prepare_refuses_what_it_could_not_restore_changing_nothing() {
             "{label}: nothing created"
         );
     }
+}
+
+/// The table belongs to a role of its own while the migrations run as another (a superuser):
+/// the table after finalize, and the view during the swap, belong to the original's owner.
+#[test]
+fn the_owner_is_kept() {
+    let roles = Roles::new("shape_owner", &["owner"]);
+    let owner = roles.get(0);
+    let (db, fixture) = seeded(
+        "swap_shape_owner",
+        &format!("ALTER TABLE cars OWNER TO \"{owner}\"; GRANT SELECT ON cars TO PUBLIC;"),
+    );
+    let mut conn = db.conn();
+    let before = shape(&mut conn);
+    assert!(
+        before.contains(&format!("owner of cars: {owner}")),
+        "{before:#?}"
+    );
+    migrate_to(&db.url, &fixture, "cars_bigint_prepare");
+    assert_eq!(
+        count(&mut conn, &format!("SELECT count(*) AS n FROM pg_class WHERE relname IN ('cars', 'cars_new', 'cars_temp') AND pg_get_userbyid(relowner) = '{owner}'")),
+        3
+    );
+    let options = MoveOptions {
+        workers: 1,
+        batch_size: 200,
+        progress: ProgressMode::Silent,
+        ..MoveOptions::default()
+    };
+    move_rows(&db.url, "cars_bigint", &options).unwrap();
+    migrate_to(&db.url, &fixture, "cars_bigint_finalize");
+    assert_same_shape(&before, &shape(&mut conn));
+    drop(db);
+    drop(roles);
 }

@@ -298,10 +298,11 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     up.assured_end();
     up.comment(
         "Carried over to the new tables: foreign keys to other tables (checked on empty tables: \
-         instant), the table's comment and grants. Each index of the new table is paired with \
-         the original's name, which it takes at finalize. The new table also takes what LIKE \
-         does not copy: the comments of the constraints indexes back, the replica identity and \
-         the storage options (catalog changes on an empty table).",
+         instant), the table's owner, comment and grants. Each index of the new table is paired \
+         with the original's name, which it takes at finalize. The new table also takes what LIKE \
+         does not copy: the comments of the constraints indexes back, the replica identity, \
+         the storage options and the columns' statistics settings (catalog changes on an empty \
+         table).",
     );
     up.statement(&carry_over(n));
     up.comment(
@@ -313,8 +314,9 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     up.statement(&view(swap, n));
     up.comment(
         "The view answers `INSERT … RETURNING` with the same defaults as the table (the id \
-         sequence, `now()`, literals): copied from the original's catalog, and exactly its \
-         privileges, table-level and per column (finalize gives the view's to the new table).",
+         sequence, `now()`, literals): copied from the original's catalog, with its owner and \
+         exactly its privileges, table-level and per column (finalize gives the view's to the \
+         new table).",
     );
     up.statement(&view_defaults_and_grants(n));
     up.comment(&format!(
@@ -653,6 +655,11 @@ DECLARE\n    \
     r record;\n\
 BEGIN\n    \
     FOREACH target IN ARRAY ARRAY[{new}, {temp}] LOOP\n        \
+        -- The original's owner, where this session is not it (the new table is the table after\n        \
+        -- finalize; the view reads the three tables with its owner's privileges).\n        \
+        IF (SELECT relowner FROM pg_class WHERE oid = target) <> (SELECT relowner FROM pg_class WHERE oid = old) THEN\n            \
+            EXECUTE format('ALTER TABLE %s OWNER TO %I', target, (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = old));\n        \
+        END IF;\n        \
         FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def, obj_description(oid, 'pg_constraint') AS comment FROM pg_constraint WHERE conrelid = old AND contype = 'f' LOOP\n            \
             EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', target, r.conname, r.def);\n            \
             IF r.comment IS NOT NULL AND target = {new} THEN\n                \
@@ -700,6 +707,15 @@ BEGIN\n    \
         SELECT format('toast.%I = %L', split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)) FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid, unnest(t.reloptions) o WHERE c.oid = old\n    \
     LOOP\n        \
         EXECUTE format('ALTER TABLE %s SET (%s)', {new}, r.option);\n    \
+    END LOOP;\n    \
+    -- And the columns' statistics targets and distinct-value estimates.\n    \
+    FOR r IN\n        \
+        SELECT format('ALTER COLUMN %I SET STATISTICS %s', attname, attstattarget) AS change FROM pg_attribute WHERE attrelid = old AND attnum > 0 AND NOT attisdropped AND attstattarget >= 0\n        \
+        UNION ALL\n        \
+        SELECT format('ALTER COLUMN %I SET (%I = %L)', a.attname, split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)) FROM pg_attribute a, unnest(a.attoptions) o\n        \
+        WHERE a.attrelid = old AND a.attnum > 0 AND NOT a.attisdropped AND split_part(o, '=', 1) IN ('n_distinct', 'n_distinct_inherited')\n    \
+    LOOP\n        \
+        EXECUTE format('ALTER TABLE %s %s', {new}, r.change);\n    \
     END LOOP;\n\
 END\n\
 $zmig$;",
@@ -814,6 +830,9 @@ BEGIN\n    \
     LOOP\n        \
         EXECUTE format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', {view}, r.attname, r.expr);\n    \
     END LOOP;\n    \
+    IF (SELECT relowner FROM pg_class WHERE oid = {view}::regclass) <> (SELECT relowner FROM pg_class WHERE oid = old) THEN\n        \
+        EXECUTE format('ALTER VIEW %s OWNER TO %I', {view}, (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = old));\n    \
+    END IF;\n    \
     {grants}\n\
 END\n\
 $zmig$;",
@@ -1148,8 +1167,9 @@ $zmig$;",
     PhaseSql::outside_transaction(Stage::Finalize, up, down)
 }
 
-/// Copies the comment and privileges of a referencing column, and the comments of its indexes,
-/// to the shadow column and the indexes rebuilt on it.
+/// Copies the comment, privileges, statistics target and distinct-value estimates of a
+/// referencing column, and the comments of its indexes, to the shadow column and the indexes
+/// rebuilt on it.
 fn carry_reference_column(n: &Names, reference: &Reference) -> String {
     format!(
         "DO $zmig$\n\
@@ -1184,6 +1204,14 @@ BEGIN\n    \
         WHERE s.swap = {swap} AND s.item LIKE 'refindex:%' AND s.rel::regclass = t AND obj_description(o.oid, 'pg_class') IS NOT NULL\n    \
     LOOP\n        \
         EXECUTE format('COMMENT ON INDEX %s IS %L', r.shadow_index, r.comment);\n    \
+    END LOOP;\n    \
+    FOR r IN\n        \
+        SELECT format('ALTER COLUMN %I SET STATISTICS %s', {shadow}, attstattarget) AS change FROM pg_attribute WHERE attrelid = t AND attname = {column} AND attstattarget >= 0\n        \
+        UNION ALL\n        \
+        SELECT format('ALTER COLUMN %I SET (%I = %L)', {shadow}, split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)) FROM pg_attribute a, unnest(a.attoptions) o\n        \
+        WHERE a.attrelid = t AND a.attname = {column} AND split_part(o, '=', 1) IN ('n_distinct', 'n_distinct_inherited')\n    \
+    LOOP\n        \
+        EXECUTE format('ALTER TABLE %s %s', t, r.change);\n    \
     END LOOP;\n\
 END\n\
 $zmig$;",
