@@ -3,6 +3,7 @@
 
 pub mod cars_next;
 pub mod caterers_app;
+pub mod cluster;
 pub mod diesel_workspace;
 pub mod fixtures;
 pub mod pgbouncer;

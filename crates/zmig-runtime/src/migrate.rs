@@ -1,14 +1,18 @@
-//! Applies pending Diesel migrations, retrying one that gave up on its `lock_timeout`.
+//! Applies pending Diesel migrations, retrying one that gave up waiting for a lock.
 //!
-//! zmig's migrations wait at most a second for a lock and then roll back whole, so that a busy
-//! table never queues its traffic behind a migration. This runner turns that into patience:
-//! it tries again after a pause that grows and is jittered (so several instances starting at
-//! once do not retry in lockstep), and gives up after a bounded number of tries.
+//! zmig's migrations take their locks in a loop of short attempts (so a busy table never
+//! queues its traffic behind them for long, and any runner, `diesel migration run` included,
+//! applies them under load); past their budget they roll back whole with SQLSTATE 55P03. This
+//! runner turns that into more patience: it tries again after a pause that grows and is
+//! jittered (so several instances starting at once do not retry in lockstep), and gives up
+//! after a bounded number of tries. It retries other migrations' lock timeouts the same way.
 
 use std::time::Duration;
 
-use diesel::migration::{MigrationSource, MigrationVersion};
+use diesel::migration::{Migration, MigrationSource, MigrationVersion};
 use diesel::pg::{Pg, PgConnection};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
 use diesel_migrations::MigrationHarness;
 
 /// How often and how patiently to retry.
@@ -39,10 +43,40 @@ pub struct MigrateError {
     pub message: String,
 }
 
-/// Whether a migration error is a lock wait that gave up (SQLSTATE 55P03). Diesel does not
-/// expose the SQLSTATE of this error, so this reads PostgreSQL's (English) message.
+/// Whether a migration error is a lock wait that gave up (SQLSTATE 55P03, `lock_not_available`).
+///
+/// Diesel does not expose an error's SQLSTATE, only its message, which the server words in
+/// the session's `lc_messages`. So zmig's migrations catch 55P03 themselves (their lock loops
+/// match it by code) and give up with a message of their own that names it,
+/// [`LOCK_NOT_AVAILABLE`], in any language; other migrations' lock timeouts are recognised by
+/// PostgreSQL's English message, which [`run_pending_with_retry`] asks for where the role may.
 pub fn is_lock_timeout(message: &str) -> bool {
-    message.contains("lock timeout") || message.contains("could not obtain lock")
+    message.contains(LOCK_NOT_AVAILABLE)
+        || message.contains("lock timeout")
+        || message.contains("could not obtain lock")
+}
+
+/// How zmig's generated migrations begin the message of a lock wait that gave up (the
+/// codegen's `sql::LOCK_NOT_AVAILABLE`; `tests/migrations_under_load.rs` checks they agree).
+pub const LOCK_NOT_AVAILABLE: &str = "lock not available (SQLSTATE 55P03)";
+
+/// Sets the session's `lc_messages` to `C`, so the server's messages are in English, and
+/// returns the setting to put back; `None` where the role may not change it (it is a
+/// superuser's setting unless granted), which leaves the session as it was.
+fn english_messages(conn: &mut PgConnection) -> Option<String> {
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+    let saved = diesel::sql_query("SELECT current_setting('lc_messages') AS value")
+        .get_result::<Setting>(conn)
+        .ok()?
+        .value;
+    diesel::sql_query("SELECT set_config('lc_messages', 'C', false) AS value")
+        .get_result::<Setting>(conn)
+        .ok()?;
+    Some(saved)
 }
 
 /// Applies every pending migration of `source` in order, retrying lock timeouts per `policy`.
@@ -58,6 +92,22 @@ pub fn run_pending_with_retry<S: MigrationSource<Pg>>(
         attempts: 1,
         message: e.to_string(),
     })?;
+    let saved_messages = english_messages(conn);
+    let result = apply_each(conn, pending, policy, &mut on_retry);
+    if let Some(saved) = saved_messages {
+        let _ = diesel::sql_query("SELECT set_config('lc_messages', $1, false)")
+            .bind::<Text, _>(saved)
+            .execute(conn);
+    }
+    result
+}
+
+fn apply_each(
+    conn: &mut PgConnection,
+    pending: Vec<Box<dyn Migration<Pg> + '_>>,
+    policy: &RetryPolicy,
+    on_retry: &mut impl FnMut(&str, u32, &str),
+) -> Result<Vec<MigrationVersion<'static>>, MigrateError> {
     let mut applied = Vec::new();
     for migration in pending {
         let name = migration.name().to_string();
@@ -140,6 +190,9 @@ mod tests {
     fn recognises_lock_timeouts_only() {
         assert!(is_lock_timeout(
             "Failed to run 2026_x with: canceling statement due to lock timeout"
+        ));
+        assert!(is_lock_timeout(
+            "Failed to run 2026_x with: zmig m: lock not available (SQLSTATE 55P03): could not lock"
         ));
         assert!(!is_lock_timeout("relation \"caterers\" does not exist"));
     }

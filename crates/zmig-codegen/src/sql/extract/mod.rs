@@ -15,7 +15,7 @@ use self::backfill::{backfill_functions, drop_backfill_functions};
 use self::gate::{enable_always, forward_triggers, reverse_triggers, verified_gate};
 use self::guard::check_owner_columns;
 use self::sync::{drop_owner_sync, drop_reverse_sync, owner_sync, reverse_sync};
-use super::{object_name, quote_ident as q, quote_literal, PhaseSql, Script};
+use super::{object_name, quote_ident as q, quote_literal, Lock, PhaseSql, Script};
 use crate::plan::{Extract, MovedColumn, NewPrimaryKey};
 use crate::spec::{Stage, SyncMode};
 
@@ -100,10 +100,12 @@ const SCAN_TIMEOUTS: &str = "SET LOCAL lock_timeout = '1s';\nSET LOCAL statement
 
 fn lock_timeout_comment(table: &str) -> String {
     format!(
-        "Every statement below needs a brief lock on {table}. Waiting for it would queue all traffic on\n\
-         the table behind this migration, so give up after a second instead; the migration then rolls\n\
-         back whole and is safe to run again. Unless a step says otherwise, no statement here scans or\n\
-         rewrites the table, so ten seconds is a generous bound."
+        "Every statement below needs a brief lock on {table}, taken first with the others this \
+         transaction needs, in a loop of short attempts (below) that never keeps the table's \
+         traffic waiting for long. A lock a statement needs beyond those waits at most a second; \
+         the migration then rolls back whole and is safe to run again. Unless a step says \
+         otherwise, no statement here scans or rewrites the table, so ten seconds is a generous \
+         bound."
     )
 }
 
@@ -251,6 +253,7 @@ fn expand(x: &Extract) -> PhaseSql {
     let mut down = Script::new();
     down.comment(&lock_timeout_comment(&owner));
     down.statement(LOCK_TIMEOUT);
+    down.take_locks(&x.name, &[(new.clone(), Lock::AccessExclusive)]);
     down.safety_assured(
         &format!(
             "Dropping {new} discards only copies: until write_new the old columns of {owner} hold every\n\
@@ -280,6 +283,9 @@ fn dual_write(x: &Extract, n: &Names) -> PhaseSql {
         ),
     }
     up.statement(LOCK_TIMEOUT);
+    if x.sync == SyncMode::Trigger {
+        up.take_locks(&x.name, &[(owner.clone(), Lock::ShareRowExclusive)]);
+    }
     check_owner_columns(x, Stage::DualWrite, &mut up);
     owner_sync(x, n, false, &mut up);
     if x.sync == SyncMode::Trigger {
@@ -290,6 +296,9 @@ fn dual_write(x: &Extract, n: &Names) -> PhaseSql {
     let mut down = Script::new();
     down.comment(&lock_timeout_comment(&owner));
     down.statement(LOCK_TIMEOUT);
+    if x.sync == SyncMode::Trigger {
+        down.take_locks(&x.name, &[(owner.clone(), Lock::AccessExclusive)]);
+    }
     down.comment("Stops the sync; the rows already copied stay until expand is reverted.");
     for statement in drop_owner_sync(x, n)
         .into_iter()
@@ -328,6 +337,13 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
         lock_timeout_comment(&owner)
     ));
     up.statement(LOCK_TIMEOUT);
+    up.take_locks(
+        &x.name,
+        &[
+            (owner.clone(), Lock::AccessExclusive),
+            (new.clone(), Lock::AccessExclusive),
+        ],
+    );
     check_owner_columns(x, Stage::WriteNew, &mut up);
     up.comment(&format!(
         "Moving past the backfill is safe only once it is complete: stop here unless `zmig verify {}` \
@@ -374,6 +390,7 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
          needs. The verified backfill found no row without its owner, so it finds none either."
     ));
     up.statement(SCAN_TIMEOUTS);
+    up.take_locks(&x.name, &[(new.clone(), Lock::ShareUpdateExclusive)]);
     up.statement(&format!("ALTER TABLE {new} VALIDATE CONSTRAINT {fkey};"));
 
     let mut down = Script::new();
@@ -385,6 +402,11 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
         lock_timeout_comment(&owner)
     ));
     down.statement(LOCK_TIMEOUT);
+    let mut first = vec![(new.clone(), Lock::AccessExclusive)];
+    if !required.is_empty() {
+        first.insert(0, (owner.clone(), Lock::AccessExclusive));
+    }
+    down.take_locks(&x.name, &first);
     down.comment("Stops the reverse sync.");
     for statement in drop_reverse_sync(x, n) {
         down.statement(&statement);
@@ -412,6 +434,7 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
              so it may take as long as it needs.",
         );
         down.statement(SCAN_TIMEOUTS);
+        down.take_locks(&x.name, &[(owner.clone(), Lock::ShareUpdateExclusive)]);
         for c in &required {
             down.statement(&format!(
                 "ALTER TABLE {owner} VALIDATE CONSTRAINT {};",
@@ -420,6 +443,7 @@ fn write_new(x: &Extract, n: &Names) -> PhaseSql {
         }
         down.commit();
         down.statement(LOCK_TIMEOUT);
+        down.take_locks(&x.name, &[(owner.clone(), Lock::AccessExclusive)]);
         down.safety_assured(
             "Linters cannot see the validated checks above; with them PostgreSQL sets NOT NULL without a scan.",
             &required.iter().map(|c| format!("ALTER TABLE {owner} ALTER COLUMN {} SET NOT NULL;", q(c))).collect::<Vec<_>>(),
@@ -445,6 +469,13 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         lock_timeout_comment(&owner)
     ));
     up.statement(LOCK_TIMEOUT);
+    up.take_locks(
+        &x.name,
+        &[
+            (owner.clone(), Lock::AccessExclusive),
+            (new.clone(), Lock::AccessExclusive),
+        ],
+    );
     check_owner_columns(x, Stage::Contract, &mut up);
     up.comment(&format!(
         "Moving past the backfill is safe only once it is complete: stop here unless `zmig verify {}` \
@@ -488,6 +519,13 @@ fn contract(x: &Extract, n: &Names) -> PhaseSql {
         lock_timeout_comment(&owner)
     ));
     down.statement(LOCK_TIMEOUT);
+    down.take_locks(
+        &x.name,
+        &[
+            (owner.clone(), Lock::AccessExclusive),
+            (new.clone(), Lock::AccessExclusive),
+        ],
+    );
     let adds: Vec<String> = x
         .columns
         .iter()

@@ -18,7 +18,7 @@ use self::routines::{
     tables_function, update_function,
 };
 use super::filter::RowSql;
-use super::{object_name, quote_ident as q, quote_literal, PhaseSql, Script};
+use super::{object_name, quote_ident as q, quote_literal, Lock, PhaseSql, Script};
 use crate::plan::{Reference, Swap, TableName};
 use crate::spec::Stage;
 
@@ -149,20 +149,35 @@ const LOCK_TIMEOUT: &str =
 fn lock_timeout_comment(table: &str) -> String {
     format!(
         "Every statement below needs a brief lock on {table} and the tables referencing it, taken \
-         all at once first. While this migration waits for them, all traffic on those tables \
-         queues behind it, so give up after 200 ms instead; the migration then rolls back whole \
-         and is safe to run again (zmig-runtime's migration runner retries it with back-off). \
-         No statement here scans or rewrites a table that holds rows, so ten seconds is a \
-         generous bound."
+         all at once first, in a loop of short attempts (below) that never keeps their traffic \
+         waiting for long. A lock a statement needs beyond those waits at most 200 ms; the \
+         migration then rolls back whole and is safe to run again (zmig-runtime's migration \
+         runner retries it with back-off). No statement here scans or rewrites a table that \
+         holds rows, so ten seconds is a generous bound."
     )
 }
 
-/// The table (or view) and every referencing table, in one statement, before anything else:
-/// a lock taken halfway would be held while waiting for the next, queueing traffic behind it.
-fn lock_all(swap: &Swap, n: &Names) -> String {
-    let mut locked = vec![n.table.clone()];
-    locked.extend(swap.references.iter().map(|r| r.table.sql()));
-    format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE;", locked.join(", "))
+/// The table (or view) and every referencing table, all at once, before anything else: a
+/// lock taken halfway would be held while waiting for the next, queueing traffic behind it.
+fn lock_all(swap: &Swap, n: &Names, out: &mut Script) {
+    let mut locked = vec![(n.table.clone(), Lock::AccessExclusive)];
+    locked.extend(
+        swap.references
+            .iter()
+            .map(|r| (r.table.sql(), Lock::AccessExclusive)),
+    );
+    out.take_locks(&swap.name, &locked);
+}
+
+/// The referencing tables in `SHARE UPDATE EXCLUSIVE` mode, which validating their foreign
+/// keys takes: it blocks no traffic, but waits for a VACUUM or an index build.
+fn lock_references(swap: &Swap, out: &mut Script) {
+    let locks: Vec<(String, Lock)> = swap
+        .references
+        .iter()
+        .map(|r| (r.table.sql(), Lock::ShareUpdateExclusive))
+        .collect();
+    out.take_locks(&swap.name, &locks);
 }
 
 /// Changed columns, `"id" bigint`, for headers.
@@ -197,7 +212,7 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     ));
     up.comment(&lock_timeout_comment(&n.table));
     up.statement(LOCK_TIMEOUT);
-    up.statement(&lock_all(swap, n));
+    lock_all(swap, n, &mut up);
     up.statement(&format!(
         "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (\n    \
              swap text NOT NULL,\n    \
@@ -856,9 +871,10 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
         old = n.old
     ));
     down.statement("SET LOCAL lock_timeout = '200ms';\nSET LOCAL statement_timeout = 0;");
-    down.statement(&lock_all(swap, n));
-    down.squawk_ignore("ban-drop-view");
-    down.statement(&format!("DROP VIEW {};", n.table));
+    lock_all(swap, n, &mut down);
+    let mut body = Script::new();
+    body.squawk_ignore("ban-drop-view");
+    body.statement(&format!("DROP VIEW {};", n.table));
     let columns: Vec<String> = swap.columns.iter().map(|c| q(&c.name)).collect();
     let cast_back: Vec<String> = swap
         .columns
@@ -872,14 +888,14 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
         })
         .collect();
     for from in [&n.new, &n.temp] {
-        down.statement(&format!(
+        body.statement(&format!(
             "INSERT INTO {} ({})\nSELECT {} FROM {from};",
             n.old,
             columns.join(", "),
             cast_back.join(", ")
         ));
     }
-    down.safety_assured(
+    body.safety_assured(
         &format!(
             "Their rows are back in {} (the statements above): nothing is lost.",
             n.old
@@ -890,30 +906,30 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
         ],
     );
     for statement in drop_routines(n) {
-        down.statement(&statement);
+        body.statement(&statement);
     }
-    down.assured_start(
+    body.assured_start(
         "The original table takes its name back, in the transaction that dropped the view: no \
          client finds the name missing.",
     );
-    down.squawk_ignore("renaming-table");
-    down.statement(&format!(
+    body.squawk_ignore("renaming-table");
+    body.statement(&format!(
         "ALTER TABLE {} RENAME TO {};",
         n.old,
         q(&swap.table.name)
     ));
-    down.assured_end();
+    body.assured_end();
     for reference in &swap.references {
         let table = reference.table.sql();
-        down.statement(&format!(
+        body.statement(&format!(
             "DROP TRIGGER {} ON {table};",
             q(&reference_trigger(swap, reference))
         ));
-        down.statement(&format!(
+        body.statement(&format!(
             "DROP FUNCTION {}();",
             reference_function_name(swap, reference)
         ));
-        down.safety_assured(
+        body.safety_assured(
             "The shadow column only ever held copies of the original column.",
             &[format!(
                 "ALTER TABLE {table} DROP COLUMN {};",
@@ -921,20 +937,40 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
             )],
         );
     }
-    down.comment(
+    body.comment(
         "The foreign keys pointing at the table come back unvalidated (a catalog change); they \
          are validated after this transaction commits.",
     );
-    down.statement(&restore_foreign_keys(swap, n));
-    down.statement(&format!(
+    body.statement(&restore_foreign_keys(swap, n));
+    body.statement(&format!(
         "DELETE FROM {STATE_TABLE} WHERE swap = {};",
         n.swap_literal
     ));
+    down.once(
+        &swapped_already(n),
+        &format!(
+            "zmig swap {}: prepare was reverted by an earlier run that stopped after it; the foreign keys are validated below",
+            swap.name
+        ),
+        body,
+    );
     down.commit();
     down.comment("Validation reads the referencing tables but blocks neither reads nor writes.");
     down.statement("SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = 0;");
+    lock_references(swap, &mut down);
     down.statement(&validate_foreign_keys(&swap.table.sql()));
     down
+}
+
+/// Whether the first transaction of prepare's down or of finalize has committed already: the
+/// old table is gone (renamed back, or dropped) and so is the swap's state. Both files commit
+/// once more, to validate foreign keys, so a run that stopped there is run again from the top.
+fn swapped_already(n: &Names) -> String {
+    format!(
+        "to_regclass({}) IS NULL AND NOT EXISTS (SELECT FROM {STATE_TABLE} WHERE swap = {})",
+        quote_literal(&n.old),
+        n.swap_literal
+    )
 }
 
 /// Re-adds, `NOT VALID`, every foreign key the guards recorded, pointing at the table under its
@@ -1004,25 +1040,26 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
     ));
     up.comment(&lock_timeout_comment(&n.table));
     up.statement(LOCK_TIMEOUT);
-    up.statement(&lock_all(swap, n));
-    up.comment(&format!(
+    lock_all(swap, n, &mut up);
+    let mut body = Script::new();
+    body.comment(&format!(
         "Only the rows written since the move task finished are left to move while the tables \
          are locked: stop here unless it has run (`cargo xtask zmig backfill {}`). A small table \
          is finished here, so a fresh database migrates in one go.",
         swap.name
     ));
-    up.statement(&finalize_gate(swap, n));
-    up.comment("The sequence now belongs to the new table (before the old one is dropped with it) and counts in the new type, continuing past the highest key. The new table takes the view's privileges exactly, table-level and per column: the original's, copied to the view by prepare, with those granted or revoked since.");
-    up.statement(&finalize_carry_over(swap, n));
-    up.comment(
+    body.statement(&finalize_gate(swap, n));
+    body.comment("The sequence now belongs to the new table (before the old one is dropped with it) and counts in the new type, continuing past the highest key. The new table takes the view's privileges exactly, table-level and per column: the original's, copied to the view by prepare, with those granted or revoked since.");
+    body.statement(&finalize_carry_over(swap, n));
+    body.comment(
         "The view goes; the table under its name takes its place below, in this transaction.",
     );
-    up.squawk_ignore("ban-drop-view");
-    up.statement(&format!("DROP VIEW {};", n.table));
+    body.squawk_ignore("ban-drop-view");
+    body.statement(&format!("DROP VIEW {};", n.table));
     for statement in drop_routines(n) {
-        up.statement(&statement);
+        body.statement(&statement);
     }
-    up.safety_assured(
+    body.safety_assured(
         &format!(
             "Both are empty: the gate above raised otherwise. Every row is in {}.",
             n.new
@@ -1033,32 +1070,32 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
         ],
     );
     if swap.key_column().changes() {
-        up.assured_start(
+        body.assured_start(
             "zmig's own index of the view's key cast goes, and the new table takes the name, \
              in the transaction that dropped the view and holds every lock already.",
         );
-        up.comment("zmig's own index of the view's key cast; the table is locked already.");
-        up.squawk_ignore("require-concurrent-index-deletion");
-        up.statement(&format!(
+        body.comment("zmig's own index of the view's key cast; the table is locked already.");
+        body.squawk_ignore("require-concurrent-index-deletion");
+        body.statement(&format!(
             "DROP INDEX {};",
             sibling(swap, &[&n.new_key_index]).sql()
         ));
     }
     if !swap.key_column().changes() {
-        up.assured_start(
+        body.assured_start(
             "The new table takes the name, in the transaction that dropped the view and holds \
              every lock already.",
         );
     }
-    up.squawk_ignore("renaming-table");
-    up.statement(&format!(
+    body.squawk_ignore("renaming-table");
+    body.statement(&format!(
         "ALTER TABLE {} RENAME TO {};",
         n.new,
         q(&swap.table.name)
     ));
-    up.assured_end();
-    up.comment("Indexes (and the constraints they back) take the original names.");
-    up.statement(&format!(
+    body.assured_end();
+    body.comment("Indexes (and the constraints they back) take the original names.");
+    body.statement(&format!(
         "DO $zmig$\n\
 DECLARE\n    \
     r record;\n\
@@ -1074,20 +1111,20 @@ $zmig$;",
         let table = reference.table.sql();
         let shadow = q(&shadow_column(reference));
         let column = q(&reference.column);
-        up.statement(&format!(
+        body.statement(&format!(
             "DROP TRIGGER {} ON {table};",
             q(&reference_trigger(swap, reference))
         ));
-        up.statement(&format!(
+        body.statement(&format!(
             "DROP FUNCTION {}();",
             reference_function_name(swap, reference)
         ));
-        up.comment(&format!(
+        body.comment(&format!(
             "What the catalog keeps of {table}.{column} besides its values goes to the shadow \
-             column before the original is dropped: its comment and privileges, and the comments \
-             of the indexes rebuilt on it."
+             column before the original is dropped: its comment, privileges, statistics target \
+             and distinct-value estimates, and the comments of the indexes rebuilt on it."
         ));
-        up.statement(&carry_reference_column(n, reference));
+        body.statement(&carry_reference_column(n, reference));
         let steps = vec![
             format!("ALTER TABLE {table} DROP COLUMN {column};"),
             format!("ALTER TABLE {table} RENAME COLUMN {shadow} TO {column};"),
@@ -1101,7 +1138,7 @@ $zmig$;",
                 ),
             )
         });
-        up.safety_assured(
+        body.safety_assured(
             &format!(
                 "The shadow column, equal to {table}.{column} on every row (kept so by the \
                  trigger, filled by the move task, checked by the gate), takes its place. \
@@ -1110,23 +1147,23 @@ $zmig$;",
             &steps,
         );
         if let Some((set_not_null, drop_check)) = not_null {
-            up.comment(
+            body.comment(
                 "No scan: the check proving the column holds no NULL was validated by the move \
                  task (or by the gate above), so SET NOT NULL takes it as proof.",
             );
-            up.assured_start("A NOT NULL proved by a validated check: no scan, catalog only.");
-            up.squawk_ignore("adding-not-nullable-field");
-            up.statement(&set_not_null);
-            up.assured_end();
-            up.drop_own_constraint(&drop_check);
+            body.assured_start("A NOT NULL proved by a validated check: no scan, catalog only.");
+            body.squawk_ignore("adding-not-nullable-field");
+            body.statement(&set_not_null);
+            body.assured_end();
+            body.drop_own_constraint(&drop_check);
         }
     }
     if !swap.references.is_empty() {
-        up.comment(
+        body.comment(
             "The indexes rebuilt on the shadow columns take the names of the originals, which \
              went with the original columns.",
         );
-        up.statement(&format!(
+        body.statement(&format!(
             "DO $zmig$\n\
 DECLARE\n    \
     r record;\n\
@@ -1140,18 +1177,27 @@ $zmig$;",
             index_in_table_schema("r", "shadow"),
         ));
     }
-    up.comment(
+    body.comment(
         "The foreign keys pointing at the table come back unvalidated (a catalog change), \
          validated after this transaction commits.",
     );
-    up.statement(&restore_foreign_keys(swap, n));
-    up.statement(&format!(
+    body.statement(&restore_foreign_keys(swap, n));
+    body.statement(&format!(
         "DELETE FROM {STATE_TABLE} WHERE swap = {};",
         n.swap_literal
     ));
+    up.once(
+        &swapped_already(n),
+        &format!(
+            "zmig swap {}: the swap was committed by an earlier run that stopped after it; the foreign keys are validated below",
+            swap.name
+        ),
+        body,
+    );
     up.commit();
     up.comment("Validation reads the referencing tables but blocks neither reads nor writes.");
     up.statement("SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = 0;");
+    lock_references(swap, &mut up);
     up.statement(&validate_foreign_keys(&swap.table.sql()));
 
     let mut down = Script::new();
