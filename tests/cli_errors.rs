@@ -154,3 +154,33 @@ fn verify_before_any_backfill_says_to_run_it_not_to_run_it_again() {
     let (ok, output) = zmig(&manifest, &db.url, &["verify", "caterers_addresses"]);
     assert!(ok && output.contains("0 rows differing"), "{output}");
 }
+
+#[test]
+fn verify_cut_short_by_a_roles_statement_timeout_says_so() {
+    let (fixture, manifest) = cli_fixture("verify_timeout");
+    let db = database("verify_timeout", &fixture, 3, 60_000);
+    let (ok, output) = zmig(&manifest, &db.url, &["backfill", "caterers_addresses"]);
+    assert!(ok, "{output}");
+    // The role's own setting in this database, as a DBA guards an application role.
+    exec(
+        &mut db.conn(),
+        &format!(
+            "ALTER ROLE CURRENT_USER IN DATABASE \"{}\" SET statement_timeout = '20ms'",
+            db.name
+        ),
+    );
+    let (ok, output) = zmig(&manifest, &db.url, &["verify", "caterers_addresses"]);
+    println!("{output}");
+    assert!(!ok, "{output}");
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{output}");
+    assert!(
+        errors[0].contains("statement_timeout of 20 ms, set for the role in this database")
+            && errors[0].contains("PGOPTIONS='-c statement_timeout=0'"),
+        "{output}"
+    );
+    // As it says: the URL's options give zmig's session no timeout.
+    let url = format!("{}?options=-c%20statement_timeout%3D0", db.url);
+    let (ok, output) = zmig(&manifest, &url, &["verify", "caterers_addresses"]);
+    assert!(ok && output.contains("0 rows differing"), "{output}");
+}

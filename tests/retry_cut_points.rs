@@ -151,6 +151,28 @@ fn each_cut_point(
         apply(&mut conn, &**migration).unwrap_or_else(|e| panic!("{phase} {file}: {e}"));
         state(&mut conn)
     };
+    // Sent as diesel sends it (one query), the file makes the server warn of nothing: the
+    // COMMIT that ends each implicit transaction would say "there is no transaction in
+    // progress" on the operator's screen (psql prints what diesel's runner does not show).
+    let quiet = copy_of(base, "cut_quiet");
+    let psql = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &quiet.url,
+            "-c",
+            &sql,
+        ])
+        .output()
+        .expect("psql");
+    let warnings = String::from_utf8_lossy(&psql.stderr).into_owned();
+    assert!(
+        psql.status.success() && !warnings.contains("WARNING"),
+        "{phase} {file} through psql:\n{warnings}"
+    );
     for k in 1..parts.len() {
         let cut = copy_of(base, "cut");
         let mut conn = cut.conn();

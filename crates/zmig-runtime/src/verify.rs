@@ -107,11 +107,14 @@ pub fn verify(conn: &mut PgConnection, migration: &str) -> Result<VerifyReport> 
         "SELECT owner_key, problem FROM \"{}\"($1, $2) ORDER BY owner_key",
         functions.diff
     );
+    let timeout = statement_timeout(conn)?;
     for (after, upto) in chunks {
+        let started = std::time::Instant::now();
         let found: Vec<Difference> = diesel::sql_query(&query)
             .bind::<BigInt, _>(after)
             .bind::<BigInt, _>(upto)
-            .load(conn)?;
+            .load(conn)
+            .map_err(|error| explain_timeout(error, started.elapsed(), timeout.as_ref()))?;
         report.differing += found.len() as i64;
         for difference in found {
             match report
@@ -287,4 +290,64 @@ mod tests {
             generated::to_old_function_name(name)
         );
     }
+}
+
+/// The session's `statement_timeout` when it is not 0: in milliseconds, and where it was set.
+#[derive(Debug, Clone)]
+pub(crate) struct StatementTimeout {
+    ms: i64,
+    source: String,
+}
+
+pub(crate) fn statement_timeout(conn: &mut PgConnection) -> Result<Option<StatementTimeout>> {
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = BigInt)]
+        ms: i64,
+        #[diesel(sql_type = Text)]
+        source: String,
+    }
+    let setting: Setting = diesel::sql_query(
+        "SELECT setting::bigint AS ms, source FROM pg_settings WHERE name = 'statement_timeout'",
+    )
+    .get_result(conn)?;
+    Ok((setting.ms > 0).then_some(StatementTimeout {
+        ms: setting.ms,
+        source: setting.source,
+    }))
+}
+
+/// A query that failed once it had run as long as the session's `statement_timeout` allows
+/// was cancelled by it (told by the time, which reads the same in any `lc_messages`): say so,
+/// where the setting comes from, and how to give zmig's own sessions more.
+pub(crate) fn explain_timeout(
+    error: diesel::result::Error,
+    elapsed: std::time::Duration,
+    timeout: Option<&StatementTimeout>,
+) -> Error {
+    let Some(timeout) = timeout else {
+        return error.into();
+    };
+    if elapsed.as_millis() < timeout.ms as u128 {
+        return error.into();
+    }
+    let set = match timeout.source.as_str() {
+        "user" => "for the role (ALTER ROLE … SET statement_timeout)".to_owned(),
+        "database" => "for the database (ALTER DATABASE … SET statement_timeout)".to_owned(),
+        "database user" => {
+            "for the role in this database (ALTER ROLE … IN DATABASE … SET statement_timeout)"
+                .to_owned()
+        }
+        "configuration file" => "in postgresql.conf".to_owned(),
+        "client" => "by the client (PGOPTIONS, or the connection URL's options)".to_owned(),
+        other => format!("by {other}"),
+    };
+    Error::NotReady(format!(
+        "a query of {CHUNK_KEYS} owner keys ran into this session's statement_timeout of {} ms, set {set}, \
+         and was cancelled ({}); nothing was recorded. Give zmig's own sessions more, e.g. \
+         PGOPTIONS='-c statement_timeout=0' (or ?options=-c%20statement_timeout%3D0 in the URL), \
+         and run it again",
+        timeout.ms,
+        crate::one_line(&error.to_string())
+    ))
 }
