@@ -3,7 +3,9 @@
 //! update and delete cars and trips through the application's ordinary Diesel code
 //! (`examples/cars`): prepare goes in under traffic, the move is killed with SIGKILL half way
 //! and resumed, and finalize goes in under traffic, after which the writers roll over to the next
-//! release (the one whose schema.rs says `Int8`), as a deploy would.
+//! release (the one whose schema.rs says `Int8`), as a deploy would. Run again (on 60,000 cars)
+//! with writers built once against the one release for the whole swap (`Int8` in schema.rs, the
+//! keys as `zmig_runtime::sql_types::WideInt`): no error, no roll-over, nothing lost.
 //!
 //! Each writer owns its cars (the seeded ones with `id % WRITERS == thread`, and those it
 //! inserts), so its log of what it committed is exactly what the database must hold for them:
@@ -27,8 +29,10 @@ use diesel::sql_types::{BigInt, Integer, Text};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zmig_runtime::backfill::ProgressMode;
+use zmig_runtime::sql_types::{forget_prepared_statements, is_stale_prepared_statement, WideInt};
 use zmig_runtime::swap::{move_rows, verify, MoveOptions};
 use zmig_tests::cars_next as next;
+use zmig_tests::cars_wide as wide;
 use zmig_tests::{count, exec, migrate_to, writer_conn, FixtureCrate, TestDb};
 
 const SEEDED: i64 = 200_000;
@@ -56,6 +60,8 @@ type Log = HashMap<i64, CarLog>;
 enum Release {
     Current,
     Next,
+    /// The one release for the whole swap: `Int8` in schema.rs, the keys as `WideInt`.
+    Wide,
 }
 
 /// Why an operation failed: worth retrying (a serialization failure the view raises for a row
@@ -87,6 +93,8 @@ struct Tally {
     ops: BTreeMap<&'static str, u64>,
     retries: u64,
     rollovers: u64,
+    /// Times the one release prepared its statements afresh.
+    fresh_statements: u64,
 }
 
 struct Writer<'a> {
@@ -106,6 +114,12 @@ impl Writer<'_> {
             let release = self.release;
             match self.conn.transaction(|conn| op(conn, release)) {
                 Ok(value) => return value,
+                // The one release meets each statement it cached once, when the key's type
+                // changes under it: it prepares afresh and carries on.
+                Err(e) if self.release == Release::Wide && is_stale_prepared_statement(&e) => {
+                    forget_prepared_statements(&mut self.conn);
+                    self.tally.fresh_statements += 1;
+                }
                 Err(e) => match classify(&e) {
                     Some("retry") => self.tally.retries += 1,
                     Some(_) if self.release == Release::Current => {
@@ -152,6 +166,15 @@ impl Writer<'_> {
                         },
                     )
                     .map(|c| (c.id, (c.make, c.model, c.year, c.mileage))),
+                    Release::Wide => wide::create_car(
+                        conn,
+                        &wide::NewCar {
+                            make: &tag,
+                            model: "new",
+                            year,
+                        },
+                    )
+                    .map(|c| (c.id.0, (c.make, c.model, c.year, c.mileage))),
                 });
                 assert_eq!(created, (tag.clone(), "new".to_owned(), year, 0));
                 let fresh = CarLog {
@@ -172,6 +195,7 @@ impl Writer<'_> {
                 self.run(|conn, release| match release {
                     Release::Current => app::drive(conn, id as i32, km).map(|_| ()),
                     Release::Next => next::drive(conn, id, km).map(|_| ()),
+                    Release::Wide => wide::drive(conn, WideInt(id), km).map(|_| ()),
                 });
                 let car = self.log.get_mut(&id).unwrap();
                 car.mileage += km;
@@ -185,6 +209,8 @@ impl Writer<'_> {
                     Release::Current => app::rename_car(conn, id as i32, &tag, &model)
                         .map(|c| (c.make, c.model, c.mileage)),
                     Release::Next => next::rename_car(conn, id, &tag, &model)
+                        .map(|c| (c.make, c.model, c.mileage)),
+                    Release::Wide => wide::rename_car(conn, WideInt(id), &tag, &model)
                         .map(|c| (c.make, c.model, c.mileage)),
                 });
                 let car = self.log.get_mut(&id).unwrap();
@@ -206,6 +232,11 @@ impl Writer<'_> {
                         car.year += 1;
                         next::save_car(conn, &car).map(|_| ())
                     }
+                    Release::Wide => {
+                        let mut car = wide::find_car(conn, WideInt(id))?.expect("own car");
+                        car.year += 1;
+                        wide::save_car(conn, &car).map(|_| ())
+                    }
                 });
                 self.log.get_mut(&id).unwrap().year += 1;
                 self.count("save");
@@ -214,6 +245,7 @@ impl Writer<'_> {
                 let deleted = self.run(|conn, release| match release {
                     Release::Current => app::delete_car(conn, id as i32),
                     Release::Next => next::delete_car(conn, id),
+                    Release::Wide => wide::delete_car(conn, WideInt(id)),
                 });
                 assert_eq!(deleted, 1, "car {id}");
                 self.log.remove(&id);
@@ -224,6 +256,8 @@ impl Writer<'_> {
                     Release::Current => app::find_car(conn, id as i32)
                         .map(|c| c.map(|c| (c.make, c.model, c.year, c.mileage))),
                     Release::Next => next::find_car(conn, id)
+                        .map(|c| c.map(|c| (c.make, c.model, c.year, c.mileage))),
+                    Release::Wide => wide::find_car(conn, WideInt(id))
                         .map(|c| c.map(|c| (c.make, c.model, c.year, c.mileage))),
                 });
                 let car = &self.log[&id];
@@ -420,16 +454,31 @@ fn merged(all: Vec<Tally>) -> Tally {
         }
         tally.retries += t.retries;
         tally.rollovers += t.rollovers;
+        tally.fresh_statements += t.fresh_statements;
     }
     tally
 }
 
 #[test]
 fn cars_swap_under_live_writes_keeps_every_row_and_blocks_for_under_a_second() {
-    let fixture = FixtureCrate::cars("swap_e2e", CARS_SWAP);
+    swap_under_live_writes("swap_e2e", SEEDED, Release::Current);
+}
+
+/// Issue 12's "finalize needs no deploy": the same writers, built once against the release
+/// that holds the keys as `WideInt`, run from before prepare to after finalize with no error
+/// and no roll-over, and lose nothing.
+#[test]
+fn one_release_built_before_prepare_runs_through_finalize_unchanged() {
+    swap_under_live_writes("swap_e2e_wide", 60_000, Release::Wide);
+}
+
+/// The swap under writers that start on `start`: the current release (rolling over to the next
+/// at finalize) or the one release for the whole swap.
+fn swap_under_live_writes(label: &str, seeded: i64, start: Release) {
+    let fixture = FixtureCrate::cars(label, CARS_SWAP);
     let (outcome, report) = fixture.generate(false).unwrap();
     assert!(outcome.ok(), "{report}");
-    let db = TestDb::new("swap_e2e");
+    let db = TestDb::new(label);
     let url = db.url.clone();
     let mut conn = db.conn();
 
@@ -437,8 +486,8 @@ fn cars_swap_under_live_writes_keeps_every_row_and_blocks_for_under_a_second() {
     conn.batch_execute(
         &format!(
             "INSERT INTO cars (make, model, year, mileage)
-             SELECT 'make' || g, 'model' || g % 50, 1990 + g % 30, 0 FROM generate_series(1, {SEEDED}) g;
-             INSERT INTO trips (car_id, km) SELECT 1 + g % {SEEDED}, 1 + g % 97 FROM generate_series(1, {SEEDED}) g;
+             SELECT 'make' || g, 'model' || g % 50, 1990 + g % 30, 0 FROM generate_series(1, {seeded}) g;
+             INSERT INTO trips (car_id, km) SELECT 1 + g % {seeded}, 1 + g % 97 FROM generate_series(1, {seeded}) g;
              UPDATE cars c SET mileage = t.km FROM (SELECT car_id, sum(km)::int AS km FROM trips GROUP BY car_id) t WHERE t.car_id = c.id;
              ANALYZE cars; ANALYZE trips;"
         ),
@@ -449,7 +498,7 @@ fn cars_swap_under_live_writes_keeps_every_row_and_blocks_for_under_a_second() {
         logs[id as usize % WRITERS].insert(id, car);
     }
     // The probe's own car: in no writer's log, compared like the others.
-    let probe_car = SEEDED + 1_000_000;
+    let probe_car = seeded + 1_000_000;
     exec(
         &mut conn,
         &format!(
@@ -460,7 +509,7 @@ fn cars_swap_under_live_writes_keeps_every_row_and_blocks_for_under_a_second() {
         .into_iter()
         .filter(|(id, _)| *id == probe_car)
         .collect();
-    let mut releases = [Release::Current; WRITERS];
+    let mut releases = [start; WRITERS];
     let mut all = Vec::new();
 
     // prepare: under traffic; the application is unchanged.
@@ -512,7 +561,7 @@ fn cars_swap_under_live_writes_keeps_every_row_and_blocks_for_under_a_second() {
     all.extend(tallies);
     assert!(resumed.finished, "{resumed:?}");
     assert!(
-        resumed.moved < SEEDED,
+        resumed.moved < seeded,
         "the resumed move started over: {resumed:?}"
     );
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM cars_old"), 0);
@@ -555,11 +604,16 @@ fn cars_swap_under_live_writes_keeps_every_row_and_blocks_for_under_a_second() {
             "too few {op}: {tally:?}"
         );
     }
-    assert_eq!(
-        releases,
-        [Release::Next; WRITERS],
-        "every writer rolled over"
-    );
+    if start == Release::Current {
+        assert_eq!(
+            releases,
+            [Release::Next; WRITERS],
+            "every writer rolled over"
+        );
+    } else {
+        assert_eq!(releases, [start; WRITERS]);
+        assert_eq!(tally.rollovers, 0, "{tally:?}");
+    }
 
     // The finalized shape: bigint keys, no leftovers, the sequence and the foreign key intact.
     for (table, column) in [("cars", "id"), ("trips", "car_id")] {

@@ -2,6 +2,7 @@
 //! and throwaway Diesel crates that zmig generates migrations for.
 
 pub mod cars_next;
+pub mod cars_wide;
 pub mod caterers_app;
 pub mod cluster;
 pub mod diesel_workspace;

@@ -47,6 +47,7 @@ pub mod migrate;
 mod model;
 mod progress;
 pub mod sql_type;
+pub mod sql_types;
 mod store;
 pub mod swap;
 pub mod url;
