@@ -509,6 +509,20 @@ fn record_reference_indexes(n: &Names, reference: &Reference) -> String {
 DECLARE\n    \
     r record;\n\
 BEGIN\n    \
+    -- A constraint on the column besides the foreign key the swap carries (a CHECK, a UNIQUE\n    \
+    -- or exclusion constraint, a foreign key to another table) would go with the original\n    \
+    -- column at finalize.\n    \
+    FOR r IN\n        \
+        SELECT con.conname, pg_get_constraintdef(con.oid) AS def\n        \
+        FROM pg_constraint con\n        \
+        WHERE con.conrelid = {table}\n          \
+          AND (SELECT attnum FROM pg_attribute WHERE attrelid = {table} AND attname = {column}) = ANY (con.conkey)\n          \
+          AND con.contype IN ('c', 'u', 'x', 'p', 'f')\n          \
+          AND con.conname NOT IN (SELECT detail FROM {STATE_TABLE} WHERE swap = {swap} AND item = {fk_item})\n    \
+    LOOP\n        \
+        RAISE EXCEPTION 'zmig swap %: constraint % on %.% (%) would be dropped with the original column at finalize', {swap}, r.conname, {table_lit}, {column}, r.def\n            \
+            USING HINT = 'drop it before prepare and add it back after finalize';\n    \
+    END LOOP;\n    \
     FOR r IN\n        \
         SELECT i.indexrelid::regclass AS index, c.relname, con.conname, i.indisreplident\n        \
         FROM pg_index i\n        \
@@ -533,6 +547,7 @@ $zmig$;",
         table_lit = quote_literal(&reference.table.sql()),
         column = quote_literal(&reference.column),
         swap = n.swap_literal,
+        fk_item = fk_item(reference),
     )
 }
 
@@ -603,6 +618,7 @@ BEGIN\n    \
         WHEN EXISTS (SELECT FROM pg_trigger WHERE tgrelid = t AND NOT tgisinternal) THEN 'it has triggers of its own'\n        \
         WHEN EXISTS (SELECT FROM pg_attribute WHERE attrelid = t AND attnum > 0 AND (attidentity <> '' OR attgenerated <> '')) THEN 'it has an identity or generated column'\n        \
         WHEN EXISTS (SELECT FROM pg_index WHERE indrelid = t AND indisunique AND NOT indisprimary) THEN 'it has a unique index besides the primary key'\n        \
+        WHEN EXISTS (SELECT FROM pg_constraint WHERE conrelid = t AND contype = 'x') THEN 'it has an exclusion constraint, which each of the three tables would enforce only within itself'\n        \
         WHEN EXISTS (SELECT FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = t AND r.ev_class <> t) THEN 'views read it'\n    \
     END\n    \
     INTO problem\n    \
