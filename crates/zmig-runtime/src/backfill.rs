@@ -35,6 +35,7 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 
 pub use crate::progress::ProgressMode;
 use crate::progress::{self, Progress};
+use crate::run_log::{Counts, RunLog, Task};
 use crate::store::{self, LOCK_CLASS};
 use crate::workers::{self, Crew, Pace};
 pub use crate::workers::{database_strain, live_traffic, Strain, Traffic};
@@ -150,6 +151,16 @@ pub fn backfill(
     start_run(&mut conn, migration, &functions, options.again)?;
 
     let before = store::range_totals(&mut conn, migration)?;
+    // From here on the log has the coordinator's connection, and every step that can fail is
+    // logged, with the run's end.
+    let mut log = RunLog::start(
+        conn,
+        database_url,
+        migration,
+        Task::Backfill,
+        options,
+        &where_it_starts(&before),
+    );
     let shared = Shared {
         crew: Crew::new(options.stop.clone()),
         counters: Mutex::new(Counters::default()),
@@ -161,21 +172,31 @@ pub fn backfill(
         before.keys_total,
         before.keys_done,
     );
-    shared.crew.run(
+    let ran = shared.crew.run(
         options.workers.max(1),
         |n| run_worker(database_url, migration, &functions, options, &shared, n),
         || {
             let counters = shared.counters.lock().expect("counters").clone();
             show_progress(&progress, &before, &counters, &shared.crew);
+            log.observe(&shared.crew, counters.logged());
         },
-    )?;
+    );
+    let counters = shared.counters.lock().expect("counters").clone();
+    if let Err(error) = ran {
+        log.end(
+            &shared.crew,
+            false,
+            counters.logged(),
+            "stopped by the error above; what was done is kept, run it again to resume",
+        );
+        return Err(error);
+    }
 
-    let totals = store::range_totals(&mut conn, migration)?;
+    let totals = log.step(|conn| store::range_totals(conn, migration))?;
     let finished = totals.ranges == totals.ranges_done;
     if finished {
-        store::finish_run(&mut conn, migration)?;
+        log.step(|conn| store::finish_run(conn, migration))?;
     }
-    let counters = shared.counters.into_inner().expect("counters");
     progress.finish(&format!(
         "{}: {} owners read, {} rows written{}",
         if finished {
@@ -187,6 +208,21 @@ pub fn backfill(
         counters.written,
         progress::yielded(shared.crew.yields(), counters.batches)
     ));
+    log.end(
+        &shared.crew,
+        finished,
+        counters.logged(),
+        &if finished {
+            format!("every key walked ({} keys)", totals.keys_total)
+        } else {
+            format!(
+                "stopped with {} of {} keys walked, {} ranges left; run it again to resume",
+                totals.keys_done,
+                totals.keys_total,
+                totals.ranges - totals.ranges_done
+            )
+        },
+    );
     Ok(BackfillReport {
         owners: counters.owners,
         written: counters.written,
@@ -196,6 +232,22 @@ pub fn backfill(
         backoffs: shared.crew.backoffs(),
         yields: shared.crew.yields(),
     })
+}
+
+/// Where a run starts, for its log: from the first key, or where an earlier call stopped.
+fn where_it_starts(before: &store::RangeTotals) -> String {
+    if before.keys_done == 0 {
+        format!("from the first of {} keys", before.keys_total)
+    } else if before.keys_done >= before.keys_total {
+        "nothing left: every key was walked before (--again walks them once more)".to_owned()
+    } else {
+        format!(
+            "resumes with {} of {} keys walked ({:.1}%)",
+            before.keys_done,
+            before.keys_total,
+            100.0 * before.keys_done as f64 / before.keys_total as f64
+        )
+    }
 }
 
 /// The bar (keys walked) and the log line, from this run's counters.
@@ -415,6 +467,17 @@ struct Counters {
     batches: u64,
 }
 
+impl Counters {
+    /// What the run's log counts.
+    fn logged(&self) -> Counts {
+        Counts {
+            rows: self.owners,
+            extra: self.written,
+            batches: self.batches,
+        }
+    }
+}
+
 #[derive(QueryableByName)]
 struct RangeRow {
     #[diesel(sql_type = Integer)]
@@ -434,7 +497,7 @@ fn run_worker(
     worker: usize,
 ) -> Result<()> {
     let mut conn = workers::connect(url, migration)?;
-    let worker_name = format!("{}:{}:{worker}", hostname(), std::process::id());
+    let worker_name = workers::worker_name(worker);
     let crew = &shared.crew;
     let mut pace = Pace::new(options);
     let mut last_range = None;
@@ -569,13 +632,6 @@ fn run_batch(
         }))
     })?;
     Ok(batch)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "host".to_owned())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use zmig_codegen::project::Project;
 use crate::backfill::{self, BackfillOptions};
 use crate::catalog::PgCatalog;
 use crate::url::redact;
-use crate::{swap, verify};
+use crate::{run_log, swap, verify};
 use zmig_codegen::schema::Catalog;
 
 #[derive(Parser, Debug)]
@@ -134,8 +134,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Per migration: stage in code, migrations applied, backfill progress, rows differing;
-    /// then the swaps the database has (rows left to move, disk used, references to sync).
+    /// Per migration: stage in code, migrations applied, backfill progress, rows differing,
+    /// and the last run's log (its start, latest events and end); then the swaps the database
+    /// has (rows left to move, disk used, references to sync, the last move's log).
     Status {
         #[command(flatten)]
         target: Target,
@@ -496,6 +497,8 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
                         out,
                         "  move                  not started (prepare not applied)"
                     )?;
+                    // After finalize the log still tells how the move went.
+                    print_run_log(conn, migration.name, out)?;
                 }
                 continue;
             }
@@ -522,7 +525,48 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
                 }
             }
             print_last_verification(conn, migration.name, "rows differing", out)?;
+            print_run_log(conn, migration.name, out)?;
         }
+    }
+    Ok(())
+}
+
+/// Events of the last run `status` shows: its start and the latest ones.
+const STATUS_EVENTS: usize = 10;
+
+/// The last run of `name` as its log has it (times UTC): how it ended, its `started` event and
+/// its latest ones, so an operator sees what happened after the terminal is gone.
+fn print_run_log(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> Result<()> {
+    let Some(run) = run_log::last_run(conn, name, STATUS_EVENTS)? else {
+        return Ok(());
+    };
+    let time = |event: &run_log::RunEvent| event.at.format("%Y-%m-%d %H:%M:%S").to_string();
+    let task = run.events.first().map_or("run", |e| e.task.as_str());
+    let state = match (run.end(), run.events.last()) {
+        (Some(end), _) => format!("{} at {} UTC", end.kind, time(end)),
+        (None, Some(last)) => format!(
+            "no end recorded: still running, or its process was killed (last event at {} UTC)",
+            time(last)
+        ),
+        (None, None) => "no events".to_owned(),
+    };
+    writeln!(out, "  last {task:<16} run {}: {state}", run.run)?;
+    for (n, event) in run.events.iter().enumerate() {
+        if n == 1 && run.omitted > 0 {
+            writeln!(out, "    … {} events not shown", run.omitted)?;
+        }
+        let worker = event
+            .worker
+            .as_deref()
+            .map(|w| format!("worker {w}: "))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "    {}  {:<13}  {worker}{}",
+            time(event),
+            event.kind,
+            event.detail
+        )?;
     }
     Ok(())
 }
@@ -593,7 +637,8 @@ fn print_swap_move(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> 
             p.refs_left
         )?;
     }
-    print_last_verification(conn, name, "rows with problems", out)
+    print_last_verification(conn, name, "rows with problems", out)?;
+    print_run_log(conn, name, out)
 }
 
 #[cfg(test)]

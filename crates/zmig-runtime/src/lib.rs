@@ -7,8 +7,10 @@
 //!   migrations past the backfill;
 //! - [`swap`]: a swap's move: rows into the new table behind the view, in batches of adaptive
 //!   size from several workers, and its verify and status;
-//! - [`migrate`]: runs pending Diesel migrations, retrying a statement that gave up on its
-//!   `lock_timeout`;
+//! - [`migrate`]: runs pending Diesel migrations, retrying one that gave up waiting for a lock;
+//! - [`run_log`]: the log of each backfill and move run, in the database and as `tracing`
+//!   events;
+//! - [`sql_types`]: [`sql_types::WideInt`], for one release that runs through a swap;
 //! - [`url`]: database URLs without their password, or pointed at another database;
 //! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call; `catalog` (feature `cli`):
 //!   the database's exact column types, which `generate` copies.
@@ -46,6 +48,7 @@ pub mod cli;
 pub mod migrate;
 mod model;
 mod progress;
+pub mod run_log;
 pub mod sql_type;
 pub mod sql_types;
 mod store;

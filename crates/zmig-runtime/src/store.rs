@@ -1,7 +1,8 @@
 //! zmig's bookkeeping tables: backfill runs and their key ranges (the checkpoints), swaps'
 //! moves (a run without ranges, for the pause), and verifications, each with the identity of
-//! the sync triggers it relied on. They are created on first use, in the connection's current
-//! schema, and hold nothing of the application's data.
+//! the sync triggers it relied on; and the log of each run (`zmig_run_log`, see [`crate::run_log`]).
+//! They are created on first use, in the connection's current schema, and hold nothing of the
+//! application's data.
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -58,6 +59,25 @@ pub(crate) fn ensure_tables(conn: &mut PgConnection) -> Result<()> {
                 owner_sync text,
                 new_sync text,
                 PRIMARY KEY (migration, finished_at)
+            );
+            -- What each run of a backfill or a swap's move did (see `run_log`): its start and
+            -- options, a summary of its batches every few seconds, pauses, yields, back-offs,
+            -- errors and its end. Written by the run's coordinator, never in a batch's
+            -- transaction; a run that starts keeps only the last 20 runs of its migration. The
+            -- key serves every read (a migration's last run, a run's events in order).
+            CREATE TABLE IF NOT EXISTS zmig_run_log (
+                id bigserial,
+                migration text NOT NULL,
+                task text NOT NULL,
+                -- The id of the run's `started` event.
+                run bigint NOT NULL,
+                at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                worker text,
+                kind text NOT NULL,
+                \"rows\" bigint,
+                batches bigint,
+                detail text NOT NULL DEFAULT '',
+                PRIMARY KEY (migration, run, id)
             );
             -- Tables an older zmig created lack the columns of the sync triggers. Added only when
             -- missing: ALTER TABLE locks the table even when it has nothing to do.

@@ -30,6 +30,7 @@ use indicatif::{HumanBytes, HumanCount};
 
 use crate::backfill::BackfillOptions;
 use crate::progress::{self, Progress, ProgressMode};
+use crate::run_log::{Counts, RunLog, Task};
 use crate::workers::{self, Crew, Pace};
 use crate::{check_migration_name, store, verify, Error, Result};
 
@@ -273,6 +274,20 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
     store::ensure_tables(&mut conn)?;
     store::open_run(&mut conn, name)?;
     let before = read_progress(&mut conn, &functions)?;
+    // From here on the log has the coordinator's connection, and every step that can fail is
+    // logged, with the run's end.
+    let mut log = RunLog::start(
+        conn,
+        database_url,
+        name,
+        Task::Move,
+        options,
+        &format!(
+            "{}; {} referencing rows to sync",
+            before.summary(),
+            approximate(before.refs_left, true)
+        ),
+    );
 
     let crew = Crew::new(options.stop.clone());
     let movers = options.workers.max(1);
@@ -288,7 +303,7 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
     // The counts as last read, and the rows moved by then.
     let mut latest = (before.clone(), 0);
     let mut ticks = 0u32;
-    crew.run(
+    let ran = crew.run(
         movers + 1,
         |n| {
             if n == 0 {
@@ -312,7 +327,7 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
             ticks += 1;
             if options.progress != ProgressMode::Silent && ticks % 5 == 1 {
                 let moved = tally.moved.load(Ordering::SeqCst);
-                if let Ok(now) = read_progress(&mut conn, &functions) {
+                if let Ok(now) = log.step_quietly(|conn| read_progress(conn, &functions)) {
                     latest = (now, moved);
                 }
             }
@@ -324,8 +339,18 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
                 &crew,
                 options.follow,
             );
+            log.observe(&crew, tally.logged());
         },
-    )?;
+    );
+    if let Err(error) = ran {
+        log.end(
+            &crew,
+            false,
+            tally.logged(),
+            "stopped by the error above; what was done is kept, run it again to resume",
+        );
+        return Err(error);
+    }
 
     let finalized = tally.finalized.load(Ordering::SeqCst);
     let finished = finalized
@@ -342,14 +367,16 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
             total_bytes: latest.0.total_bytes,
         }
     } else {
-        analyze(&mut conn, &tables)?;
-        if finished {
-            vacuum(&mut conn, &tables)?;
-        }
-        read_progress(&mut conn, &functions)?
+        log.step(|conn| {
+            analyze(conn, &tables)?;
+            if finished {
+                vacuum(conn, &tables)?;
+            }
+            read_progress(conn, &functions)
+        })?
     };
     if finished {
-        store::finish_run(&mut conn, name)?;
+        log.step(|conn| store::finish_run(conn, name))?;
     }
     let report = MoveReport {
         moved: tally.moved.load(Ordering::SeqCst),
@@ -380,6 +407,18 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
             tally.batches.load(Ordering::SeqCst) + tally.ref_batches.load(Ordering::SeqCst)
         ),
     ));
+    log.end(
+        &crew,
+        finished,
+        tally.logged(),
+        &if finalized {
+            "followed the inserts until the finalize migration ran".to_owned()
+        } else if finished {
+            format!("old table empty; {}", after.summary())
+        } else {
+            format!("{}; run it again to resume", after.summary())
+        },
+    );
     Ok(report)
 }
 
@@ -523,6 +562,16 @@ struct Tally {
 }
 
 impl Tally {
+    /// What the run's log counts: rows moved, in the movers' batches, and referencing rows
+    /// synced.
+    fn logged(&self) -> Counts {
+        Counts {
+            rows: self.moved.load(Ordering::SeqCst),
+            extra: self.refs_synced.load(Ordering::SeqCst),
+            batches: self.batches.load(Ordering::SeqCst),
+        }
+    }
+
     fn new(movers: usize) -> Tally {
         Tally {
             moved: AtomicI64::new(0),

@@ -1,13 +1,14 @@
 //! What batch workers share, whatever their batches do (the backfill copies owners, a swap's
-//! move moves rows): threads in one scope watched by a reporter, the stop and failure flags, the
-//! pause recorded in `zmig_backfill_runs`, back-off while the database is under strain, a batch
-//! size adapted towards a target time, and the pace that yields to live traffic ([`Pace`]).
+//! move moves rows): threads in one scope watched by a reporter, the stop and failure flags (and
+//! each failure, for the run's log), the pause recorded in `zmig_backfill_runs`, back-off while
+//! the database is under strain, a batch size adapted towards a target time, and the pace that
+//! yields to live traffic ([`Pace`]).
 //!
 //! Every connection of a run is named `zmig <name> worker` (`application_name`), so workers,
 //! in this process or another, never take each other for the application's traffic.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::pg::PgConnection;
@@ -33,6 +34,25 @@ fn application_name(migration: &str) -> String {
 }
 const WORKER_NAMES: &str = "zmig % worker";
 
+/// Who the crew's worker `n` of this process is, in `zmig_backfill_ranges.worker` and in the
+/// run's log: `host:pid:<n + 1>`, numbered from 1 as its errors number it ("worker 1 lost its
+/// connection"), so an operator can tell the machines and processes sharing a run apart.
+pub(crate) fn worker_name(n: usize) -> String {
+    format!("{}:{}", process_name(), n + 1)
+}
+
+/// This process: `host:pid`.
+pub(crate) fn process_name() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "host".to_owned())
+}
+
 /// Connects for a backfill or move of `migration`, named so other workers recognise it.
 pub(crate) fn connect(url: &str, migration: &str) -> Result<PgConnection> {
     let mut conn = PgConnection::establish(url)?;
@@ -49,11 +69,16 @@ pub(crate) struct Crew {
     paused: AtomicBool,
     backing_off: AtomicBool,
     backoffs: AtomicU64,
+    /// What the last look that found the database under strain saw.
+    strain: Mutex<Option<Strain>>,
     /// Other sessions were busy at a worker's last look: it runs short batches and pauses.
     yielding: AtomicBool,
     /// How many, at that look.
     busy_sessions: AtomicI64,
     yields: AtomicU64,
+    /// Each worker's error (its number, the one-line message), as it happens: the reporter
+    /// writes them to the run's log, while the run returns only the first.
+    failures: Mutex<Vec<(usize, String)>>,
 }
 
 impl Crew {
@@ -65,9 +90,11 @@ impl Crew {
             paused: AtomicBool::new(false),
             backing_off: AtomicBool::new(false),
             backoffs: AtomicU64::new(0),
+            strain: Mutex::new(None),
             yielding: AtomicBool::new(false),
             busy_sessions: AtomicI64::new(0),
             yields: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
         }
     }
 
@@ -88,6 +115,24 @@ impl Crew {
     /// Times a worker found the database under strain and waited.
     pub fn backoffs(&self) -> u64 {
         self.backoffs.load(Ordering::SeqCst)
+    }
+
+    /// What the last look that found the database under strain saw.
+    pub fn last_strain(&self) -> Option<Strain> {
+        self.strain.lock().expect("strain").clone()
+    }
+
+    /// The workers' errors since the last call: `(worker, one-line message)`.
+    pub fn take_failures(&self) -> Vec<(usize, String)> {
+        std::mem::take(&mut *self.failures.lock().expect("failures"))
+    }
+
+    fn fail(&self, worker: usize, message: String) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((worker, message));
+        self.failed.store(true, Ordering::SeqCst);
     }
 
     /// `Some(busy sessions)` while workers yield to other sessions' work.
@@ -127,7 +172,7 @@ impl Crew {
                 .map(|n| {
                     let worker = &worker;
                     scope.spawn(move || {
-                        let _panicking = FailOnPanic(&self.failed);
+                        let _panicking = FailOnPanic(self, n);
                         let result = worker(n).map_err(|error| {
                             if error.is_connection_lost() {
                                 Error::WorkerConnectionLost {
@@ -138,8 +183,8 @@ impl Crew {
                                 error
                             }
                         });
-                        if result.is_err() {
-                            self.failed.store(true, Ordering::SeqCst);
+                        if let Err(error) = &result {
+                            self.fail(n, crate::one_line(&error.to_string()));
                         }
                         result
                     })
@@ -188,7 +233,8 @@ impl Crew {
         while store::load_run(conn, migration)?.is_some_and(|r| r.paused) {
             self.paused.store(true, Ordering::SeqCst);
             if self.should_end() {
-                break;
+                // Stopped while paused: the run ends paused, it was never resumed.
+                return Ok(waited);
             }
             std::thread::sleep(Duration::from_millis(250));
             waited = true;
@@ -209,10 +255,11 @@ impl Crew {
             let strain = database_strain(conn)?;
             let strained = strain.lock_waiters > options.max_lock_waiters
                 || strain.replication_lag_seconds > options.max_replication_lag.as_secs_f64();
-            self.backing_off.store(strained, Ordering::SeqCst);
             if strained {
+                *self.strain.lock().expect("strain") = Some(strain);
                 self.backoffs.fetch_add(1, Ordering::SeqCst);
             }
+            self.backing_off.store(strained, Ordering::SeqCst);
             if !strained || self.should_end() {
                 return Ok(());
             }
@@ -223,13 +270,13 @@ impl Crew {
 }
 
 /// Fails the crew if dropped while its worker's thread panics: the other workers end between
-/// batches instead of waiting for one that will never finish.
-struct FailOnPanic<'a>(&'a AtomicBool);
+/// batches instead of waiting for one that will never finish, and the run's log says so.
+struct FailOnPanic<'a>(&'a Crew, usize);
 
 impl Drop for FailOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.store(true, Ordering::SeqCst);
+            self.0.fail(self.1, Error::WorkerPanicked.to_string());
         }
     }
 }
