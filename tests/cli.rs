@@ -40,7 +40,10 @@ fn the_command_line_walks_an_extract_from_plan_to_verify() {
     .unwrap();
     let manifest = fixture.root.join("Cargo.toml");
 
-    let (ok, plan) = zmig(&manifest, &["plan"]);
+    // The development database, named: DATABASE_URL may be set to a server's own database
+    // (`.ci/pg-major` sets it), which plan would read and not find caterers in.
+    let dev = fixture.dev_db().url.clone();
+    let (ok, plan) = zmig(&manifest, &["plan", "--database-url", &dev]);
     assert!(ok, "{plan}");
     assert!(plan.contains("caterers_addresses: extract (street1, street2, city, state, zip) from caterers into addresses"), "{plan}");
     assert!(
@@ -48,7 +51,7 @@ fn the_command_line_walks_an_extract_from_plan_to_verify() {
         "{plan}"
     );
 
-    let (ok, check) = zmig(&manifest, &["generate", "--check"]);
+    let (ok, check) = zmig(&manifest, &["generate", "--check", "--database-url", &dev]);
     assert!(!ok && check.contains("missing migration folder"), "{check}");
     // generate copies exact column types from the database diesel print-schema reads, and
     // without it writes nothing (DATABASE_URL may name the server's own database here, which has
@@ -63,7 +66,6 @@ fn the_command_line_walks_an_extract_from_plan_to_verify() {
         .file_name()
         .to_string_lossy()
         .contains("expand")));
-    let dev = fixture.dev_db().url.clone();
     let (ok, generated) = zmig(&manifest, &["generate", "--database-url", &dev]);
     assert!(
         ok && generated.matches("wrote ").count() >= 4,

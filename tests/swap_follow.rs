@@ -171,6 +171,15 @@ fn with_follow_ctrl_c_ends_the_move_as_finished_once_it_caught_up() {
         poll_until("the follower to take the late rows", || {
             count(&mut probe, "SELECT count(*) AS n FROM cars_temp") == 0
         });
+        // And the references: their shadow column's index built (the last step of their sync),
+        // or Ctrl-C would stop the move before it could call itself finished.
+        poll_until("the shadow column's index", || {
+            count(
+                &mut probe,
+                "SELECT count(*) AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 WHERE i.indrelid = 'trips'::regclass AND c.relname LIKE '%\\_zmig' AND i.indisvalid",
+            ) >= 1
+        });
         stop.store(true, Ordering::SeqCst);
         follower.join().unwrap()
     });

@@ -24,7 +24,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::swap::{move_rows, MoveOptions};
-use zmig_tests::{count, exec, migrate_to, server_url, FixtureCrate, TestDb};
+use zmig_tests::{count, exec, migrate_to, server_url, server_version_num, FixtureCrate, TestDb};
 
 const CARS: i64 = 500;
 
@@ -347,6 +347,10 @@ fn prepare_refuses_a_published_table_changing_nothing() {
             "public_feed",
         ),
     ] {
+        // A schema's publication is PostgreSQL 15's; 14 has none to refuse.
+        if label == "swap_shape_pub_schema" && server_version_num() < 150_000 {
+            continue;
+        }
         let (db, fixture) = seeded(label, &format!("{publication};"));
         let mut conn = db.conn();
         let before = shape(&mut conn);

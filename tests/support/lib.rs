@@ -32,6 +32,15 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The test server's `server_version_num` (150019 for 15.19), for what differs between majors.
+pub fn server_version_num() -> i32 {
+    let mut conn = PgConnection::establish(&server_url()).unwrap();
+    count(
+        &mut conn,
+        "SELECT current_setting('server_version_num')::bigint AS n",
+    ) as i32
+}
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A database created for one test and dropped when it ends, so tests run in parallel and leave

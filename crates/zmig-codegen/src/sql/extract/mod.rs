@@ -253,7 +253,15 @@ fn expand(x: &Extract) -> PhaseSql {
     let mut down = Script::new();
     down.comment(&lock_timeout_comment(&owner));
     down.statement(LOCK_TIMEOUT);
-    down.take_locks(&x.name, &[(new.clone(), Lock::AccessExclusive)]);
+    // The owner too: where the table still has a foreign key to it (write_new adds one),
+    // dropping the table locks the owner as well, and that lock must not wait unbounded.
+    down.take_locks(
+        &x.name,
+        &[
+            (new.clone(), Lock::AccessExclusive),
+            (owner.clone(), Lock::AccessExclusive),
+        ],
+    );
     down.safety_assured(
         &format!(
             "Dropping {new} discards only copies: until write_new the old columns of {owner} hold every\n\
