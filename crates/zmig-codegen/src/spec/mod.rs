@@ -1,5 +1,5 @@
 //! The `#[zmig(...)]` attribute as a typed model: what the user asked for, before it is checked
-//! against `schema.rs`. Parsed from syn in [`attr`], checked in [`valid`]; nothing else in zmig
+//! against `schema.rs`. Parsed from syn in `attr`, checked in `valid`; nothing else in zmig
 //! looks at raw attributes.
 
 mod attr;
@@ -103,7 +103,7 @@ pub struct ExtractSpec {
     pub name: Option<Spanned<String>>,
     /// `key = caterer_id`: the owner-key column in the new table.
     pub key: Option<Spanned<String>>,
-    /// `primary_key = id`: the new table's primary key (see [`NewPrimaryKey`]).
+    /// `primary_key = id`: the new table's primary key (see [`NewPrimaryKey`](crate::plan::NewPrimaryKey)).
     pub primary_key: Option<Spanned<String>>,
     /// `unique_key = false`: an owner may have several rows in the new table (the owner key gets
     /// a plain index); only with a moved column as primary key, which says which row is the

@@ -54,7 +54,7 @@ impl Script {
         Script::default()
     }
 
-    /// A comment paragraph, reflowed to [`COMMENT_WIDTH`] so names spliced into it never make
+    /// A comment paragraph, reflowed to `COMMENT_WIDTH` so names spliced into it never make
     /// a line run off a reviewer's screen.
     pub fn comment(&mut self, text: &str) {
         if !self.text.is_empty() {

@@ -1,6 +1,6 @@
 //! The SQL of a swap: `prepare` puts the table behind a view over three tables, `finalize` puts
 //! the new table in its place. Between them the runtime's move task calls the functions that
-//! prepare creates (see [`routines`]).
+//! prepare creates (see `routines`).
 //!
 //! Every row lives in exactly one of `<t>_old` (the original table, renamed), `<t>_temp` (rows
 //! inserted since prepare) and `<t>_new` (the changed structure). Rows only ever move towards
