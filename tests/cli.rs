@@ -2,7 +2,6 @@
 //! (and --check), backfill, verify and status on a fixture crate and a real database, and the
 //! errors a user meets. (One test in this binary: it sets DATABASE_URL for the process.)
 
-use std::fs;
 use std::path::Path;
 
 use diesel_migrations::MigrationHarness;
@@ -24,21 +23,7 @@ fn zmig(manifest: &Path, args: &[&str]) -> (bool, String) {
 fn the_command_line_walks_an_extract_from_plan_to_verify() {
     let fixture = fixtures::caterers("cli");
     // A real crate: cargo metadata must find it and its zmig dependency.
-    let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/zmig-runtime");
-    fs::write(
-        fixture.root.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"cli-fixture\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n\n[dependencies]\nzmig-runtime = {{ path = {:?} }}\n",
-            runtime.canonicalize().unwrap()
-        ),
-    )
-    .unwrap();
-    fs::write(
-        fixture.root.join("src/lib.rs"),
-        "pub mod models;\npub mod schema;\n",
-    )
-    .unwrap();
-    let manifest = fixture.root.join("Cargo.toml");
+    let manifest = fixture.make_cargo_package("cli-fixture");
 
     // The development database, named: DATABASE_URL may be set to a server's own database
     // (`.ci/pg-major` sets it), which plan would read and not find caterers in.

@@ -2,7 +2,6 @@
 //! what to do, on a real database (a backfill worker ended by `pg_terminate_backend`, a database
 //! error, a role's `statement_timeout`, verify before any backfill).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,22 +13,8 @@ use zmig_tests::{exec, fixtures, run_cli, FixtureCrate, TestDb};
 /// A caterers fixture that `cargo metadata` can read (the CLI finds models through it).
 fn cli_fixture(label: &str) -> (FixtureCrate, PathBuf) {
     let fixture = fixtures::caterers(label);
-    let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/zmig-runtime");
-    fs::write(
-        fixture.root.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"cli-errors-fixture\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n\n[dependencies]\nzmig-runtime = {{ path = {:?} }}\n",
-            runtime.canonicalize().unwrap()
-        ),
-    )
-    .unwrap();
-    fs::write(
-        fixture.root.join("src/lib.rs"),
-        "pub mod models;\npub mod schema;\n",
-    )
-    .unwrap();
+    let manifest = fixture.make_cargo_package("cli-errors-fixture");
     fixture.generate(false).unwrap();
-    let manifest = fixture.root.join("Cargo.toml");
     (fixture, manifest)
 }
 

@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -124,23 +123,9 @@ fn traced<T>(body: impl FnOnce() -> T) -> (T, Vec<Seen>) {
 
 /// A fixture crate that `cargo metadata` can read, for `status` on the command line.
 fn with_manifest(fixture: FixtureCrate, label: &str) -> (FixtureCrate, PathBuf) {
-    let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/zmig-runtime");
-    fs::write(
-        fixture.root.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"runtime-log-{label}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n\n[dependencies]\nzmig-runtime = {{ path = {:?} }}\n",
-            runtime.canonicalize().unwrap()
-        ),
-    )
-    .unwrap();
-    fs::write(
-        fixture.root.join("src/lib.rs"),
-        "pub mod models;\npub mod schema;\n",
-    )
-    .unwrap();
+    let manifest = fixture.make_cargo_package(&format!("runtime-log-{label}"));
     let (outcome, report) = fixture.generate(false).unwrap();
     assert!(outcome.ok(), "{report}");
-    let manifest = fixture.root.join("Cargo.toml");
     (fixture, manifest)
 }
 

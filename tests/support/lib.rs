@@ -168,6 +168,27 @@ impl FixtureCrate {
         )
     }
 
+    /// Makes the fixture a crate `cargo metadata` can read, named `package` and depending on
+    /// this workspace's zmig-runtime, as the command line finds models (`--manifest-path`);
+    /// returns its manifest.
+    pub fn make_cargo_package(&self, package: &str) -> PathBuf {
+        let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/zmig-runtime");
+        fs::write(
+            self.root.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"{package}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n\n[dependencies]\nzmig-runtime = {{ path = {:?} }}\n",
+                runtime.canonicalize().unwrap()
+            ),
+        )
+        .unwrap();
+        fs::write(
+            self.root.join("src/lib.rs"),
+            "pub mod models;\npub mod schema;\n",
+        )
+        .unwrap();
+        self.root.join("Cargo.toml")
+    }
+
     pub fn migrations_dir(&self) -> PathBuf {
         self.root.join("migrations")
     }
