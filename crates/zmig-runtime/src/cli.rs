@@ -1,5 +1,6 @@
 //! `cargo xtask zmig …`: the whole command line as one library call. A user's
-//! `xtask/src/main.rs` is `fn main() -> std::process::ExitCode { zmig_runtime::cli::main() }`.
+//! `xtask/src/main.rs` is `fn main() -> std::process::ExitCode { zmig_runtime::cli::main() }`;
+//! the standalone `zmig` binary (the `zmig` crate) is [`main_standalone`], the same commands.
 //!
 //! `plan` and `generate` read the crate, and the database (`--database-url`, else
 //! `DATABASE_URL`) only to copy exact column types when a migration's first folder is written;
@@ -33,6 +34,19 @@ use zmig_codegen::schema::Catalog;
 struct Cli {
     #[command(subcommand)]
     command: Top,
+}
+
+/// The standalone `zmig` binary (the `zmig` crate): the same commands, without `cargo xtask`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "zmig",
+    bin_name = "zmig",
+    version,
+    about = "zmig: zero-downtime table changes for Diesel on PostgreSQL"
+)]
+struct Standalone {
+    #[command(flatten)]
+    args: ZmigArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,12 +157,32 @@ enum Command {
     },
 }
 
-/// Runs the command line.
+/// Runs the command line, as `cargo xtask zmig …`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let Top::Zmig(args) = cli.command;
-    let mut stdout = std::io::stdout().lock();
-    match run(args, &mut stdout) {
+    exit_code(run(args, &mut std::io::stdout().lock()))
+}
+
+/// Runs the command line of the standalone `zmig` binary: the same commands as
+/// `cargo xtask zmig …`, the same library call.
+pub fn main_standalone() -> ExitCode {
+    let cli = Standalone::parse();
+    exit_code(run(cli.args, &mut std::io::stdout().lock()))
+}
+
+/// [`run_from`] for the standalone binary's arguments (`zmig plan …`).
+pub fn run_standalone_from<I, T>(args: I, out: &mut dyn Write) -> Result<ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    run(Standalone::try_parse_from(args)?.args, out)
+}
+
+/// The exit code of a run, its error (if any) printed on stderr.
+fn exit_code(result: Result<ExitCode>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(error) => {
             // A report of several located errors already says `error:` on each of its lines.
