@@ -48,6 +48,7 @@ fn zmig_runs_the_same_commands_as_the_xtask() {
         assert!(help.contains(command), "{command} in {help}");
     }
     assert!(help.contains("Usage: zmig [OPTIONS] <COMMAND>"), "{help}");
+    assert!(help.contains("Exit codes: 0 done; 1 "), "{help}");
     let wrong = run_standalone_from(["zmig", "backfil"], &mut Vec::new())
         .unwrap_err()
         .to_string();

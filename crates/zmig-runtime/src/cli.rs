@@ -29,8 +29,14 @@ use crate::url::redact;
 use crate::{run_log, swap, verify};
 use zmig_codegen::schema::Catalog;
 
+/// What `--help` says of exit codes (README's "Exit codes" says the same).
+const EXIT_CODES: &str =
+    "Exit codes: 0 done; 1 an error, rows that differ (verify), folders missing \
+     or stale (generate --check), or a backfill or move that stopped before the end (run it again \
+     to resume); 2 a command line that does not parse.";
+
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Top,
@@ -42,7 +48,8 @@ struct Cli {
     name = "zmig",
     bin_name = "zmig",
     version,
-    about = "zmig: zero-downtime table changes for Diesel on PostgreSQL"
+    about = "zmig: zero-downtime table changes for Diesel on PostgreSQL",
+    after_help = EXIT_CODES
 )]
 struct Standalone {
     #[command(flatten)]
