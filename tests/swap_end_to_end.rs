@@ -5,7 +5,7 @@
 //! and resumed, and finalize goes in under traffic, after which the writers roll over to the next
 //! release (the one whose schema.rs says `Int8`), as a deploy would. Run again (on 60,000 cars)
 //! with writers built once against the one release for the whole swap (`Int8` in schema.rs, the
-//! keys as `zmig_runtime::sql_types::WideInt`): no error, no roll-over, nothing lost.
+//! keys as `zmig_runtime::wide::WideInt`): no error, no roll-over, nothing lost.
 //!
 //! Each writer owns its cars (the seeded ones with `id % WRITERS == thread`, and those it
 //! inserts), so its log of what it committed is exactly what the database must hold for them:
@@ -29,8 +29,8 @@ use diesel::sql_types::{BigInt, Integer, Text};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zmig_runtime::backfill::ProgressMode;
-use zmig_runtime::sql_types::{forget_prepared_statements, is_stale_prepared_statement, WideInt};
 use zmig_runtime::swap::{move_rows, verify, MoveOptions};
+use zmig_runtime::wide::{forget_prepared_statements, is_stale_prepared_statement, WideInt};
 use zmig_tests::cars_next as next;
 use zmig_tests::cars_wide as wide;
 use zmig_tests::{count, exec, migrate_to, writer_conn, FixtureCrate, TestDb};

@@ -145,7 +145,7 @@ impl TempCrate {
 
     /// Applies the next pending migration, which must be the one whose name contains `what`,
     /// as a service does at start-up: with zmig-runtime's runner, which tries again (after a
-    /// growing pause) a migration that gave up on its `lock_timeout`. Returns the retries.
+    /// growing pause) a migration that gave up waiting for a lock. Returns the retries.
     pub fn apply_next(&self, conn: &mut PgConnection, what: &str) -> Result<u32> {
         let pending = conn
             .pending_migrations(self.migrations()?)

@@ -506,6 +506,7 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
                 migration.stage.number(),
                 migration.stage.strategy_stages().len()
             )?;
+            let mut finalized = false;
             for planned in &migration.folders {
                 let state = match migrations::existing_folder(&project.migrations_dir, planned)? {
                     None => "not generated".to_owned(),
@@ -522,6 +523,7 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
                             .filter(char::is_ascii_digit)
                             .collect();
                         if applied.contains(&version) {
+                            finalized |= planned.stage == zmig_codegen::spec::Stage::Finalize;
                             format!("applied ({folder})")
                         } else {
                             format!("pending ({folder})")
@@ -534,10 +536,12 @@ fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Wri
                 if swap::is_swap(conn, migration.name)? {
                     print_swap_move(conn, migration.name, out)?;
                 } else {
-                    writeln!(
-                        out,
-                        "  move                  not started (prepare not applied)"
-                    )?;
+                    let state = if finalized {
+                        "done: finalize has run, the table has its new types"
+                    } else {
+                        "not started (prepare not applied)"
+                    };
+                    writeln!(out, "  move                  {state}")?;
                     // After finalize the log still tells how the move went.
                     print_run_log(conn, migration.name, out)?;
                 }

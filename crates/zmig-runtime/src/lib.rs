@@ -10,7 +10,8 @@
 //! - [`migrate`]: runs pending Diesel migrations, retrying one that gave up waiting for a lock;
 //! - [`run_log`]: the log of each backfill and move run, in the database and as `tracing`
 //!   events;
-//! - [`sql_types`]: [`sql_types::WideInt`], for one release that runs through a swap;
+//! - [`wide`]: [`wide::WideInt`], an `i64` read from `integer` or `bigint`, for one release that
+//!   runs through a swap;
 //! - [`url`]: database URLs without their password, or pointed at another database;
 //! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call; `catalog` (feature `cli`):
 //!   the database's exact column types, which `generate` copies.
@@ -50,11 +51,11 @@ mod model;
 mod progress;
 pub mod run_log;
 pub mod sql_type;
-pub mod sql_types;
 mod store;
 pub mod swap;
 pub mod url;
 pub mod verify;
+pub mod wide;
 mod workers;
 
 pub use model::{ExtractInfo, Migration, Stage, SwapInfo, ZmigModel};

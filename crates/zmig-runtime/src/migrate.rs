@@ -57,7 +57,7 @@ pub fn is_lock_timeout(message: &str) -> bool {
 }
 
 /// How zmig's generated migrations begin the message of a lock wait that gave up (the
-/// codegen's `sql::LOCK_NOT_AVAILABLE`; `tests/migrations_under_load.rs` checks they agree).
+/// codegen's `sql::LOCK_NOT_AVAILABLE`; `tests/runtime_locale.rs` fails if they disagree: its retry is recognised by this).
 pub const LOCK_NOT_AVAILABLE: &str = "lock not available (SQLSTATE 55P03)";
 
 /// Sets the session's `lc_messages` to `C`, so the server's messages are in English, and

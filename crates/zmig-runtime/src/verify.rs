@@ -294,12 +294,12 @@ mod tests {
 
 /// The session's `statement_timeout` when it is not 0: in milliseconds, and where it was set.
 #[derive(Debug, Clone)]
-pub(crate) struct StatementTimeout {
+struct StatementTimeout {
     ms: i64,
     source: String,
 }
 
-pub(crate) fn statement_timeout(conn: &mut PgConnection) -> Result<Option<StatementTimeout>> {
+fn statement_timeout(conn: &mut PgConnection) -> Result<Option<StatementTimeout>> {
     #[derive(QueryableByName)]
     struct Setting {
         #[diesel(sql_type = BigInt)]
@@ -320,7 +320,7 @@ pub(crate) fn statement_timeout(conn: &mut PgConnection) -> Result<Option<Statem
 /// A query that failed once it had run as long as the session's `statement_timeout` allows
 /// was cancelled by it (told by the time, which reads the same in any `lc_messages`): say so,
 /// where the setting comes from, and how to give zmig's own sessions more.
-pub(crate) fn explain_timeout(
+fn explain_timeout(
     error: diesel::result::Error,
     elapsed: std::time::Duration,
     timeout: Option<&StatementTimeout>,

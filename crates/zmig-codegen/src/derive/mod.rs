@@ -137,6 +137,43 @@ fn expand_swap(input: &syn::DeriveInput, model: &ModelSpec, swap: &SwapSpec) -> 
         let column = ident_for(&r.column.value, r.column.span);
         quote_spanned!(r.column.span=> let _ = #other::#column;)
     });
+    // zmig's own error for a referencing table not in scope, once per table.
+    let mut probed: Vec<&str> = Vec::new();
+    let reference_probes: Vec<TokenStream> = swap
+        .references
+        .iter()
+        .filter(|r| {
+            let first = !probed.contains(&r.table.value.as_str());
+            probed.push(&r.table.value);
+            first
+        })
+        .map(|r| {
+            let other = ident_for(&r.table.value, r.table.span);
+            let mut scope = table_path.clone();
+            let (message, note) = if scope.segments.len() > 1 {
+                scope.segments.pop();
+                scope.segments.pop_punct();
+                let module = model.table_path.value[..model.table_path.value.len() - 1].join("::");
+                (
+                    format!("no `table!` for the referencing table `{other}` in `{module}`, beside `{table}`"),
+                    format!("help: `references(...)` names tables whose `table!` is beside `{table}`'s, in `{module}`"),
+                )
+            } else {
+                scope = syn::parse_quote!(self);
+                (
+                    format!(
+                        "the referencing table `{other}` is not in scope: `references({other}.{})` needs its `table!` here, as `table_name = {table}` needs `{table}`'s",
+                        r.column.value
+                    ),
+                    format!(
+                        "help: check its name, and import it where `{table}` comes from, e.g. `use crate::schema::{other};` beside `use crate::schema::{table};`, \
+                         or name the table by its path, `#[diesel(table_name = crate::schema::{table})]`, and zmig finds `{other}` beside it"
+                    ),
+                )
+            };
+            table_probe(&other, &respan(&scope, r.table.span), r.table.span, &message, &note)
+        })
+        .collect();
     let widening = compare_types.then(|| {
         quote! {
             #[diagnostic::on_unimplemented(
@@ -174,6 +211,7 @@ fn expand_swap(input: &syn::DeriveInput, model: &ModelSpec, swap: &SwapSpec) -> 
                     stage: #stage,
                 });
             }
+            #(#reference_probes)*
             #[allow(dead_code, clippy::let_underscore_untyped)]
             fn __zmig_swap_columns_exist() {
                 #widening
@@ -273,6 +311,53 @@ pub(crate) fn rust_ident(name: &str, span: proc_macro2::Span) -> Option<syn::Ide
         None
     } else {
         Some(syn::Ident::new_raw(name, span))
+    }
+}
+
+/// zmig's own error, `message` with `note`, spanned at `span`, when no `table!` named `table`
+/// can be found in `scope`, where the generated code looks for it; rustc's would suggest
+/// importing the wrong item (`…::dsl::table`).
+///
+/// Rust has no "is this name in scope" test, so this uses name shadowing: an inner block
+/// glob-imports `scope`, and an outer block glob-imports a stand-in of the same name. A name in
+/// an inner block's scope hides the outer one, so the stand-in is reached only when the real
+/// `table!` is missing, and naming it asks for a trait nothing implements, whose message is
+/// ours. (Both are globs in blocks and the name is only used in a type, so import resolution
+/// never sees the two meet.)
+pub(super) fn table_probe(
+    table: &syn::Ident,
+    scope: &syn::Path,
+    span: proc_macro2::Span,
+    message: &str,
+    note: &str,
+) -> TokenStream {
+    let probe = quote_spanned!(span=> #table::table);
+    quote! {
+        const _: () = {
+            #[allow(non_camel_case_types, dead_code, unreachable_pub)]
+            mod __zmig_stand_in {
+                #[diagnostic::on_unimplemented(message = #message, label = "not found", note = #note)]
+                pub trait TableNotFound {
+                    type Table;
+                }
+                // One impl, so rustc does not suggest adding one.
+                pub enum Never {}
+                impl TableNotFound for Never {
+                    type Table = ();
+                }
+                pub mod #table {
+                    pub type table = <() as super::TableNotFound>::Table;
+                }
+            }
+            #[allow(unused_imports)]
+            use __zmig_stand_in::*;
+            const _: () = {
+                #[allow(unused_imports)]
+                use #scope::*;
+                #[allow(dead_code)]
+                fn __zmig_table_exists(_: #probe) {}
+            };
+        };
     }
 }
 

@@ -192,12 +192,7 @@ impl<'a> RustSide<'a> {
     /// looks for it, spanned on `into = …` and naming what to import; rustc's would suggest
     /// importing the wrong item.
     ///
-    /// Rust has no "is this name in scope" test, so this uses name shadowing: an inner block
-    /// glob-imports the scope the generated code resolves the new table in, and an outer block
-    /// glob-imports a stand-in of the same name. A name in an inner block's scope hides the
-    /// outer one, so the stand-in is reached only when the real `table!` is missing, and naming
-    /// it asks for a trait nothing implements, whose message is ours. (Both are globs in blocks
-    /// and the name is only used in a type, so import resolution never sees the two meet.)
+    /// See [`super::table_probe`].
     fn new_table_probe(&self) -> TokenStream {
         let into = &self.into;
         let span = into.span();
@@ -223,34 +218,7 @@ impl<'a> RustSide<'a> {
                 ),
             )
         };
-        let probe = quote_spanned!(span=> #into::table);
-        quote! {
-            const _: () = {
-                #[allow(non_camel_case_types, dead_code, unreachable_pub)]
-                mod __zmig_stand_in {
-                    #[diagnostic::on_unimplemented(message = #message, label = "not found", note = #note)]
-                    pub trait NewTableNotFound {
-                        type Table;
-                    }
-                    // One impl, so rustc does not suggest adding one.
-                    pub enum Never {}
-                    impl NewTableNotFound for Never {
-                        type Table = ();
-                    }
-                    pub mod #into {
-                        pub type table = <() as super::NewTableNotFound>::Table;
-                    }
-                }
-                #[allow(unused_imports)]
-                use __zmig_stand_in::*;
-                const _: () = {
-                    #[allow(unused_imports)]
-                    use #scope::*;
-                    #[allow(dead_code)]
-                    fn __zmig_new_table_exists(_: #probe) {}
-                };
-            };
-        }
+        super::table_probe(into, scope, span, &message, &note)
     }
 
     fn row_struct(&self) -> TokenStream {
