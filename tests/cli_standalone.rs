@@ -57,3 +57,65 @@ fn zmig_runs_the_same_commands_as_the_xtask() {
         "{wrong}"
     );
 }
+
+/// An installed `zmig` of one version on a crate whose `Cargo.lock` builds another
+/// `zmig-runtime`: the derive and the command would read the attribute differently, so the
+/// command refuses, says which version to install, and writes nothing.
+#[test]
+fn zmig_refuses_a_crate_built_with_another_zmig_version() {
+    let fixture = fixtures::caterers("standalone_version");
+    let manifest = fixture.make_cargo_package("standalone-version-fixture");
+    let root = manifest.parent().unwrap();
+    std::fs::write(
+        root.join("Cargo.lock"),
+        "version = 4\n\n[[package]]\nname = \"standalone-version-fixture\"\nversion = \"0.1.0\"\n\
+         dependencies = [\"zmig-runtime\"]\n\n[[package]]\nname = \"zmig-runtime\"\nversion = \"9.9.9\"\n",
+    )
+    .unwrap();
+    let before = std::fs::read_dir(fixture.migrations_dir()).unwrap().count();
+    let dev = fixture.dev_db().url.clone();
+    for command in ["plan", "generate"] {
+        let error = run_standalone_from(
+            [
+                "zmig",
+                command,
+                "--manifest-path",
+                manifest.to_str().unwrap(),
+                "--database-url",
+                &dev,
+            ],
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        let text = format!("{error:#}");
+        assert!(
+            text.contains(&format!(
+                "resolves zmig-runtime 9.9.9, but this zmig is {}",
+                env!("CARGO_PKG_VERSION")
+            )) && text.contains("cargo install --locked zmig --version 9.9.9"),
+            "{command}: {text}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(fixture.migrations_dir()).unwrap().count(),
+        before,
+        "nothing written"
+    );
+
+    // The same crate with its lock file at this zmig's version works.
+    std::fs::remove_file(root.join("Cargo.lock")).unwrap();
+    let mut out = Vec::new();
+    let code = run_standalone_from(
+        [
+            "zmig",
+            "plan",
+            "--manifest-path",
+            manifest.to_str().unwrap(),
+            "--database-url",
+            &dev,
+        ],
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+}

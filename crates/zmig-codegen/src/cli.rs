@@ -82,7 +82,10 @@ pub fn run(
 
 /// Every crate `target` names, loaded; all errors, with file and line, or the projects.
 pub fn load_all(target: &Target, mut catalog: Option<&mut dyn Catalog>) -> Result<Vec<Project>> {
-    let crates = zmig_crates(target.manifest_path.as_deref())?;
+    let (crates, workspace_root) = zmig_crates(target.manifest_path.as_deref())?;
+    if !crates.is_empty() {
+        check_zmig_version(&workspace_root)?;
+    }
     let cwd = std::env::current_dir()?;
     let mut projects = Vec::new();
     let mut errors = Vec::new();
@@ -111,9 +114,56 @@ pub fn load_all(target: &Target, mut catalog: Option<&mut dyn Catalog>) -> Resul
     Ok(projects)
 }
 
-/// The crates to work on: the one `--manifest-path` names, or every workspace member that
-/// depends on zmig.
-fn zmig_crates(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
+/// The version of zmig doing the work: `zmig-codegen`'s, which every zmig crate shares (one
+/// workspace version).
+const ZMIG_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Refuses to work on a workspace whose `Cargo.lock` resolves `zmig-runtime` or `zmig-derive` to
+/// another version than this zmig's: the derive and this command read the same attribute, and
+/// what one generates must be what the other expects (object names, stages, the shim). An
+/// xtask builds from that same lock file, so only an installed `zmig` can differ. Without a
+/// lock file (nothing built yet) there is nothing to compare.
+fn check_zmig_version(workspace_root: &Path) -> Result<()> {
+    let lock = workspace_root.join("Cargo.lock");
+    let Ok(text) = std::fs::read_to_string(&lock) else {
+        return Ok(());
+    };
+    let parsed: toml::Table = text
+        .parse()
+        .with_context(|| format!("reading {}", lock.display()))?;
+    let mut others: Vec<String> = parsed
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|package| {
+            matches!(
+                package.get("name").and_then(|n| n.as_str()),
+                Some("zmig-runtime" | "zmig-derive")
+            )
+        })
+        .filter_map(|package| package.get("version").and_then(|v| v.as_str()))
+        .filter(|version| *version != ZMIG_VERSION)
+        .map(str::to_owned)
+        .collect();
+    others.sort();
+    others.dedup();
+    if let Some(theirs) = others.first() {
+        bail!(
+            "{} resolves zmig-runtime {theirs}, but this zmig is {ZMIG_VERSION}: the command and \
+             the derive must be one version, since both read the same #[zmig] attribute\n\
+             help: install zmig {theirs} (`cargo install --locked zmig --version {theirs}`, or \
+             `cargo install --locked --path <checkout>/crates/zmig` from the checkout your crate \
+             depends on), or run it as your project's xtask; nothing was written",
+            display_path(&lock)
+        );
+    }
+    Ok(())
+}
+
+/// The crates to work on (the one `--manifest-path` names, or every workspace member that
+/// depends on zmig), and the workspace's root folder.
+fn zmig_crates(manifest_path: Option<&Path>) -> Result<(Vec<PathBuf>, PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command.args(["metadata", "--format-version", "1", "--no-deps"]);
@@ -172,7 +222,8 @@ fn zmig_crates(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
         .map(|m| m.parent().map(Path::to_owned).unwrap_or_default())
         .collect();
     roots.sort();
-    Ok(roots)
+    let workspace_root = PathBuf::from(metadata["workspace_root"].as_str().unwrap_or("."));
+    Ok((roots, workspace_root))
 }
 
 fn print_plan(projects: &[Project], json: bool, out: &mut dyn Write) -> Result<()> {
