@@ -140,6 +140,39 @@ fn the_command_line_walks_an_extract_from_plan_to_verify() {
         status.contains("verify                2 rows differing"),
         "{status}"
     );
+    // `--json` says the same, for tooling.
+    let (ok, json) = zmig(&manifest, &["status", "--json"]);
+    assert!(ok, "{json}");
+    let json: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let migration = &json["migrations"][0];
+    assert_eq!(migration["name"], "caterers_addresses", "{json}");
+    assert_eq!(migration["strategy"], "extract", "{json}");
+    assert_eq!(migration["code"]["stage"], "contract", "{json}");
+    assert_eq!(migration["code"]["stage_number"], 6, "{json}");
+    assert_eq!(migration["code"]["stages"], 6, "{json}");
+    let folders = migration["code"]["folders"].as_array().unwrap();
+    let states: Vec<(&str, &str)> = folders
+        .iter()
+        .map(|f| (f["phase"].as_str().unwrap(), f["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("expand", "applied"),
+            ("dual_write", "applied"),
+            ("write_new", "pending"),
+            ("contract", "pending")
+        ],
+        "{json}"
+    );
+    let backfill = &migration["backfill"];
+    assert_eq!(backfill["state"], "complete", "{json}");
+    assert_eq!(backfill["finished"], true, "{json}");
+    assert_eq!(backfill["owners_read"], 5000, "{json}");
+    assert_eq!(backfill["rows_written"], 5000, "{json}");
+    assert_eq!(migration["verify"]["rows_with_problems"], 2, "{json}");
+    assert_eq!(migration["last_run"]["ended"], "finished", "{json}");
 
     // verify says how to mend; `--again` walks every key once more and does.
     assert!(

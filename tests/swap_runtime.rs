@@ -558,6 +558,23 @@ fn the_command_line_moves_verifies_and_reports_a_swap_the_database_has() {
             && status.contains("verify                1 rows with problems"),
         "{status}"
     );
+    let (ok, json) = zmig(&["status", "--json"]);
+    assert!(ok, "{json}");
+    let json: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let swap = &json["migrations"][0];
+    assert_eq!(swap["name"], SWAP, "{json}");
+    assert_eq!(swap["strategy"], "swap", "{json}");
+    assert_eq!(swap["code"]["stage"], "prepare", "{json}");
+    let moved = &swap["move"];
+    assert_eq!(moved["prepared"], true, "{json}");
+    assert_eq!(moved["old_rows"], 0, "{json}");
+    assert_eq!(moved["temp_rows"], 1, "{json}");
+    assert_eq!(moved["new_rows"], 3200, "{json}");
+    assert_eq!(moved["references_left"], 0, "{json}");
+    assert!(moved["total_bytes"].as_i64().unwrap() > 0, "{json}");
+    assert_eq!(swap["verify"]["rows_with_problems"], 1, "{json}");
+    assert_eq!(swap["last_run"]["events"][0]["kind"], "started", "{json}");
 
     let (ok, paused) = zmig(&["backfill", SWAP, "--pause"]);
     assert!(

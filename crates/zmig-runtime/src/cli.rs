@@ -18,15 +18,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
 use zmig_codegen::cli::{self as codegen_cli, Target, ZmigCommand};
-use zmig_codegen::migrations;
-use zmig_codegen::project::Project;
 
 use crate::backfill::{self, BackfillOptions};
 use crate::catalog::PgCatalog;
 use crate::url::redact;
-use crate::{run_log, swap, verify};
+
+mod status;
+use crate::{swap, verify};
 use zmig_codegen::schema::Catalog;
 
 /// What `--help` says of exit codes (README's "Exit codes" says the same).
@@ -161,6 +160,10 @@ enum Command {
     Status {
         #[command(flatten)]
         target: Target,
+        /// Print it as one JSON document (`{"migrations": [...]}`, fields as in README's
+        /// "status --json"), for tooling.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -364,12 +367,17 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Status { target } => {
+        Command::Status { target, json } => {
             let projects = codegen_cli::load_all(&target, None)?;
             let url = database_url()?;
             let mut conn = connect(&url)?;
-            print_status(&projects, &mut conn, out)?;
-            print_swaps_status(&projects, &mut conn, out)?;
+            let all = status::gather(&projects, &mut conn)?;
+            if json {
+                serde_json::to_writer_pretty(&mut *out, &status::to_json(&all))?;
+                writeln!(out)?;
+            } else {
+                status::write_text(&all, out)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -481,209 +489,6 @@ fn known_migration(target: &Target, name: &str) -> Result<()> {
             names.join(", ")
         }
     )
-}
-
-fn print_status(projects: &[Project], conn: &mut PgConnection, out: &mut dyn Write) -> Result<()> {
-    #[derive(QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = Text)]
-        version: String,
-    }
-    let applied: Vec<String> =
-        match diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
-            .load::<Version>(conn)
-        {
-            Ok(rows) => rows.into_iter().map(|v| v.version).collect(),
-            Err(_) => Vec::new(),
-        };
-    for project in projects {
-        for migration in project.migrations() {
-            writeln!(
-                out,
-                "{}: code at stage `{}` ({} of {})",
-                migration.name,
-                migration.stage,
-                migration.stage.number(),
-                migration.stage.strategy_stages().len()
-            )?;
-            let mut finalized = false;
-            for planned in &migration.folders {
-                let state = match migrations::existing_folder(&project.migrations_dir, planned)? {
-                    None => "not generated".to_owned(),
-                    Some(path) => {
-                        let folder = path
-                            .file_name()
-                            .map(|f| f.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        let version: String = folder
-                            .split('_')
-                            .next()
-                            .unwrap_or_default()
-                            .chars()
-                            .filter(char::is_ascii_digit)
-                            .collect();
-                        if applied.contains(&version) {
-                            finalized |= planned.stage == zmig_codegen::spec::Stage::Finalize;
-                            format!("applied ({folder})")
-                        } else {
-                            format!("pending ({folder})")
-                        }
-                    }
-                };
-                writeln!(out, "  migration {:<11} {state}", planned.stage.as_str())?;
-            }
-            if project.swaps.iter().any(|m| m.swap.name == migration.name) {
-                if swap::is_swap(conn, migration.name)? {
-                    print_swap_move(conn, migration.name, out)?;
-                } else {
-                    let state = if finalized {
-                        "done: finalize has run, the table has its new types"
-                    } else {
-                        "not started (prepare not applied)"
-                    };
-                    writeln!(out, "  move                  {state}")?;
-                    // After finalize the log still tells how the move went.
-                    print_run_log(conn, migration.name, out)?;
-                }
-                continue;
-            }
-            match backfill::status(conn, migration.name)? {
-                None => writeln!(out, "  backfill              not started")?,
-                Some(status) => {
-                    let percent = if status.keys_total > 0 {
-                        100.0 * status.keys_done as f64 / status.keys_total as f64
-                    } else {
-                        100.0
-                    };
-                    let state = if status.finished {
-                        "complete"
-                    } else if status.paused {
-                        "paused"
-                    } else {
-                        "in progress or stopped"
-                    };
-                    writeln!(
-                        out,
-                        "  backfill              {state}: {percent:.1}% of keys, {} owners read, {} rows written",
-                        status.owners, status.written
-                    )?;
-                }
-            }
-            print_last_verification(conn, migration.name, "rows differing", out)?;
-            print_run_log(conn, migration.name, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// Events of the last run `status` shows: its start and the latest ones.
-const STATUS_EVENTS: usize = 10;
-
-/// The last run of `name` as its log has it (times UTC): how it ended, its `started` event and
-/// its latest ones, so an operator sees what happened after the terminal is gone.
-fn print_run_log(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> Result<()> {
-    let Some(run) = run_log::last_run(conn, name, STATUS_EVENTS)? else {
-        return Ok(());
-    };
-    let time = |event: &run_log::RunEvent| event.at.format("%Y-%m-%d %H:%M:%S").to_string();
-    let task = run.events.first().map_or("run", |e| e.task.as_str());
-    let state = match (run.end(), run.events.last()) {
-        (Some(end), _) => format!("{} at {} UTC", end.kind, time(end)),
-        (None, Some(last)) => format!(
-            "no end recorded: still running, or its process was killed (last event at {} UTC)",
-            time(last)
-        ),
-        (None, None) => "no events".to_owned(),
-    };
-    writeln!(out, "  last {task:<16} run {}: {state}", run.run)?;
-    for (n, event) in run.events.iter().enumerate() {
-        if n == 1 && run.omitted > 0 {
-            writeln!(out, "    … {} events not shown", run.omitted)?;
-        }
-        let worker = event
-            .worker
-            .as_deref()
-            .map(|w| format!("worker {w}: "))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "    {}  {:<13}  {worker}{}",
-            time(event),
-            event.kind,
-            event.detail
-        )?;
-    }
-    Ok(())
-}
-
-/// The `verify` line of `status`: what the last verification of `name` found (`{count}
-/// {found}`) and when.
-fn print_last_verification(
-    conn: &mut PgConnection,
-    name: &str,
-    found: &str,
-    out: &mut dyn Write,
-) -> Result<()> {
-    match verify::last_verification(conn, name)? {
-        None => writeln!(out, "  verify                never run")?,
-        Some((count, when)) => {
-            writeln!(out, "  verify                {count} {found} (at {when})")?
-        }
-    }
-    Ok(())
-}
-
-/// Swaps this database has that no crate of the workspace declares (any more).
-fn print_swaps_status(
-    projects: &[Project],
-    conn: &mut PgConnection,
-    out: &mut dyn Write,
-) -> Result<()> {
-    for name in swap::swaps(conn)? {
-        if projects
-            .iter()
-            .any(|p| p.swaps.iter().any(|m| m.swap.name == name))
-        {
-            continue;
-        }
-        writeln!(
-            out,
-            "{name}: swap, prepare applied (not declared in this workspace)"
-        )?;
-        print_swap_move(conn, &name, out)?;
-    }
-    Ok(())
-}
-
-/// Where a prepared swap's rows are, its references, and its last verification.
-fn print_swap_move(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> Result<()> {
-    let Some(status) = swap::status(conn, name)? else {
-        return Ok(());
-    };
-    let p = &status.progress;
-    let state = if p.old_rows == 0 && p.temp_rows == 0 {
-        "complete"
-    } else if p.old_rows == 0 && p.temp_rows > swap::FINALIZE_MOVES_AT_MOST {
-        "old table empty, but more rows wait in temp than finalize moves (10,000): run the move again, or with --follow until finalize"
-    } else if p.old_rows == 0 {
-        "old table empty; rows inserted since wait in temp for finalize"
-    } else if status.paused {
-        "paused"
-    } else {
-        "in progress or stopped"
-    };
-    writeln!(out, "  move                  {state}: {}", p.summary())?;
-    if p.refs_left == 0 {
-        writeln!(out, "  references            synced")?;
-    } else {
-        writeln!(
-            out,
-            "  references            about {} rows left to sync",
-            p.refs_left
-        )?;
-    }
-    print_last_verification(conn, name, "rows with problems", out)?;
-    print_run_log(conn, name, out)
 }
 
 #[cfg(test)]
