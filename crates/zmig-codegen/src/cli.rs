@@ -479,7 +479,8 @@ pub fn generate(
         for missing in &outcome.missing {
             writeln!(
                 out,
-                "error: missing migration folder `*_{missing}`: run `cargo xtask zmig generate`"
+                "error: missing migration folder `*_{missing}`: run `{} generate`",
+                crate::command_name()
             )?;
         }
         for change in &shim_changes {
@@ -490,9 +491,10 @@ pub fn generate(
             };
             writeln!(
                 out,
-                "error: {} {state} ({}): run `cargo xtask zmig generate`",
+                "error: {} {state} ({}): run `{} generate`",
                 display_path(&change.path),
-                change.what
+                change.what,
+                crate::command_name()
             )?;
         }
         if outcome.ok() {

@@ -369,7 +369,7 @@ fn check_dual_write_in_place(
     Err(Error::NotReady(format!(
         "the dual_write migration of `{migration}` is not applied on this database (no sync trigger or backfill \
          function), so rows changed during a backfill would be lost.\n\
-         Apply it first: `cargo xtask zmig generate` with stage = \"dual_write\" or later, then \
+         Apply it first: zmig's `generate` with stage = \"dual_write\" or later, then \
          `diesel migration run` (or your service's embedded migrations)."
     )))
 }

@@ -177,6 +177,7 @@ pub fn main() -> ExitCode {
 /// Runs the command line of the standalone `zmig` binary: the same commands as
 /// `cargo xtask zmig …`, the same library call.
 pub fn main_standalone() -> ExitCode {
+    let _name = zmig_codegen::as_command("zmig");
     let cli = Standalone::parse();
     exit_code(run(cli.args, &mut std::io::stdout().lock()))
 }
@@ -187,6 +188,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let _name = zmig_codegen::as_command("zmig");
     run(Standalone::try_parse_from(args)?.args, out)
 }
 
@@ -221,6 +223,7 @@ where
 }
 
 fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
+    let zmig = zmig_codegen::command_name();
     let url = args
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok())
@@ -305,10 +308,7 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
             }
             let report = backfill::backfill(&url, &name, &options)?;
             if report.finished {
-                writeln!(
-                    out,
-                    "{name}: backfill complete; next: cargo xtask zmig verify {name}"
-                )?;
+                writeln!(out, "{name}: backfill complete; next: {zmig} verify {name}")?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 writeln!(
@@ -349,14 +349,14 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
                 // a finished one (which only `--again` walks once more).
                 let advice = match backfill::status(&mut conn, &name)? {
                     None => format!(
-                        "the backfill has not run yet: cargo xtask zmig backfill {name}, then verify again"
+                        "the backfill has not run yet: {zmig} backfill {name}, then verify again"
                     ),
                     Some(run) if !run.finished => format!(
-                        "the backfill has not finished ({} of {} keys done): cargo xtask zmig backfill {name} resumes it, then verify again",
+                        "the backfill has not finished ({} of {} keys done): {zmig} backfill {name} resumes it, then verify again",
                         run.keys_done, run.keys_total
                     ),
                     Some(_) => format!(
-                        "to mend them: cargo xtask zmig backfill {name} --again, then verify again"
+                        "to mend them: {zmig} backfill {name} --again, then verify again"
                     ),
                 };
                 writeln!(out, "  {advice}")?;
@@ -390,6 +390,7 @@ fn run_move(
     options: &BackfillOptions,
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
+    let zmig = zmig_codegen::command_name();
     let report = swap::move_rows(url, name, options)?;
     writeln!(
         out,
@@ -411,7 +412,7 @@ fn run_move(
             out,
             "{name}: move complete: the old table is empty, {} rows inserted since wait in temp for finalize \
              (it moves at most {} under its lock; if more pile up before you finalize, run the move again, \
-             or keep `--follow` running until finalize); next: cargo xtask zmig verify {name}, then stage = \"finalize\"",
+             or keep `--follow` running until finalize); next: {zmig} verify {name}, then stage = \"finalize\"",
             report.rows_left,
             swap::FINALIZE_MOVES_AT_MOST,
         )?;

@@ -494,7 +494,7 @@ fn require_prepare(conn: &mut PgConnection, name: &str, functions: &[&String]) -
     Err(Error::NotReady(format!(
         "the prepare migration of swap `{name}` is not applied on this database (no {} function); \
          apply the prepare migration first: diesel migration run (or your service's embedded \
-         migrations), after `cargo xtask zmig generate` with stage = \"prepare\"",
+         migrations), after zmig's `generate` with stage = \"prepare\"",
         missing.missing.join(", no ")
     )))
 }

@@ -98,8 +98,8 @@ pub fn extract_phases(extract: &Extract) -> Vec<Phase> {
                 ),
                 Stage::Backfill => (
                     Ships::RuntimeTask,
-                    format!("copy the rows of {owner} that existed before dual writing into {new}: `cargo xtask zmig backfill {name}`"),
-                    format!("`cargo xtask zmig verify {name}` reports 0 rows differing"),
+                    format!("copy the rows of {owner} that existed before dual writing into {new}: `{zmig} backfill {name}`", zmig = crate::command_name()),
+                    format!("`{zmig} verify {name}` reports 0 rows differing", zmig = crate::command_name()),
                 ),
                 Stage::ReadNew => (
                     Ships::Code,
@@ -171,7 +171,7 @@ pub fn swap_phases(swap: &Swap) -> Vec<Phase> {
                 Stage::Move => (
                     Ships::RuntimeTask,
                     with_references(
-                        format!("move the rows of {old} and {temp} into {new} in short batches: `cargo xtask zmig backfill {name}`"),
+                        format!("move the rows of {old} and {temp} into {new} in short batches: `{zmig} backfill {name}`", zmig = crate::command_name()),
                         format!(", and fill the new columns beside ({references})"),
                     ),
                     format!("the move has finished: {old} and {temp} are empty, but for rows written since, which finalize moves itself"),
