@@ -10,13 +10,15 @@ pub use swap::{resolve_swap, Reference, Swap, SwapColumn};
 
 use std::path::PathBuf;
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{Schema, SqlType, Table};
 use crate::spec::{Stage, SyncMode};
 
 /// Where a model's attribute was found: named in generated headers and error messages.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct SourceRef {
     /// Path relative to the crate root (`src/models.rs`).
     pub file: PathBuf,
@@ -26,7 +28,8 @@ pub struct SourceRef {
 }
 
 /// A table in the database: name and schema, both as PostgreSQL knows them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct TableName {
     pub schema: Option<String>,
     pub name: String,
@@ -40,8 +43,9 @@ impl TableName {
 }
 
 /// What a phase puts into production.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Ships {
     /// A Diesel migration folder.
     Migration,
@@ -54,7 +58,8 @@ pub enum Ships {
 }
 
 /// One phase of one migration, as `plan` prints it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct Phase {
     pub stage: Stage,
     pub ships: Ships,

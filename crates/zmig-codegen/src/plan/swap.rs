@@ -2,6 +2,7 @@
 //! columns that change type, and the columns of other tables that reference its key and widen
 //! with it.
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
 use super::{describe, table_list, unknown_column, SourceRef, TableName};
@@ -10,7 +11,8 @@ use crate::spec::{Ctxt, ModelSpec, Spanned, SwapSpec};
 use crate::sql::filter::Filter;
 
 /// A swap, resolved: what the SQL emitter and the plan printer work from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Swap {
     /// The migration's name: folder names, function names, CLI argument (`cars_bigint`).
     pub name: String,
@@ -29,7 +31,8 @@ pub struct Swap {
 }
 
 /// One column of the swapped table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct SwapColumn {
     /// SQL name.
     pub name: String,
@@ -42,7 +45,7 @@ pub struct SwapColumn {
     pub cast_text: Option<String>,
     /// The same expression tokenized and column-checked against the table, rendered by the
     /// emitter for the row it reads. `None`: a plain cast to `new_type`.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub cast: Option<crate::sql::filter::Filter>,
     pub nullable: bool,
 }
@@ -54,7 +57,8 @@ impl SwapColumn {
 }
 
 /// A column of another table that references the swapped table's key (`trips.car_id`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Reference {
     pub table: TableName,
     /// SQL name of the referencing column.

@@ -6,29 +6,43 @@
 //! (`zmig_runtime`'s command line, the tests). [`columns_query`] is the one query every catalog
 //! runs, so what is recorded means the same wherever it was read.
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
 /// One column as the database has it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct ExactColumn {
     /// `format_type(atttypid, atttypmod)`: the type as PostgreSQL itself spells it in DDL, with
     /// its modifiers, qualified when its schema is not on the search path.
     pub sql_type: String,
     /// `COLLATE` of the column when it is not its type's default, as a quoted name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub collation: Option<String>,
     pub not_null: bool,
     /// The default expression (`pg_get_expr`), as `\d` shows it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub default: Option<String>,
     /// `COMMENT ON COLUMN`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub comment: Option<String>,
     /// Whether equal values of the type may still differ (its B-tree equality does not imply
     /// identical values, as `1.0 = 1.00` for numeric, or it has no equality at all, as json,
     /// xml and point): the sync and verify then compare the column's text form, which every
     /// type has and which is exact. See [`compare_text_sql`].
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "std::ops::Not::not")
+    )]
     pub compare_text: bool,
 }
 

@@ -17,10 +17,12 @@ pub use types::{canonical_name, is_widening, pg_type_for, same_type, SqlTypeErro
 
 use std::path::PathBuf;
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
 /// Everything zmig needs from one `schema.rs` file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Schema {
     /// The file it was read from, for error messages.
     pub file: PathBuf,
@@ -43,7 +45,8 @@ impl Schema {
 }
 
 /// One `table!` block.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Table {
     /// The identifier in `table!` (what Rust code names it), `r#` stripped.
     pub rust_name: String,
@@ -67,7 +70,8 @@ impl Table {
 }
 
 /// One column line in a `table!` block.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Column {
     /// The identifier Rust code uses, `r#` stripped (`type` for `r#type`).
     pub rust_name: String,
@@ -84,12 +88,16 @@ pub struct Column {
     pub line: usize,
     /// The column as the database has it, when zmig read it there ([`catalog`]); `None` in a
     /// freshly parsed `schema.rs` and in records written before zmig read the database.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub exact: Option<ExactColumn>,
 }
 
 /// A Diesel SQL type as written in `schema.rs`, without the outer `Nullable`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub enum SqlType {
     /// `Int4`, `Text`, `Timestamptz`, `Varchar`, or a custom type's Rust name: the last path
     /// segment as written.
@@ -99,7 +107,8 @@ pub enum SqlType {
 }
 
 /// A type from `pub mod sql_types`: `#[diesel(postgres_type(name = "mood", schema = "app"))]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct CustomType {
     pub rust_name: String,
     pub pg_name: String,
@@ -107,7 +116,8 @@ pub struct CustomType {
 }
 
 /// `joinable!(child -> parent (foreign_key))`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Joinable {
     pub child: String,
     pub parent: String,
@@ -115,11 +125,25 @@ pub struct Joinable {
 }
 
 /// A `schema.rs` that could not be read, with the place that is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
+#[derive(Debug)]
 pub struct SchemaError {
     pub file: PathBuf,
     pub line: usize,
     pub column: usize,
     pub message: String,
 }
+
+// By hand rather than with thiserror, as `SqlTypeError`: one syn major on the derive's path.
+impl std::fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let SchemaError {
+            file,
+            line,
+            column,
+            message,
+        } = self;
+        write!(f, "{}:{line}:{column}: {message}", file.display())
+    }
+}
+
+impl std::error::Error for SchemaError {}

@@ -4,15 +4,27 @@ use super::{Schema, SqlType};
 use crate::sql::quote_qualified;
 
 /// A type zmig cannot write as PostgreSQL.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum SqlTypeError {
-    #[error(
-        "unknown SQL type `{name}`: it is not a Diesel built-in type; declare it in `pub mod \
-         sql_types` with `#[diesel(postgres_type(name = \"…\"))]` (as `diesel print-schema` \
-         does for custom types and enums) so zmig knows its PostgreSQL name"
-    )]
     Unknown { name: String },
 }
+
+// By hand rather than with thiserror: this crate is on the derive's proc-macro path, and
+// thiserror's derive would build a second syn major there.
+impl std::fmt::Display for SqlTypeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SqlTypeError::Unknown { name } => write!(
+                f,
+                "unknown SQL type `{name}`: it is not a Diesel built-in type; declare it in `pub mod \
+                 sql_types` with `#[diesel(postgres_type(name = \"…\"))]` (as `diesel print-schema` \
+                 does for custom types and enums) so zmig knows its PostgreSQL name"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SqlTypeError {}
 
 /// The PostgreSQL type to write in `CREATE TABLE` / `ALTER COLUMN … TYPE` for a column of
 /// Diesel type `ty`, `max_length` being its `#[max_length = N]`.

@@ -13,14 +13,16 @@ pub use valid::{
 };
 
 use proc_macro2::Span;
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
 /// A value from the attribute with the span of the tokens it came from, so every later error can
 /// point at exactly those tokens (in the compiler for the derive, file:line for the xtask).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct Spanned<T> {
     pub value: T,
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub span: Span,
 }
 
@@ -37,7 +39,8 @@ impl<T: PartialEq> PartialEq for Spanned<T> {
 }
 
 /// One model struct carrying `#[derive(Zmig)]`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct ModelSpec {
     /// The struct's name (`Caterer`).
     pub struct_name: Spanned<String>,
@@ -76,8 +79,9 @@ impl ModelSpec {
 }
 
 /// Which strategy the attribute asks for.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "strategy", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "strategy", rename_all = "snake_case"))]
 pub enum MigrationSpec {
     // Boxed: an extract's attribute has many more parts than a swap's.
     Extract(Box<ExtractSpec>),
@@ -95,7 +99,8 @@ impl MigrationSpec {
 }
 
 /// `extract(into = …, columns(…), …)`: move a group of columns into a table of their own.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct ExtractSpec {
     /// `into = addresses` or `into = "Addresses"`: the new table's name in the database.
     pub into: Spanned<String>,
@@ -123,20 +128,22 @@ pub struct ExtractSpec {
 }
 
 /// One entry of `rust_types(…)`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct RustTypeSpec {
     /// The column's name in the new table (its name after `as`).
     pub column: Spanned<String>,
     /// The Rust type as written, for `plan`; its span is the type's.
     pub rust_type: Spanned<String>,
     /// The type's tokens, spans kept, for the derive.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub tokens: proc_macro2::TokenStream,
 }
 
 /// Who keeps the new table in step with the owner from dual_write on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum SyncMode {
     /// Triggers on the owner table, in the writer's transaction: every write is synced,
     /// whichever code makes it.
@@ -183,7 +190,8 @@ pub fn pascal_case(name: &str) -> String {
 }
 
 /// One entry of `columns(…)`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct MovedColumnSpec {
     /// The owner column's Rust name, as in `table!` (`r#` stripped).
     pub source: Spanned<String>,
@@ -202,7 +210,8 @@ impl MovedColumnSpec {
 
 /// `swap(columns(…), references(…), name = …)`: change column types of a table by moving its
 /// rows into a copy with the new types, behind a view that keeps serving the old name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct SwapSpec {
     /// `columns(id: Int8, price: Numeric = "round(price)::numeric")`: never empty.
     pub columns: Vec<SwapColumnSpec>,
@@ -214,7 +223,8 @@ pub struct SwapSpec {
 }
 
 /// One entry of swap's `columns(…)`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct SwapColumnSpec {
     /// The column's Rust name, as in `table!` (`r#` stripped).
     pub column: Spanned<String>,
@@ -226,7 +236,8 @@ pub struct SwapColumnSpec {
 }
 
 /// One entry of `references(…)`: `trips.car_id`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct ReferenceSpec {
     /// The referencing table's `table!` name.
     pub table: Spanned<String>,
@@ -285,8 +296,9 @@ fn attribute_name(text: &str) -> String {
 
 /// The phases of a migration, in the only order they may ship. Each strategy has its own
 /// ([`Stage::EXTRACT`], [`Stage::SWAP`]); comparing stages only means something within one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Stage {
     Expand,
     DualWrite,
