@@ -24,46 +24,12 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::swap::{move_rows, MoveOptions};
-use zmig_tests::{count, exec, migrate_to, server_url, server_version_num, FixtureCrate, TestDb};
+use zmig_tests::{count, exec, migrate_to, server_version_num, FixtureCrate, Roles, TestDb};
 
 const CARS: i64 = 500;
 
 const CARS_SWAP: &str =
     "#[zmig(swap(columns(id: Int8), references(trips.car_id), name = cars_bigint), stage = \"finalize\")]";
-
-/// Roles are the server's, not a database's: each test makes its own, dropped after its
-/// database (declare it before the `TestDb`, so it is dropped last).
-struct Roles(Vec<String>);
-
-impl Roles {
-    fn new(label: &str, names: &[&str]) -> Roles {
-        let roles: Vec<String> = names
-            .iter()
-            .map(|n| format!("zmig_{label}_{n}_{}", std::process::id()))
-            .collect();
-        let mut admin = PgConnection::establish(&server_url()).unwrap();
-        for role in &roles {
-            exec(&mut admin, &format!("DROP ROLE IF EXISTS \"{role}\""));
-            exec(&mut admin, &format!("CREATE ROLE \"{role}\""));
-        }
-        Roles(roles)
-    }
-
-    fn get(&self, i: usize) -> &str {
-        &self.0[i]
-    }
-}
-
-impl Drop for Roles {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = PgConnection::establish(&server_url()) {
-            for role in &self.0 {
-                let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS \"{role}\""))
-                    .execute(&mut admin);
-            }
-        }
-    }
-}
 
 /// A database with the cars example's tables, `CARS` cars with two trips each, and `setup`
 /// applied; the fixture crate lives as long as the test.

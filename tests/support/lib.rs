@@ -443,3 +443,37 @@ pub fn migrate_to(url: &str, fixture: &FixtureCrate, phase: &str) {
     run_pending_with_retry(&mut conn, source, &policy, |_, _, _| {})
         .unwrap_or_else(|e| panic!("{phase}: {e}"));
 }
+
+/// Roles are the server's, not a database's: each test makes its own, dropped after its
+/// database (declare it before the `TestDb`, so it is dropped last).
+pub struct Roles(Vec<String>);
+
+impl Roles {
+    pub fn new(label: &str, names: &[&str]) -> Roles {
+        let roles: Vec<String> = names
+            .iter()
+            .map(|n| format!("zmig_{label}_{n}_{}", std::process::id()))
+            .collect();
+        let mut admin = PgConnection::establish(&server_url()).unwrap();
+        for role in &roles {
+            exec(&mut admin, &format!("DROP ROLE IF EXISTS \"{role}\""));
+            exec(&mut admin, &format!("CREATE ROLE \"{role}\""));
+        }
+        Roles(roles)
+    }
+
+    pub fn get(&self, i: usize) -> &str {
+        &self.0[i]
+    }
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&server_url()) {
+            for role in &self.0 {
+                let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS \"{role}\""))
+                    .execute(&mut admin);
+            }
+        }
+    }
+}

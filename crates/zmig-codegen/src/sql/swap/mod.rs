@@ -265,10 +265,13 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     up.comment(
         "The new structure, empty: copying every index and constraint and changing column types \
          costs nothing on an empty table. Inserts made through the view go to the temp table of \
-         the same structure, so the move task never competes with them for pages of the new one.",
+         the same structure, so the move task never competes with them for pages of the new one. \
+         An identity column becomes a plain one here: until finalize its values come from the \
+         original's identity sequence (the view's default), and finalize makes it an identity \
+         again, continuing that sequence.",
     );
     up.statement(&format!(
-        "CREATE TABLE {} (LIKE {} INCLUDING ALL);",
+        "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING IDENTITY);",
         n.new, n.old
     ));
     let alters: Vec<String> = swap
@@ -616,7 +619,7 @@ BEGIN\n    \
         WHEN c.relhasrules THEN 'it has rules'\n        \
         WHEN EXISTS (SELECT FROM pg_inherits WHERE inhrelid = t OR inhparent = t) THEN 'it takes part in inheritance'\n        \
         WHEN EXISTS (SELECT FROM pg_trigger WHERE tgrelid = t AND NOT tgisinternal) THEN 'it has triggers of its own'\n        \
-        WHEN EXISTS (SELECT FROM pg_attribute WHERE attrelid = t AND attnum > 0 AND (attidentity <> '' OR attgenerated <> '')) THEN 'it has an identity or generated column'\n        \
+        WHEN EXISTS (SELECT FROM pg_attribute WHERE attrelid = t AND attnum > 0 AND attgenerated <> '') THEN 'it has a generated column'\n        \
         WHEN EXISTS (SELECT FROM pg_index WHERE indrelid = t AND indisunique AND NOT indisprimary) THEN 'it has a unique index besides the primary key'\n        \
         WHEN EXISTS (SELECT FROM pg_constraint WHERE conrelid = t AND contype = 'x') THEN 'it has an exclusion constraint, which each of the three tables would enforce only within itself'\n        \
         WHEN EXISTS (SELECT FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = t AND r.ev_class <> t) THEN 'views read it'\n    \
@@ -852,7 +855,9 @@ fn view_defaults_and_grants(n: &Names) -> String {
         "DO $zmig$\n\
 DECLARE\n    \
     old regclass := {old};\n    \
-    r record;\n\
+    r record;\n    \
+    g record;\n    \
+    grantee text;\n\
 BEGIN\n    \
     FOR r IN\n        \
         SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS expr\n        \
@@ -860,6 +865,30 @@ BEGIN\n    \
         WHERE d.adrelid = old\n    \
     LOOP\n        \
         EXECUTE format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', {view}, r.attname, r.expr);\n    \
+    END LOOP;\n    \
+    -- An identity column's values come from its sequence, as the table's would. A role that\n    \
+    -- inserts into an identity column needs no privilege on its sequence, but the view's\n    \
+    -- default calls nextval() as the inserting role: each role that may insert gets USAGE on\n    \
+    -- it until finalize, recorded so that reverting prepare revokes what was added here.\n    \
+    FOR r IN\n        \
+        SELECT a.attname, pg_get_serial_sequence(old::text, a.attname)::regclass AS seq\n        \
+        FROM pg_attribute a WHERE a.attrelid = old AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> ''\n    \
+    LOOP\n        \
+        EXECUTE format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT nextval(%L::regclass)', {view}, r.attname, r.seq);\n        \
+        FOR g IN\n            \
+            SELECT DISTINCT e.grantee FROM (\n                \
+                SELECT a.grantee, a.privilege_type FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a WHERE c.oid = old\n                \
+                UNION ALL\n                \
+                SELECT a.grantee, a.privilege_type FROM pg_attribute t, aclexplode(t.attacl) a WHERE t.attrelid = old AND t.attname = r.attname\n            \
+            ) e\n            \
+            WHERE e.privilege_type = 'INSERT'\n              \
+              AND NOT EXISTS (SELECT FROM pg_class s, aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) u\n                              \
+                              WHERE s.oid = r.seq AND u.grantee = e.grantee AND u.privilege_type = 'USAGE')\n        \
+        LOOP\n            \
+            grantee := CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END;\n            \
+            EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %s', r.seq, grantee);\n            \
+            INSERT INTO {STATE_TABLE} (swap, item, detail, rel) VALUES ({swap}, format('usage:%s:%s', r.seq, grantee), grantee, r.seq::text);\n        \
+        END LOOP;\n    \
     END LOOP;\n    \
     IF (SELECT relowner FROM pg_class WHERE oid = {view}::regclass) <> (SELECT relowner FROM pg_class WHERE oid = old) THEN\n        \
         EXECUTE format('ALTER VIEW %s OWNER TO %I', {view}, (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = old));\n    \
@@ -870,6 +899,7 @@ $zmig$;",
         old = regclass(&n.old),
         view = quote_literal(&n.table),
         grants = copy_acl("old", &regclass(&n.table)),
+        swap = n.swap_literal,
     )
 }
 
@@ -903,9 +933,13 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
             }
         })
         .collect();
+    body.comment(
+        "OVERRIDING SYSTEM VALUE: an identity column of the original keeps the values the rows \
+         have (its sequence gave them out); without one the clause changes nothing.",
+    );
     for from in [&n.new, &n.temp] {
         body.statement(&format!(
-            "INSERT INTO {} ({})\nSELECT {} FROM {from};",
+            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE\nSELECT {} FROM {from};",
             n.old,
             columns.join(", "),
             cast_back.join(", ")
@@ -958,6 +992,21 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
          are validated after this transaction commits.",
     );
     body.statement(&restore_foreign_keys(swap, n));
+    body.comment(
+        "The USAGE on identity sequences that prepare granted for the view's default goes again.",
+    );
+    body.statement(&format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR r IN SELECT detail, rel FROM {STATE_TABLE} WHERE swap = {} AND item LIKE 'usage:%' LOOP\n        \
+        EXECUTE format('REVOKE USAGE ON SEQUENCE %s FROM %s', r.rel, r.detail);\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        n.swap_literal
+    ));
     body.statement(&format!(
         "DELETE FROM {STATE_TABLE} WHERE swap = {};",
         n.swap_literal
@@ -1110,6 +1159,12 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
         q(&swap.table.name)
     ));
     body.assured_end();
+    body.comment(
+        "An identity column of the original is one again, with its sequence's name, settings \
+         and position (recorded above, before the original went with its sequence): a catalog \
+         change under the locks held.",
+    );
+    body.statement(&finalize_identities(n));
     body.comment("Indexes (and the constraints they back) take the original names.");
     body.statement(&format!(
         "DO $zmig$\n\
@@ -1368,17 +1423,63 @@ fn finalize_carry_over(swap: &Swap, n: &Names) -> String {
         "DO $zmig$\n\
 DECLARE\n    \
     sequence text := pg_get_serial_sequence({old_lit}, {key_lit});\n    \
-    r record;\n\
+    r record;\n    \
+    settings record;\n    \
+    state record;\n\
 BEGIN\n    \
-    IF sequence IS NOT NULL THEN\n        \
+    IF sequence IS NOT NULL AND (SELECT attidentity FROM pg_attribute WHERE attrelid = {old_lit}::regclass AND attname = {key_lit}) = '' THEN\n        \
         EXECUTE format('ALTER SEQUENCE %s{sequence_type} OWNED BY %s.%I', sequence, {new_lit}, {key_lit});\n    \
     END IF;\n    \
+    -- An identity sequence goes with the old table and cannot change owner: its settings, name\n    \
+    -- and position are recorded here, and the new table's column becomes an identity of the\n    \
+    -- same kind, name and settings, continuing from that position, once it has the name\n    \
+    -- (below). Its bounds follow the column's new type where they were the old type's.\n    \
+    FOR r IN\n        \
+        SELECT a.attname, a.attidentity, pg_get_serial_sequence({old_lit}, a.attname)::regclass AS seq\n        \
+        FROM pg_attribute a WHERE a.attrelid = {old_lit}::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> ''\n    \
+    LOOP\n        \
+        SELECT s.*, c.relname, ns.nspname,\n               \
+               CASE s.seqtypid WHEN 'int2'::regtype THEN -32768 WHEN 'int4'::regtype THEN -2147483648 ELSE -9223372036854775808 END AS type_min,\n               \
+               CASE s.seqtypid WHEN 'int2'::regtype THEN 32767 WHEN 'int4'::regtype THEN 2147483647 ELSE 9223372036854775807 END AS type_max\n        \
+        INTO settings\n        \
+        FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace ns ON ns.oid = c.relnamespace\n        \
+        WHERE s.seqrelid = r.seq;\n        \
+        EXECUTE format('SELECT last_value, is_called FROM %s', r.seq) INTO state;\n        \
+        INSERT INTO {STATE_TABLE} (swap, item, detail, rel, after, finished) VALUES ({swap}, 'identity:' || r.attname,\n            \
+            format('ALTER TABLE %s ALTER COLUMN %I ADD GENERATED %s AS IDENTITY (SEQUENCE NAME %I.%I INCREMENT BY %s %s %s START WITH %s CACHE %s %s)',\n                \
+                {table_lit}, r.attname, CASE r.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END,\n                \
+                settings.nspname, settings.relname, settings.seqincrement,\n                \
+                CASE WHEN settings.seqmin = CASE WHEN settings.seqincrement > 0 THEN 1 ELSE settings.type_min END THEN 'NO MINVALUE' ELSE 'MINVALUE ' || settings.seqmin END,\n                \
+                CASE WHEN settings.seqmax = CASE WHEN settings.seqincrement > 0 THEN settings.type_max ELSE -1 END THEN 'NO MAXVALUE' ELSE 'MAXVALUE ' || settings.seqmax END,\n                \
+                settings.seqstart, settings.seqcache, CASE WHEN settings.seqcycle THEN 'CYCLE' ELSE 'NO CYCLE' END),\n            \
+            format('%I.%I', settings.nspname, settings.relname), state.last_value, state.is_called);\n    \
+    END LOOP;\n    \
     {grants}\n\
 END\n\
 $zmig$;",
         old_lit = quote_literal(&n.old),
         new_lit = quote_literal(&n.new),
+        table_lit = quote_literal(&n.table),
         key_lit = quote_literal(&swap.key),
+        swap = n.swap_literal,
         grants = copy_acl(&regclass(&n.table), &regclass(&n.new)),
+    )
+}
+
+/// After finalize's rename: each identity column recorded by [`finalize_carry_over`] becomes an
+/// identity again on the new table, its sequence continuing where the original's stood.
+fn finalize_identities(n: &Names) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR r IN SELECT detail, rel, after, finished FROM {STATE_TABLE} WHERE swap = {} AND item LIKE 'identity:%' LOOP\n        \
+        EXECUTE r.detail;\n        \
+        PERFORM setval(r.rel::regclass, r.after, r.finished);\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        n.swap_literal
     )
 }
