@@ -13,6 +13,11 @@
 //! - [`wide`]: [`wide::WideInt`], an `i64` read from `integer` or `bigint`, for one release that
 //!   runs through a swap;
 //! - [`url`]: database URLs without their password, or pointed at another database;
+//! - `nonblocking` (feature `async`): the backfill, the move, both verifies and the migration
+//!   runner as futures for a tokio service, run on the blocking pool so its executor never
+//!   waits on them; with it the derive also generates `_async` twins of the readers, writers and
+//!   `sync = app` wrappers over `diesel_async::AsyncPgConnection`, re-exported here as
+//!   `diesel_async` (features `deadpool` and `bb8` turn on its pools);
 //! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call; `catalog` (feature `cli`):
 //!   the database's exact column types, which `generate` copies.
 //!
