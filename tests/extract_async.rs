@@ -742,6 +742,10 @@ async fn backfill_under_writers(
         during > 0,
         "no writer ran while the backfill was awaited: it blocked the executor"
     );
+    eprintln!(
+        "{migration}: the resumed backfill read {} owners while the writers committed {during} operations",
+        resumed.owners
+    );
     let report = nonblocking::verify(url, migration).await.unwrap();
     assert!(report.ok(), "{report:?}");
 }
