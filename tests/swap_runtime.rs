@@ -599,3 +599,62 @@ fn the_command_line_moves_verifies_and_reports_a_swap_the_database_has() {
         "{unknown}"
     );
 }
+
+/// From a tokio service (feature `async`): the move and the swap's verify awaited through
+/// `zmig_runtime::nonblocking` on a one-thread runtime, which a task of the service shares: it
+/// keeps running while the move is awaited (a move run on the executor would starve it), and
+/// the move ends as the sync one does, every row moved and every reference synced.
+#[test]
+fn the_move_and_verify_awaited_from_tokio_leave_the_runtime_free() {
+    use std::sync::atomic::AtomicU64;
+    use zmig_runtime::nonblocking;
+
+    let _env = shared();
+    let (db, _fixture) = prepared("swap_async");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (report, check, ticks) = runtime.block_on(async {
+        let ticks = Arc::new(AtomicU64::new(0));
+        let until = Arc::new(AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let (ticks, until) = (ticks.clone(), until.clone());
+            async move {
+                while !until.load(Ordering::SeqCst) {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        // Nothing above yields: the ticker has not run yet.
+        let before = ticks.load(Ordering::SeqCst);
+        let report = nonblocking::move_rows(&db.url, SWAP, &options(2, 100))
+            .await
+            .unwrap();
+        let during = ticks.load(Ordering::SeqCst) - before;
+        let check = nonblocking::swap_verify(&db.url, SWAP).await.unwrap();
+        until.store(true, Ordering::SeqCst);
+        ticker.await.unwrap();
+        (report, check, during)
+    });
+    assert!(
+        ticks > 0,
+        "the runtime's other task never ran while the move was awaited"
+    );
+    assert!(report.finished, "{report:?}");
+    assert_eq!(report.moved, OLD_ROWS + TEMP_ROWS, "{report:?}");
+    assert_eq!(report.refs_synced, REF_ROWS, "{report:?}");
+    assert!(check.ok(), "{check:?}");
+    let mut conn = db.conn();
+    assert_eq!(where_rows_are(&mut conn), (0, 0, OLD_ROWS + TEMP_ROWS));
+    assert_references_done(&mut conn);
+    // Recorded for status, as the sync verify does.
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM zmig_verifications WHERE migration = 'cars_bigint' AND differing = 0"
+        ),
+        1
+    );
+}

@@ -6,5 +6,8 @@ use proc_macro::TokenStream;
 /// Reads `#[zmig(...)]` on a Diesel model; see the `zmig_runtime` docs for the attribute.
 #[proc_macro_derive(Zmig, attributes(zmig))]
 pub fn derive_zmig(input: TokenStream) -> TokenStream {
-    zmig_codegen::derive::derive_zmig(input.into()).into()
+    let options = zmig_codegen::derive::DeriveOptions {
+        async_variants: cfg!(feature = "async"),
+    };
+    zmig_codegen::derive::derive_zmig_with(input.into(), options).into()
 }

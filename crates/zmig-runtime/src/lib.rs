@@ -13,6 +13,11 @@
 //! - [`wide`]: [`wide::WideInt`], an `i64` read from `integer` or `bigint`, for one release that
 //!   runs through a swap;
 //! - [`url`]: database URLs without their password, or pointed at another database;
+//! - `nonblocking` (feature `async`): the backfill, the move, both verifies and the migration
+//!   runner as futures for a tokio service, run on the blocking pool so its executor never
+//!   waits on them; with it the derive also generates `_async` twins of the readers, writers and
+//!   `sync = app` wrappers over `diesel_async::AsyncPgConnection`, re-exported here as
+//!   `diesel_async` (features `deadpool` and `bb8` turn on its pools);
 //! - `cli` (feature `cli`): `cargo xtask zmig …` as one library call; `catalog` (feature `cli`):
 //!   the database's exact column types, which `generate` copies.
 //!
@@ -48,6 +53,8 @@ pub mod catalog;
 pub mod cli;
 pub mod migrate;
 mod model;
+#[cfg(feature = "async")]
+pub mod nonblocking;
 mod progress;
 pub mod run_log;
 pub mod sql_type;
@@ -80,6 +87,20 @@ pub fn sync_owner(
 }
 #[cfg(feature = "derive")]
 pub use zmig_derive::Zmig;
+
+/// diesel-async, as zmig-runtime builds it (feature `async`): the service's connections and
+/// pools (`diesel_async::pooled_connection::deadpool` with feature `deadpool`, `…::bb8` with
+/// `bb8`) without a dependency of its own that could drift to another version.
+#[cfg(feature = "async")]
+pub use diesel_async;
+
+/// What the code `#[derive(Zmig)]` generates names, and nothing else may rely on: these paths
+/// can change in any release.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(feature = "async")]
+    pub use diesel_async;
+}
 
 /// Errors from the runtime's database work. Each displays as one line that carries the
 /// database's own message (and its hint), so the error it wraps is not its `source()` as well:

@@ -8,21 +8,43 @@ use quote::{quote, quote_spanned, ToTokens};
 
 use crate::spec::{self, ExtractSpec, MigrationSpec, ModelSpec, Stage, SwapSpec};
 
-/// `#[derive(Zmig)]` on `input`: the generated items, or every error as `compile_error!`.
+/// What the derive generates besides what every build gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeriveOptions {
+    /// Also the `_async` variants of the readers, writers and `sync = app` wrappers, over
+    /// `diesel_async::AsyncPgConnection` (zmig-derive's feature `async`, which zmig-runtime's
+    /// `async` turns on: a proc macro sees only its own features, not the user crate's).
+    ///
+    /// They are added beside the sync ones, never instead: Cargo unifies features, so a crate
+    /// whose dependency turned `async` on must still compile its sync calls. Hence names of
+    /// their own on the same types, the sync name with `_async` (`Address::find_for_async`,
+    /// `Caterer::zmig_insert_async`), found where the sync one is and telling at the call
+    /// that it is awaited; a module of async twins is not possible, as they are associated
+    /// functions of the user's types.
+    pub async_variants: bool,
+}
+
+/// `#[derive(Zmig)]` on `input`: the generated items, or every error as `compile_error!`. The
+/// sync API only; see [`derive_zmig_with`].
 pub fn derive_zmig(input: TokenStream) -> TokenStream {
+    derive_zmig_with(input, DeriveOptions::default())
+}
+
+/// `#[derive(Zmig)]` on `input` with `options`.
+pub fn derive_zmig_with(input: TokenStream, options: DeriveOptions) -> TokenStream {
     let input: syn::DeriveInput = match syn::parse2(input) {
         Ok(input) => input,
         Err(error) => return error.to_compile_error(),
     };
     match spec::parse_model(&input) {
-        Ok(model) => expand(&input, &model),
+        Ok(model) => expand(&input, &model, options),
         Err(error) => error.to_compile_error(),
     }
 }
 
-fn expand(input: &syn::DeriveInput, model: &ModelSpec) -> TokenStream {
+fn expand(input: &syn::DeriveInput, model: &ModelSpec, options: DeriveOptions) -> TokenStream {
     match &model.migration {
-        MigrationSpec::Extract(extract) => expand_extract(input, model, extract),
+        MigrationSpec::Extract(extract) => expand_extract(input, model, extract, options),
         MigrationSpec::Swap(swap) => expand_swap(input, model, swap),
     }
 }
@@ -31,6 +53,7 @@ fn expand_extract(
     input: &syn::DeriveInput,
     model: &ModelSpec,
     extract: &ExtractSpec,
+    options: DeriveOptions,
 ) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
@@ -51,7 +74,7 @@ fn expand_extract(
     }
     // With the model itself wrong for its stage, generated code would only add follow-up errors.
     let rust_side = match rust_side::RustSide::new(input, model, extract) {
-        Ok(Some(side)) if !errors.has_errors() => side.expand(),
+        Ok(Some(side)) if !errors.has_errors() => side.expand(options),
         Ok(_) => TokenStream::new(),
         Err(error) => error.to_compile_error(),
     };
@@ -424,6 +447,58 @@ mod tests {
             pub(crate) struct Caterer {
                 pub id: i32,
                 pub street1: String,
+            }
+        }));
+    }
+
+    fn expand_pretty_async(input: TokenStream) -> String {
+        let output = derive_zmig_with(
+            input,
+            DeriveOptions {
+                async_variants: true,
+            },
+        );
+        prettyplease::unparse(&syn::parse2(output).expect("the expansion is a file"))
+    }
+
+    /// With `async_variants`, the `_async` readers and writers come beside the sync ones.
+    #[test]
+    fn expands_async_readers_and_writers_at_write_new() {
+        let input = quote! {
+            #[diesel(table_name = crate::schema::caterers)]
+            #[zmig(extract(into = addresses, columns(street1, zip)), stage = "write_new")]
+            pub struct Caterer {
+                pub id: i32,
+                pub name: String,
+            }
+        };
+        let sync = expand_pretty(input.clone());
+        let both = expand_pretty_async(input);
+        assert!(!sync.contains("_async"), "{sync}");
+        insta::assert_snapshot!(both);
+    }
+
+    #[test]
+    fn expands_async_app_mode_wrappers_at_dual_write() {
+        insta::assert_snapshot!(expand_pretty_async(quote! {
+            #[diesel(table_name = caterers)]
+            #[zmig(extract(into = addresses, columns(street1), sync = app, model = PostalAddress), stage = "dual_write")]
+            pub(crate) struct Caterer {
+                pub id: i32,
+                pub street1: String,
+            }
+        }));
+    }
+
+    /// A non-unique owner key: the async readers and writers deal in all of an owner's rows.
+    #[test]
+    fn expands_async_readers_and_writers_of_a_non_unique_key() {
+        insta::assert_snapshot!(expand_pretty_async(quote! {
+            #[diesel(table_name = crate::schema::users)]
+            #[zmig(extract(into = accounts, key = user_id, primary_key = account_id, unique_key = false,
+                           columns(account_id: Int8, account_name as name)), stage = "write_new")]
+            pub struct User {
+                pub id: i64,
             }
         }));
     }

@@ -165,21 +165,31 @@ impl<'a> RustSide<'a> {
         }
     }
 
-    pub(super) fn expand(&self) -> TokenStream {
+    pub(super) fn expand(&self, options: super::DeriveOptions) -> TokenStream {
         let stage = self.model.stage.value;
         let app = self.extract.sync_mode() == SyncMode::App;
+        let asynchronous = options.async_variants;
         let mut out = self.new_table_probe();
         if stage >= Stage::ReadNew || (app && stage >= Stage::DualWrite) {
             out.extend(self.row_struct());
         }
         if stage >= Stage::ReadNew {
             out.extend(self.readers());
+            if asynchronous {
+                out.extend(self.readers_async());
+            }
         }
         if stage >= Stage::WriteNew {
             out.extend(self.writers());
+            if asynchronous {
+                out.extend(self.writers_async());
+            }
         }
         if app && stage >= Stage::DualWrite && stage < Stage::Contract {
             out.extend(self.app_wrappers());
+            if asynchronous {
+                out.extend(self.app_wrappers_async());
+            }
         }
         out
     }
@@ -271,13 +281,13 @@ impl<'a> RustSide<'a> {
                     /// The rows of the owner whose key is `owner_key` (the owner key is not unique), by primary key.
                     pub fn find_for(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
                         use ::diesel::prelude::*;
-                        #new_table::table.filter(#new_table::#key.eq(owner_key)).order(#new_table::#pk).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()).load(conn)
+                        ::diesel::RunQueryDsl::load(#new_table::table.filter(#new_table::#key.eq(owner_key)).order(#new_table::#pk).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn)
                     }
 
                     /// The rows of these owners, by owner and primary key.
                     pub fn find_for_many(conn: &mut ::diesel::pg::PgConnection, owner_keys: &[#key_type]) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
                         use ::diesel::prelude::*;
-                        #new_table::table.filter(#new_table::#key.eq_any(owner_keys)).order((#new_table::#key, #new_table::#pk)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()).load(conn)
+                        ::diesel::RunQueryDsl::load(#new_table::table.filter(#new_table::#key.eq_any(owner_keys)).order((#new_table::#key, #new_table::#pk)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn)
                     }
                 }
 
@@ -286,10 +296,9 @@ impl<'a> RustSide<'a> {
                     /// The owner whose key is `owner_key` with its rows in the new table.
                     pub fn #find_with(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<(Self, ::std::vec::Vec<#row>)>> {
                         use ::diesel::prelude::*;
-                        let owner = #owner_table::table
+                        let owner = ::diesel::RunQueryDsl::first(#owner_table::table
                             .filter(#owner_table::#owner_pk.eq(owner_key.clone()))
-                            .select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select())
-                            .first(conn)
+                            .select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn)
                             .optional()?;
                         match owner {
                             ::std::option::Option::Some(owner) => ::std::result::Result::Ok(::std::option::Option::Some((owner, #row::find_for(conn, owner_key)?))),
@@ -304,7 +313,7 @@ impl<'a> RustSide<'a> {
                         for row in #row::find_for_many(conn, &keys)? {
                             rows.entry(row.#key.clone()).or_default().push(row);
                         }
-                        Ok(owners.into_iter().map(|owner| { let row = rows.remove(&owner.#owner_pk).unwrap_or_default(); (owner, row) }).collect())
+                        ::std::result::Result::Ok(owners.into_iter().map(|owner| { let row = rows.remove(&owner.#owner_pk).unwrap_or_default(); (owner, row) }).collect())
                     }
                 }
             };
@@ -315,13 +324,13 @@ impl<'a> RustSide<'a> {
                 /// The row of the owner whose key is `owner_key`, if it has one.
                 pub fn find_for(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<Self>> {
                     use ::diesel::prelude::*;
-                    #new_table::table.filter(#new_table::#key.eq(owner_key)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()).first(conn).optional()
+                    ::diesel::RunQueryDsl::first(#new_table::table.filter(#new_table::#key.eq(owner_key)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn).optional()
                 }
 
                 /// The rows of these owners (of those that have one), in no particular order.
                 pub fn find_for_many(conn: &mut ::diesel::pg::PgConnection, owner_keys: &[#key_type]) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
                     use ::diesel::prelude::*;
-                    #new_table::table.filter(#new_table::#key.eq_any(owner_keys)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()).load(conn)
+                    ::diesel::RunQueryDsl::load(#new_table::table.filter(#new_table::#key.eq_any(owner_keys)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn)
                 }
             }
 
@@ -330,11 +339,10 @@ impl<'a> RustSide<'a> {
                 /// The owner whose key is `owner_key` with its row in the new table, read in one query.
                 pub fn #find_with(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<(Self, ::std::option::Option<#row>)>> {
                     use ::diesel::prelude::*;
-                    #owner_table::table
+                    ::diesel::RunQueryDsl::first(#owner_table::table
                         .left_join(#new_table::table.on(#new_table::#key.eq(#owner_table::#owner_pk)))
                         .filter(#owner_table::#owner_pk.eq(owner_key))
-                        .select((<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select(), <::std::option::Option<#row> as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()))
-                        .first(conn)
+                        .select((<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select(), <::std::option::Option<#row> as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select())), conn)
                         .optional()
                 }
 
@@ -343,7 +351,7 @@ impl<'a> RustSide<'a> {
                     let keys: ::std::vec::Vec<#key_type> = owners.iter().map(|owner| owner.#owner_pk.clone()).collect();
                     let mut rows: ::std::collections::HashMap<#key_type, #row> =
                         #row::find_for_many(conn, &keys)?.into_iter().map(|row| (row.#key.clone(), row)).collect();
-                    Ok(owners.into_iter().map(|owner| { let row = rows.remove(&owner.#owner_pk); (owner, row) }).collect())
+                    ::std::result::Result::Ok(owners.into_iter().map(|owner| { let row = rows.remove(&owner.#owner_pk); (owner, row) }).collect())
                 }
             }
         }
@@ -366,24 +374,22 @@ impl<'a> RustSide<'a> {
                     /// with a unique violation.
                     pub fn save(&self, conn: &mut ::diesel::pg::PgConnection) -> ::diesel::QueryResult<Self> {
                         use ::diesel::prelude::*;
-                        let updated = ::diesel::update(#new_table::table.filter(#new_table::#pk.eq(self.#pk.clone())).filter(#new_table::#key.eq(self.#key.clone())))
+                        let updated = ::diesel::RunQueryDsl::get_result(::diesel::update(#new_table::table.filter(#new_table::#pk.eq(self.#pk.clone())).filter(#new_table::#key.eq(self.#key.clone())))
                             .set(self)
-                            .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning())
-                            .get_result(conn)
+                            .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning()), conn)
                             .optional()?;
                         match updated {
                             ::std::option::Option::Some(row) => ::std::result::Result::Ok(row),
-                            ::std::option::Option::None => ::diesel::insert_into(#new_table::table)
+                            ::std::option::Option::None => ::diesel::RunQueryDsl::get_result(::diesel::insert_into(#new_table::table)
                                 .values(self)
-                                .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning())
-                                .get_result(conn),
+                                .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning()), conn),
                         }
                     }
 
                     /// Deletes every row of the owner `owner_key`; returns how many went.
                     pub fn delete_for(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
                         use ::diesel::prelude::*;
-                        ::diesel::delete(#new_table::table.filter(#new_table::#key.eq(owner_key))).execute(conn)
+                        ::diesel::RunQueryDsl::execute(::diesel::delete(#new_table::table.filter(#new_table::#key.eq(owner_key))), conn)
                     }
                 }
             };
@@ -394,19 +400,18 @@ impl<'a> RustSide<'a> {
                 /// Inserts this row, or replaces the row its owner has.
                 pub fn save(&self, conn: &mut ::diesel::pg::PgConnection) -> ::diesel::QueryResult<Self> {
                     use ::diesel::prelude::*;
-                    ::diesel::insert_into(#new_table::table)
+                    ::diesel::RunQueryDsl::get_result(::diesel::insert_into(#new_table::table)
                         .values(self)
                         .on_conflict(#new_table::#key)
                         .do_update()
                         .set(self)
-                        .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning())
-                        .get_result(conn)
+                        .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning()), conn)
                 }
 
                 /// Deletes the row of the owner `owner_key`; returns how many rows went (0 or 1).
                 pub fn delete_for(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
                     use ::diesel::prelude::*;
-                    ::diesel::delete(#new_table::table.filter(#new_table::#key.eq(owner_key))).execute(conn)
+                    ::diesel::RunQueryDsl::execute(::diesel::delete(#new_table::table.filter(#new_table::#key.eq(owner_key))), conn)
                 }
             }
 
@@ -478,10 +483,282 @@ impl<'a> RustSide<'a> {
                 pub fn zmig_delete(conn: &mut ::diesel::pg::PgConnection, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
                     use ::diesel::prelude::*;
                     ::diesel::Connection::transaction(conn, |conn| {
-                        let deleted = ::diesel::delete(#owner_table::table.filter(#owner_table::#owner_pk.eq(owner_key.clone()))).execute(conn)?;
+                        let deleted = ::diesel::RunQueryDsl::execute(::diesel::delete(#owner_table::table.filter(#owner_table::#owner_pk.eq(owner_key.clone()))), conn)?;
                         ::zmig_runtime::sync_owner(conn, #name, i64::from(owner_key))?;
                         ::std::result::Result::Ok(deleted)
                     })
+                }
+            }
+        }
+    }
+}
+
+/// The connection the `_async` variants take: diesel-async's, as zmig-runtime re-exports it (a
+/// pooled connection derefs to it).
+fn async_conn() -> TokenStream {
+    quote!(::zmig_runtime::__private::diesel_async::AsyncPgConnection)
+}
+
+/// Diesel's query-builder traits, which diesel-async shares. Not `RunQueryDsl`: both crates have
+/// one with the same method names, and an async service imports diesel-async's where its models
+/// live, so the generated code (sync and async alike) calls `load`, `first`, `get_result` and
+/// `execute` through the trait's path, never as methods that would be ambiguous there.
+fn async_uses() -> TokenStream {
+    quote! {
+        #[allow(unused_imports)]
+        use ::diesel::{ExpressionMethods as _, JoinOnDsl as _, OptionalExtension as _, QueryDsl as _};
+    }
+}
+
+/// The `_async` twins of the readers, writers and `sync = app` wrappers (see
+/// [`super::DeriveOptions::async_variants`] for why twins, and why so named): the same queries
+/// and transactions over diesel-async. A callback that writes inside the wrapper's transaction
+/// returns a [`ConnFuture`](https://docs.rs/zmig-runtime/latest/zmig_runtime/nonblocking/type.ConnFuture.html),
+/// boxed and `Send`, borrowing the connection: what `AsyncConnection::transaction` can run and a
+/// multi-threaded runtime can move.
+impl RustSide<'_> {
+    fn readers_async(&self) -> TokenStream {
+        let owner = &self.input.ident;
+        let row = &self.row;
+        let new_table = &self.new_table;
+        let owner_table = &self.owner_table;
+        let key = &self.key;
+        let owner_pk = &self.owner_pk;
+        let key_type = self.key_type();
+        let conn = async_conn();
+        let uses = async_uses();
+        let find_with = format_ident!("find_with_{}_async", self.row_snake);
+        let with = format_ident!("with_{}_async", self.row_snake);
+        if let Some(pk) = &self.non_unique_pk {
+            return quote! {
+                #[automatically_derived]
+                impl #row {
+                    /// `find_for`, awaited over diesel-async: the rows of the owner whose key is `owner_key`, by primary key.
+                    pub async fn find_for_async(conn: &mut #conn, owner_key: #key_type) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
+                        #uses
+                        ::zmig_runtime::__private::diesel_async::RunQueryDsl::load(#new_table::table.filter(#new_table::#key.eq(owner_key)).order(#new_table::#pk).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn).await
+                    }
+
+                    /// `find_for_many`, awaited over diesel-async: the rows of these owners, by owner and primary key.
+                    pub async fn find_for_many_async(conn: &mut #conn, owner_keys: &[#key_type]) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
+                        #uses
+                        ::zmig_runtime::__private::diesel_async::RunQueryDsl::load(#new_table::table.filter(#new_table::#key.eq_any(owner_keys)).order((#new_table::#key, #new_table::#pk)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn).await
+                    }
+                }
+
+                #[automatically_derived]
+                impl #owner {
+                    /// The owner whose key is `owner_key` with its rows in the new table, awaited over diesel-async.
+                    pub async fn #find_with(conn: &mut #conn, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<(Self, ::std::vec::Vec<#row>)>> {
+                        #uses
+                        let owner = ::zmig_runtime::__private::diesel_async::RunQueryDsl::first(#owner_table::table
+                            .filter(#owner_table::#owner_pk.eq(owner_key.clone()))
+                            .select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn)
+                            .await
+                            .optional()?;
+                        match owner {
+                            ::std::option::Option::Some(owner) => ::std::result::Result::Ok(::std::option::Option::Some((owner, #row::find_for_async(conn, owner_key).await?))),
+                            ::std::option::Option::None => ::std::result::Result::Ok(::std::option::Option::None),
+                        }
+                    }
+
+                    /// `owners` (loaded by the caller) with their rows in the new table, in the same order, awaited over diesel-async.
+                    pub async fn #with(conn: &mut #conn, owners: ::std::vec::Vec<Self>) -> ::diesel::QueryResult<::std::vec::Vec<(Self, ::std::vec::Vec<#row>)>> {
+                        let keys: ::std::vec::Vec<#key_type> = owners.iter().map(|owner| owner.#owner_pk.clone()).collect();
+                        let mut rows: ::std::collections::HashMap<#key_type, ::std::vec::Vec<#row>> = ::std::collections::HashMap::new();
+                        for row in #row::find_for_many_async(conn, &keys).await? {
+                            rows.entry(row.#key.clone()).or_default().push(row);
+                        }
+                        ::std::result::Result::Ok(owners.into_iter().map(|owner| { let row = rows.remove(&owner.#owner_pk).unwrap_or_default(); (owner, row) }).collect())
+                    }
+                }
+            };
+        }
+        quote! {
+            #[automatically_derived]
+            impl #row {
+                /// `find_for`, awaited over diesel-async: the row of the owner whose key is `owner_key`, if it has one.
+                pub async fn find_for_async(conn: &mut #conn, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<Self>> {
+                    #uses
+                    ::zmig_runtime::__private::diesel_async::RunQueryDsl::first(#new_table::table.filter(#new_table::#key.eq(owner_key)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn).await.optional()
+                }
+
+                /// `find_for_many`, awaited over diesel-async: the rows of these owners (of those that have one), in no particular order.
+                pub async fn find_for_many_async(conn: &mut #conn, owner_keys: &[#key_type]) -> ::diesel::QueryResult<::std::vec::Vec<Self>> {
+                    #uses
+                    ::zmig_runtime::__private::diesel_async::RunQueryDsl::load(#new_table::table.filter(#new_table::#key.eq_any(owner_keys)).select(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select()), conn).await
+                }
+            }
+
+            #[automatically_derived]
+            impl #owner {
+                /// The owner whose key is `owner_key` with its row in the new table, read in one query, awaited over diesel-async.
+                pub async fn #find_with(conn: &mut #conn, owner_key: #key_type) -> ::diesel::QueryResult<::std::option::Option<(Self, ::std::option::Option<#row>)>> {
+                    #uses
+                    ::zmig_runtime::__private::diesel_async::RunQueryDsl::first(#owner_table::table
+                        .left_join(#new_table::table.on(#new_table::#key.eq(#owner_table::#owner_pk)))
+                        .filter(#owner_table::#owner_pk.eq(owner_key))
+                        .select((<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select(), <::std::option::Option<#row> as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_select())), conn)
+                        .await
+                        .optional()
+                }
+
+                /// `owners` (loaded by the caller) with their rows in the new table, in the same order, awaited over diesel-async.
+                pub async fn #with(conn: &mut #conn, owners: ::std::vec::Vec<Self>) -> ::diesel::QueryResult<::std::vec::Vec<(Self, ::std::option::Option<#row>)>> {
+                    let keys: ::std::vec::Vec<#key_type> = owners.iter().map(|owner| owner.#owner_pk.clone()).collect();
+                    let mut rows: ::std::collections::HashMap<#key_type, #row> =
+                        #row::find_for_many_async(conn, &keys).await?.into_iter().map(|row| (row.#key.clone(), row)).collect();
+                    ::std::result::Result::Ok(owners.into_iter().map(|owner| { let row = rows.remove(&owner.#owner_pk); (owner, row) }).collect())
+                }
+            }
+        }
+    }
+
+    fn writers_async(&self) -> TokenStream {
+        let owner = &self.input.ident;
+        let row = &self.row;
+        let new_table = &self.new_table;
+        let key = &self.key;
+        let owner_pk = &self.owner_pk;
+        let key_type = self.key_type();
+        let conn = async_conn();
+        let uses = async_uses();
+        let save_with = format_ident!("save_with_{}_async", self.row_snake);
+        if let Some(pk) = &self.non_unique_pk {
+            return quote! {
+                #[automatically_derived]
+                impl #row {
+                    /// `save`, awaited over diesel-async: updates the row with this primary key and
+                    /// owner, or inserts it. A row with this primary key of another owner is never
+                    /// taken over: the insert then fails with a unique violation.
+                    pub async fn save_async(&self, conn: &mut #conn) -> ::diesel::QueryResult<Self> {
+                        #uses
+                        let updated = ::zmig_runtime::__private::diesel_async::RunQueryDsl::get_result(::diesel::update(#new_table::table.filter(#new_table::#pk.eq(self.#pk.clone())).filter(#new_table::#key.eq(self.#key.clone())))
+                            .set(self)
+                            .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning()), conn)
+                            .await
+                            .optional()?;
+                        match updated {
+                            ::std::option::Option::Some(row) => ::std::result::Result::Ok(row),
+                            ::std::option::Option::None => ::zmig_runtime::__private::diesel_async::RunQueryDsl::get_result(::diesel::insert_into(#new_table::table)
+                                .values(self)
+                                .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning()), conn)
+                                .await,
+                        }
+                    }
+
+                    /// `delete_for`, awaited over diesel-async: deletes every row of the owner `owner_key`; returns how many went.
+                    pub async fn delete_for_async(conn: &mut #conn, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
+                        #uses
+                        ::zmig_runtime::__private::diesel_async::RunQueryDsl::execute(::diesel::delete(#new_table::table.filter(#new_table::#key.eq(owner_key))), conn).await
+                    }
+                }
+            };
+        }
+        quote! {
+            #[automatically_derived]
+            impl #row {
+                /// `save`, awaited over diesel-async: inserts this row, or replaces the row its owner has.
+                pub async fn save_async(&self, conn: &mut #conn) -> ::diesel::QueryResult<Self> {
+                    #uses
+                    ::zmig_runtime::__private::diesel_async::RunQueryDsl::get_result(::diesel::insert_into(#new_table::table)
+                        .values(self)
+                        .on_conflict(#new_table::#key)
+                        .do_update()
+                        .set(self)
+                        .returning(<Self as ::diesel::SelectableHelper<::diesel::pg::Pg>>::as_returning()), conn)
+                        .await
+                }
+
+                /// `delete_for`, awaited over diesel-async: deletes the row of the owner `owner_key`; returns how many rows went (0 or 1).
+                pub async fn delete_for_async(conn: &mut #conn, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
+                    #uses
+                    ::zmig_runtime::__private::diesel_async::RunQueryDsl::execute(::diesel::delete(#new_table::table.filter(#new_table::#key.eq(owner_key))), conn).await
+                }
+            }
+
+            #[automatically_derived]
+            impl #owner {
+                /// Writes an owner and then its row in the new table, in one transaction, awaited
+                /// over diesel-async. `write_owner` inserts or updates the owner and returns it
+                /// (`|conn| Box::pin(async move { … })`); `row` builds its new row from it
+                /// (`None`: the owner has none, and any it had is deleted).
+                pub async fn #save_with(
+                    conn: &mut #conn,
+                    write_owner: impl for<'c> ::std::ops::FnOnce(&'c mut #conn) -> ::zmig_runtime::nonblocking::ConnFuture<'c, Self> + ::std::marker::Send,
+                    row: impl ::std::ops::FnOnce(&Self) -> ::std::option::Option<#row> + ::std::marker::Send,
+                ) -> ::diesel::QueryResult<(Self, ::std::option::Option<#row>)> {
+                    ::zmig_runtime::__private::diesel_async::AsyncConnection::transaction(conn, async move |conn: &mut #conn| {
+                        let owner = write_owner(conn).await?;
+                        let saved = match row(&owner) {
+                            ::std::option::Option::Some(row) => ::std::option::Option::Some(row.save_async(conn).await?),
+                            ::std::option::Option::None => {
+                                #row::delete_for_async(conn, owner.#owner_pk.clone()).await?;
+                                ::std::option::Option::None
+                            }
+                        };
+                        ::std::result::Result::Ok((owner, saved))
+                    })
+                    .await
+                }
+            }
+        }
+    }
+
+    fn app_wrappers_async(&self) -> TokenStream {
+        let owner = &self.input.ident;
+        let owner_table = &self.owner_table;
+        let owner_pk = &self.owner_pk;
+        let key_type = self.key_type();
+        let name = self.model.migration_name();
+        let conn = async_conn();
+        let uses = async_uses();
+        quote! {
+            #[automatically_derived]
+            impl #owner {
+                /// `sync = app`, awaited over diesel-async: inserts an owner with `insert`
+                /// (`|conn| Box::pin(async move { … })`) and brings its new row in step, in one
+                /// transaction. Every insert of an owner must go through here (or `zmig_insert`).
+                pub async fn zmig_insert_async(
+                    conn: &mut #conn,
+                    insert: impl for<'c> ::std::ops::FnOnce(&'c mut #conn) -> ::zmig_runtime::nonblocking::ConnFuture<'c, Self> + ::std::marker::Send,
+                ) -> ::diesel::QueryResult<Self> {
+                    ::zmig_runtime::__private::diesel_async::AsyncConnection::transaction(conn, async move |conn: &mut #conn| {
+                        let owner = insert(conn).await?;
+                        ::zmig_runtime::nonblocking::sync_owner(conn, #name, i64::from(owner.#owner_pk.clone())).await?;
+                        ::std::result::Result::Ok(owner)
+                    })
+                    .await
+                }
+
+                /// `sync = app`, awaited over diesel-async: runs `update` on the owner
+                /// `owner_key` and brings its new row in step, in one transaction. Every update
+                /// of an owner must go through here (or `zmig_update`).
+                pub async fn zmig_update_async<T: ::std::marker::Send>(
+                    conn: &mut #conn,
+                    owner_key: #key_type,
+                    update: impl for<'c> ::std::ops::FnOnce(&'c mut #conn) -> ::zmig_runtime::nonblocking::ConnFuture<'c, T> + ::std::marker::Send,
+                ) -> ::diesel::QueryResult<T> {
+                    ::zmig_runtime::__private::diesel_async::AsyncConnection::transaction(conn, async move |conn: &mut #conn| {
+                        let out = update(conn).await?;
+                        ::zmig_runtime::nonblocking::sync_owner(conn, #name, i64::from(owner_key)).await?;
+                        ::std::result::Result::Ok(out)
+                    })
+                    .await
+                }
+
+                /// `sync = app`, awaited over diesel-async: deletes the owner `owner_key` and its
+                /// new row, in one transaction. Every delete of an owner must go through here (or
+                /// `zmig_delete`): until write_new adds the foreign key, nothing else removes the
+                /// new row.
+                pub async fn zmig_delete_async(conn: &mut #conn, owner_key: #key_type) -> ::diesel::QueryResult<usize> {
+                    ::zmig_runtime::__private::diesel_async::AsyncConnection::transaction(conn, async move |conn: &mut #conn| {
+                        #uses
+                        let deleted = ::zmig_runtime::__private::diesel_async::RunQueryDsl::execute(::diesel::delete(#owner_table::table.filter(#owner_table::#owner_pk.eq(owner_key.clone()))), conn).await?;
+                        ::zmig_runtime::nonblocking::sync_owner(conn, #name, i64::from(owner_key)).await?;
+                        ::std::result::Result::Ok(deleted)
+                    })
+                    .await
                 }
             }
         }
