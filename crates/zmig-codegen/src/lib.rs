@@ -14,3 +14,5 @@ pub mod schema;
 pub mod shim;
 pub mod spec;
 pub mod sql;
+#[cfg(feature = "cli")]
+pub mod view_shim;

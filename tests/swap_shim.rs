@@ -1,0 +1,251 @@
+//! The view shim: `schema.rs` through a swap with the real `diesel` CLI. From prepare until
+//! finalize is generated the database holds a view where the table was, and print-schema prints
+//! no views; `generate` keeps `diesel migration run` (which reprints schema.rs) writing exactly
+//! the committed schema.rs: the swapped table's `table!` with its joinables and its place in
+//! `allow_tables_to_appear_in_same_query!`, none of `<t>_old`, `<t>_new`, `<t>_temp`, the
+//! shadow columns or zmig's bookkeeping tables (`zmig_*`, also those the move creates). The
+//! member crate compiles at every stage. Once finalize is generated and run, schema.rs is what
+//! print-schema prints natively (the new types) and diesel.toml is the team's again.
+//!
+//! Three shapes: the cars example; a team with a patch of its own, an `except_tables` filter of
+//! its own, several tables referencing the swapped one (one nullable) and a foreign key of the
+//! swapped table itself; and the one-release way, where schema.rs says `Int8` before prepare.
+
+use std::fs;
+use std::path::Path;
+
+use zmig_tests::diesel_workspace::{diesel_on_path, Workspace};
+use zmig_tests::run_cli;
+
+const CARS: &str = "CREATE TABLE cars (
+    id serial PRIMARY KEY,
+    make text NOT NULL,
+    model text NOT NULL,
+    year integer NOT NULL,
+    mileage integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE trips (
+    id bigserial PRIMARY KEY,
+    car_id integer NOT NULL REFERENCES cars,
+    km integer NOT NULL
+);
+
+CREATE INDEX trips_car_id_idx ON trips (car_id);
+";
+
+const CARS_DOWN: &str = "DROP TABLE trips;\nDROP TABLE cars;\n";
+
+const DIESEL_TOML: &str = "# For documentation on how to configure this file,
+# see https://diesel.rs/guides/configuring-diesel-cli
+
+[print_schema]
+file = \"crates/app/src/schema.rs\"
+custom_type_derives = [\"diesel::query_builder::QueryId\", \"Clone\"]
+
+[migrations_directory]
+dir = \"migrations\"
+";
+
+const SCHEMA: &str = "crates/app/src/schema.rs";
+
+/// Code that needs `cars` in schema.rs, its joinable with trips, and both in one query.
+const CARS_LIB: &str = "pub mod schema;
+
+use diesel::prelude::*;
+
+pub fn trips_with_cars(conn: &mut PgConnection) -> QueryResult<Vec<(String, i32)>> {
+    use schema::{cars, trips};
+    trips::table
+        .inner_join(cars::table)
+        .select((cars::make, trips::km))
+        .load(conn)
+}
+
+pub fn car_count(conn: &mut PgConnection) -> QueryResult<i64> {
+    schema::cars::table.count().get_result(conn)
+}
+";
+
+fn model(table: &str, attribute: &str, stage: &str) -> String {
+    format!(
+        "use zmig_runtime::Zmig;
+
+#[derive(Zmig)]
+#[diesel(table_name = crate::schema::{table})]
+#[zmig({attribute}, stage = \"{stage}\")]
+pub struct Model {{
+    pub id: i32,
+}}
+"
+    )
+}
+
+const CARS_SWAP: &str = "swap(columns(id: Int8), references(trips.car_id), name = cars_bigint)";
+
+/// A workspace with the member crate `app` (`lib`), its first migration run and schema.rs as
+/// `diesel migration run` printed it.
+fn set_up(label: &str, create: &str, down: &str, diesel_toml: &str, lib: &str) -> Workspace {
+    let ws = Workspace::new(label);
+    let runtime = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/zmig-runtime")
+        .canonicalize()
+        .unwrap();
+    ws.write(
+        "Cargo.toml",
+        "[workspace]\nresolver = \"2\"\nmembers = [\"crates/app\"]\n",
+    );
+    ws.write(
+        "Cargo.lock",
+        &fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).unwrap(),
+    );
+    ws.write(
+        "crates/app/Cargo.toml",
+        &format!(
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n\
+             diesel = {{ version = \"2.3\", default-features = false, features = [\"postgres\"] }}\n\
+             zmig-runtime = {{ path = {runtime:?}, optional = true }}\n"
+        ),
+    );
+    ws.write("crates/app/src/lib.rs", lib);
+    ws.write("diesel.toml", diesel_toml);
+    ws.write(
+        "migrations/2020-01-01-000000-0000_create_tables/up.sql",
+        create,
+    );
+    ws.write(
+        "migrations/2020-01-01-000000-0000_create_tables/down.sql",
+        down,
+    );
+    ws.diesel(&["migration", "run"]);
+    ws
+}
+
+fn skip_without_diesel() -> bool {
+    if diesel_on_path() {
+        return false;
+    }
+    eprintln!(
+        "skipped: `diesel` is not on PATH (cargo install diesel_cli --no-default-features --features postgres)"
+    );
+    true
+}
+
+fn generate(ws: &Workspace, stage: &str) {
+    let (ok, report) = ws.zmig(&["generate"]);
+    assert!(ok, "{stage}: {report}");
+    let (ok, report) = ws.zmig(&["generate", "--check"]);
+    assert!(ok, "{stage}: {report}");
+}
+
+/// No trace of the swap's own tables, its shadow columns or zmig's bookkeeping in `schema`.
+fn assert_no_swap_objects(schema: &str, stage: &str) {
+    for gone in ["cars_new", "cars_old", "cars_temp", "_zmig", "zmig_"] {
+        assert!(!schema.contains(gone), "{stage}: {gone} in\n{schema}");
+    }
+}
+
+/// Through prepare, the move and finalize, `schema.rs` stays `before` until finalize ran; the
+/// crate compiles at every stage. Returns diesel.toml as generate left it during the swap.
+fn through_the_swap(
+    ws: &Workspace,
+    table: &str,
+    attribute: &str,
+    before: &str,
+    toml: &str,
+) -> String {
+    ws.write(
+        "crates/app/src/models.rs",
+        &model(table, attribute, "prepare"),
+    );
+    generate(ws, "prepare");
+    assert_eq!(ws.read(SCHEMA), before, "generate leaves schema.rs alone");
+    let during = ws.read("diesel.toml");
+
+    // The prepare migration runs and diesel reprints schema.rs: the same, and the code compiles.
+    ws.diesel(&["migration", "run"]);
+    ws.check_compiles("prepare", SCHEMA);
+    let after = ws.read(SCHEMA);
+    assert_eq!(
+        after, before,
+        "prepare: diesel migration run rewrote schema.rs"
+    );
+    assert_eq!(ws.diesel(&["print-schema"]), before);
+    assert_no_swap_objects(&after, "prepare");
+    assert_ne!(during, toml, "diesel.toml names zmig's filter and patch");
+    let (ok, report) = ws.zmig(&["generate", "--check"]);
+    assert!(ok, "prepare after diesel migration run: {report}");
+
+    // The move creates zmig's bookkeeping tables (the run log): print-schema leaves them out.
+    ws.write("crates/app/src/models.rs", &model(table, attribute, "move"));
+    generate(ws, "move");
+    let (ok, report) = run_cli(vec![
+        "cargo xtask",
+        "zmig",
+        "backfill",
+        "cars_bigint",
+        "--database-url",
+        &ws.db.url,
+    ]);
+    assert!(ok, "move: {report}");
+    assert_eq!(ws.diesel(&["print-schema"]), before, "after the move");
+    ws.diesel(&["migration", "run"]);
+    assert_eq!(ws.read(SCHEMA), before);
+    assert_eq!(ws.read("diesel.toml"), during);
+
+    // Finalize generated: zmig's patch and filter go; once it ran print-schema prints the table.
+    ws.write(
+        "crates/app/src/models.rs",
+        &model(table, attribute, "finalize"),
+    );
+    generate(ws, "finalize");
+    assert_eq!(
+        ws.read("diesel.toml"),
+        toml,
+        "finalize: diesel.toml as before"
+    );
+    assert!(!ws.path("crates/app/src/zmig-schema.patch").exists());
+    ws.diesel(&["migration", "run"]);
+    let finalized = ws.read(SCHEMA);
+    assert_eq!(ws.diesel(&["print-schema"]), finalized);
+    assert!(
+        finalized.contains("    cars (id) {\n        id -> Int8,\n"),
+        "{finalized}"
+    );
+    assert!(
+        finalized.contains("        car_id -> Int8,\n"),
+        "{finalized}"
+    );
+    assert!(!finalized.contains("cars_new") && !finalized.contains("car_id_zmig"));
+    let (ok, report) = ws.zmig(&["generate", "--check"]);
+    assert!(ok, "after finalize ran: {report}");
+    during
+}
+
+#[test]
+fn the_cars_swap_keeps_schema_rs_through_diesel_migration_run() {
+    if skip_without_diesel() {
+        return;
+    }
+    let ws = set_up("swap-shim-cars", CARS, CARS_DOWN, DIESEL_TOML, CARS_LIB);
+    let before = ws.read(SCHEMA);
+    assert!(
+        before.contains("diesel::joinable!(trips -> cars (car_id));"),
+        "{before}"
+    );
+    ws.check_compiles("before the swap", SCHEMA);
+
+    let during = through_the_swap(&ws, "cars", CARS_SWAP, &before, DIESEL_TOML);
+    assert!(
+        during.contains(
+            "# zmig's view shim (a swap, prepare until finalize) wrote this filter: [\"^zmig_\", \"^cars_old$\", \"^cars_new$\", \"^cars_temp$\"]\n\
+             filter = { except_tables = [\"^zmig_\", \"^cars_old$\", \"^cars_new$\", \"^cars_temp$\"] }\n"
+        ),
+        "{during}"
+    );
+    assert!(
+        during.contains("patch_file = \"crates/app/src/zmig-schema.patch\"\n"),
+        "{during}"
+    );
+}
