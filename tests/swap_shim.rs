@@ -249,3 +249,65 @@ fn the_cars_swap_keeps_schema_rs_through_diesel_migration_run() {
         "{during}"
     );
 }
+
+/// The one release before prepare: schema.rs says `Int8` for `cars.id` and `trips.car_id` (what
+/// print-schema prints after finalize) while the database still has `integer`. `plan` and
+/// `generate` take today's types from the database (prepare records `integer`), and schema.rs
+/// keeps `Int8` through `diesel migration run` at every stage.
+#[test]
+fn the_one_release_way_plans_from_the_database_and_keeps_int8_in_schema_rs() {
+    if skip_without_diesel() {
+        return;
+    }
+    let ws = set_up("swap-shim-wide", CARS, CARS_DOWN, DIESEL_TOML, CARS_LIB);
+    let native = ws.read(SCHEMA);
+    let wide = native
+        .replacen(
+            "    cars (id) {\n        id -> Int4,",
+            "    cars (id) {\n        id -> Int8,",
+            1,
+        )
+        .replacen("        car_id -> Int4,", "        car_id -> Int8,", 1);
+    assert_ne!(wide, native);
+    ws.write(SCHEMA, &wide);
+    ws.check_compiles("the one release", SCHEMA);
+
+    ws.write(
+        "crates/app/src/models.rs",
+        &model("cars", CARS_SWAP, "prepare"),
+    );
+    let (ok, report) = ws.zmig(&["plan"]);
+    assert!(ok, "{report}");
+    assert!(
+        report
+            .contains("cars_bigint: swap cars behind a view (id → bigint, trips.car_id → bigint)"),
+        "{report}"
+    );
+
+    let during = through_the_swap(&ws, "cars", CARS_SWAP, &wide, DIESEL_TOML);
+    assert!(during.contains("filter = { except_tables"), "{during}");
+    let prepare = fs::read_dir(ws.path("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_cars_bigint_prepare"))
+        .expect("prepare's folder");
+    let record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(prepare.join("zmig-swap.json")).unwrap()).unwrap();
+    assert_eq!(record["columns"][0]["old_type"], "integer", "{record}");
+    assert_eq!(record["references"][0]["old_type"], "integer", "{record}");
+    // After finalize print-schema prints the types the one release said all along. The widened
+    // reference is the shadow column finalize renamed, so it is printed last in its table now.
+    let finalized = ws.read(SCHEMA);
+    let block = |s: &str, name: &str| {
+        let start = s.find(name).unwrap();
+        s[start..start + s[start..].find("}\n").unwrap()].to_owned()
+    };
+    assert_eq!(
+        block(&finalized, "    cars (id) {"),
+        block(&wide, "    cars (id) {")
+    );
+    assert_eq!(
+        block(&finalized, "    trips (id) {"),
+        "    trips (id) {\n        id -> Int8,\n        km -> Int4,\n        car_id -> Int8,\n    "
+    );
+}
