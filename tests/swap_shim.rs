@@ -311,3 +311,166 @@ fn the_one_release_way_plans_from_the_database_and_keeps_int8_in_schema_rs() {
         "    trips (id) {\n        id -> Int8,\n        km -> Int4,\n        car_id -> Int8,\n    "
     );
 }
+
+const FLEET: &str = "CREATE TABLE owners (
+    id serial PRIMARY KEY,
+    name text NOT NULL
+);
+
+CREATE TABLE cars (
+    id serial PRIMARY KEY,
+    owner_id integer NOT NULL REFERENCES owners,
+    make text NOT NULL
+);
+
+CREATE TABLE trips (
+    id bigserial PRIMARY KEY,
+    car_id integer NOT NULL REFERENCES cars,
+    km integer NOT NULL
+);
+
+CREATE TABLE services (
+    id serial PRIMARY KEY,
+    car_id integer REFERENCES cars,
+    note text NOT NULL
+);
+
+CREATE TABLE audit_log (
+    id bigserial PRIMARY KEY,
+    entry text NOT NULL
+);
+
+CREATE VIEW owner_names AS SELECT id, name FROM owners;
+";
+
+const FLEET_DOWN: &str = "DROP VIEW owner_names;\nDROP TABLE audit_log;\nDROP TABLE services;\nDROP TABLE trips;\nDROP TABLE cars;\nDROP TABLE owners;\n";
+
+/// A team's own filter (its audit log stays out of schema.rs) and, below, its own patch.
+const FLEET_TOML: &str = "[print_schema]
+file = \"crates/app/src/schema.rs\"
+# Ours: the audit log is written by triggers, never by the application.
+filter = { except_tables = [\"^audit_\"] }
+
+[migrations_directory]
+dir = \"migrations\"
+";
+
+const FLEET_PATCH_LINE: &str = "# Ours: the owner_names view, and a doc on owners.
+patch_file = \"crates/app/src/schema.patch\"
+";
+
+const OWNER_NAMES: &str = "diesel::table! {
+    /// Owners by name (a view: print-schema does not print it).
+    owner_names (id) {
+        id -> Int4,
+        name -> Text,
+    }
+}
+
+";
+
+/// Code that needs `cars` with both joinables it is the parent of, the one it is the child of,
+/// and what the team's patch adds.
+const FLEET_LIB: &str = "pub mod schema;
+
+use diesel::prelude::*;
+
+pub fn trips_with_owners(conn: &mut PgConnection) -> QueryResult<Vec<(String, i32)>> {
+    use schema::{cars, owners, trips};
+    trips::table
+        .inner_join(cars::table.inner_join(owners::table))
+        .select((owners::name, trips::km))
+        .load(conn)
+}
+
+pub fn services_with_cars(conn: &mut PgConnection) -> QueryResult<Vec<(String, Option<String>)>> {
+    use schema::{cars, services};
+    services::table
+        .left_join(cars::table)
+        .select((services::note, cars::make.nullable()))
+        .load(conn)
+}
+
+pub fn owner_names(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    schema::owner_names::table
+        .select(schema::owner_names::name)
+        .load(conn)
+}
+";
+
+const FLEET_SWAP: &str =
+    "swap(columns(id: Int8), references(trips.car_id, services.car_id), name = cars_bigint)";
+
+/// What the team's patch does to print-schema's output.
+fn fleet_edits(printed: &str) -> String {
+    // Beside tables whose lines finalize leaves alone: a hunk whose context holds a column the
+    // swap changes applies until finalize and must be made again after it, as schema.rs is.
+    let with_view =
+        zmig_tests::diesel_workspace::insert_before_table(printed, "owners", OWNER_NAMES);
+    zmig_tests::diesel_workspace::edit(
+        &with_view,
+        "diesel::table! {\n    owners (id) {\n",
+        "diesel::table! {\n    /// Who owns the cars.\n    owners (id) {\n",
+    )
+}
+
+/// A shape that is not the example's: the team's own `except_tables` and patch file stay
+/// applied through the swap (zmig's patch includes the team's; the filter is the team's plus
+/// zmig's), two tables reference the swapped one (one of them nullable) and it has a foreign
+/// key of its own (its joinable with `owners` goes from print-schema's output too).
+#[test]
+fn a_team_filter_and_patch_and_two_references_through_the_swap() {
+    if skip_without_diesel() {
+        return;
+    }
+    let ws = set_up("swap-shim-fleet", FLEET, FLEET_DOWN, FLEET_TOML, FLEET_LIB);
+    let printed = ws.read(SCHEMA);
+    assert!(!printed.contains("audit_log"), "{printed}");
+    let patch = ws.diff_u(SCHEMA, &printed, &fleet_edits(&printed));
+    ws.write("crates/app/src/schema.patch", &patch);
+    let toml = FLEET_TOML.replace(
+        "filter = { except_tables = [\"^audit_\"] }\n",
+        &format!("filter = {{ except_tables = [\"^audit_\"] }}\n{FLEET_PATCH_LINE}"),
+    );
+    ws.write("diesel.toml", &toml);
+    ws.diesel(&["migration", "run"]);
+    let before = ws.read(SCHEMA);
+    assert_eq!(
+        before,
+        fleet_edits(&printed),
+        "diesel applies the team's patch"
+    );
+    for joinable in [
+        "diesel::joinable!(cars -> owners (owner_id));",
+        "diesel::joinable!(services -> cars (car_id));",
+        "diesel::joinable!(trips -> cars (car_id));",
+    ] {
+        assert!(before.contains(joinable), "{joinable} in\n{before}");
+    }
+    ws.check_compiles("before the swap", SCHEMA);
+
+    let during = through_the_swap(&ws, "cars", FLEET_SWAP, &before, &toml);
+    assert!(
+        during.contains(
+            "# zmig's view shim (a swap, prepare until finalize) added to except_tables: [\"^zmig_\", \"^cars_old$\", \"^cars_new$\", \"^cars_temp$\"]\n\
+             filter = { except_tables = [\"^audit_\", \"^zmig_\", \"^cars_old$\", \"^cars_new$\", \"^cars_temp$\"] }\n"
+        ),
+        "{during}"
+    );
+    assert!(
+        during.contains(
+            "# zmig's patch includes your own, which finalize names here again: patch_file = \"crates/app/src/schema.patch\"\n\
+             patch_file = \"crates/app/src/zmig-schema.patch\"\n"
+        ),
+        "{during}"
+    );
+    // The team's patch: never written, still applied after finalize.
+    assert_eq!(ws.read("crates/app/src/schema.patch"), patch);
+    let finalized = ws.read(SCHEMA);
+    assert!(
+        finalized.contains("    owner_names (id) {\n"),
+        "{finalized}"
+    );
+    assert!(!finalized.contains("audit_log"), "{finalized}");
+    ws.check_compiles("after finalize", SCHEMA);
+}
