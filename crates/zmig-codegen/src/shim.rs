@@ -981,6 +981,7 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
     let excluded = view_shim::excluded_tables(&swaps);
     set_filter(&mut doc, (!swaps.is_empty()).then_some(excluded.as_slice()))
         .map_err(|e| vec![format!("{}: {e}", display_path(&toml_path))])?;
+    let filter_changed = doc.to_string() != toml_before;
     match patch {
         Some(text) => {
             let rel = match &configured {
@@ -1020,11 +1021,16 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
             }
             set_patch_file(&mut doc, &rel, user_rel.as_deref(), !swaps.is_empty());
             if doc.to_string() != toml_before || toml_text.is_none() {
+                let (filter, back) = if swaps.is_empty() {
+                    ("", "contract")
+                } else {
+                    (" and `filter` leaving out zmig's tables", "finalize")
+                };
                 let what = match &user_rel {
                     Some(user) => format!(
-                        "`[print_schema] patch_file = \"{rel}\"`, which includes your {user}; contract names yours again"
+                        "`[print_schema] patch_file = \"{rel}\"`, which includes your {user}{filter}; {back} names yours again"
                     ),
-                    None => format!("`[print_schema] patch_file = \"{rel}\"`"),
+                    None => format!("`[print_schema] patch_file = \"{rel}\"`{filter}"),
                 };
                 changes.push(Change {
                     path: toml_path.clone(),
@@ -1062,6 +1068,9 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
                         Some(user) => format!(
                             "`[print_schema] patch_file = \"{user}\"`: your own patch again, zmig's is gone"
                         ),
+                        None if filter_changed => {
+                            "`[print_schema] patch_file` and zmig's `filter` removed: zmig's patch is gone".to_owned()
+                        }
                         None => "`[print_schema] patch_file` removed: zmig's patch is gone".to_owned(),
                     };
                     changes.push(Change {
