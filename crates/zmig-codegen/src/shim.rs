@@ -1251,6 +1251,14 @@ fn set_filter(doc: &mut toml_edit::DocumentMut, regexes: Option<&[String]>) -> R
             }
         }
     }
+    let marked = print_schema
+        .key("filter")
+        .and_then(|k| k.leaf_decor().prefix().and_then(|p| p.as_str()))
+        .is_some_and(|p| p.len() != kept.len());
+    // Nothing of zmig's to take out: the team's filter, whatever its shape, is left alone.
+    if regexes.is_none() && !marked {
+        return Ok(());
+    }
     let team_filter = print_schema.contains_key("filter") && !created;
     let marker = match regexes {
         None if created => {
@@ -1899,6 +1907,66 @@ diesel::allow_tables_to_appear_in_same_query!(accounts, users, zones,);
             Some("src/our \"schema\".patch")
         );
         assert_eq!(user_patch_named("# nothing here\n"), None);
+    }
+
+    fn filter_set(toml: &str, regexes: Option<&[String]>) -> Result<String, String> {
+        let mut doc: toml_edit::DocumentMut = toml.parse().unwrap();
+        set_filter(&mut doc, regexes)?;
+        Ok(doc.to_string())
+    }
+
+    #[test]
+    fn the_view_shim_filter_comes_out_exactly_as_it_went_in() {
+        let ours = vec!["^zmig_".to_owned(), "^cars_old$".to_owned()];
+        let plain =
+            "[print_schema]\nfile = \"src/schema.rs\"\n\n[migrations_directory]\ndir = \"m\"\n";
+        let during = filter_set(plain, Some(&ours)).unwrap();
+        assert_eq!(
+            during,
+            "[print_schema]\nfile = \"src/schema.rs\"\n\
+             # zmig's view shim (a swap, prepare until finalize) wrote this filter: [\"^zmig_\", \"^cars_old$\"]\n\
+             filter = { except_tables = [\"^zmig_\", \"^cars_old$\"] }\n\n[migrations_directory]\ndir = \"m\"\n"
+        );
+        assert_eq!(filter_set(&during, Some(&ours)).unwrap(), during, "stable");
+        assert_eq!(filter_set(&during, None).unwrap(), plain);
+        assert_eq!(filter_set(plain, None).unwrap(), plain);
+
+        // The team's own: its comment and entries kept, zmig's appended and taken out again.
+        let team = "[print_schema]\n# audit stays out\nfilter = { except_tables = [\"^audit_\"] } # ours\n";
+        let during = filter_set(team, Some(&ours)).unwrap();
+        assert!(
+            during.contains(
+                "# audit stays out\n# zmig's view shim (a swap, prepare until finalize) added to except_tables: [\"^zmig_\", \"^cars_old$\"]\n\
+                 filter = { except_tables = [\"^audit_\", \"^zmig_\", \"^cars_old$\"] } # ours\n"
+            ),
+            "{during}"
+        );
+        assert_eq!(filter_set(&during, Some(&ours)).unwrap(), during, "stable");
+        assert_eq!(filter_set(&during, None).unwrap(), team);
+
+        // No diesel.toml at all: the section is written.
+        assert!(filter_set("", Some(&ours))
+            .unwrap()
+            .starts_with("[print_schema]\n"));
+        // only_tables cannot be narrowed.
+        let only = "[print_schema]\nfilter = { only_tables = [\"cars\", \"trips\"] }\n";
+        let error = filter_set(only, Some(&ours)).unwrap_err();
+        assert!(error.contains("`only_tables`"), "{error}");
+        assert_eq!(filter_set(only, None).unwrap(), only);
+    }
+
+    #[test]
+    fn print_schema_settings_the_view_shim_does_not_follow_are_refused() {
+        let check =
+            |toml: &str| check_view_shim_config(&toml.parse().unwrap(), Path::new("diesel.toml"));
+        assert!(check("[print_schema]\nfile = \"s.rs\"\nwith_docs = false\ncolumn_sorting = \"ordinal_position\"\n").is_ok());
+        assert!(check("").is_ok());
+        let error = check("[print_schema]\nwith_docs = true\nschema = \"app\"\n").unwrap_err();
+        assert!(
+            error[0].contains("with `with_docs = true`, `schema = \"app\"` in `[print_schema]`"),
+            "{error:?}"
+        );
+        assert!(check("print_schema = { file = \"s.rs\" }\n").is_err());
     }
 
     #[test]

@@ -326,8 +326,16 @@ fn without_swapped_table(
             }
         }
         if !drop[i] {
+            // Diesel writes one blank line between sections and none at the end: what is taken
+            // out leaves no more.
+            if line.trim().is_empty() && (out.is_empty() || out.ends_with("\n\n")) {
+                continue;
+            }
             out.push_str(line);
         }
+    }
+    while out.ends_with("\n\n") {
+        out.pop();
     }
     Ok(out)
 }
@@ -367,6 +375,175 @@ fn render_allow(indent: &str, names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CARS: &str = "// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    cars (id) {
+        id -> Int4,
+        make -> Text,
+        model -> Text,
+        year -> Int4,
+        mileage -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    trips (id) {
+        id -> Int8,
+        car_id -> Int4,
+        km -> Int4,
+    }
+}
+
+diesel::joinable!(trips -> cars (car_id));
+
+diesel::allow_tables_to_appear_in_same_query!(cars, trips,);
+";
+
+    /// `diesel print-schema --except-tables '^zmig_' '^cars_old$' '^cars_new$' '^cars_temp$'`
+    /// (diesel_cli 2.3.14, rustfmt) on the cars example after its prepare migration.
+    const CARS_PRINTED: &str = "// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    trips (id) {
+        id -> Int8,
+        car_id -> Int4,
+        km -> Int4,
+        car_id_zmig -> Nullable<Int8>,
+    }
+}
+";
+
+    fn swap(table: &str, references: &[(&str, &str, bool)]) -> Swap {
+        let references: Vec<serde_json::Value> = references
+            .iter()
+            .map(|(t, c, nullable)| {
+                serde_json::json!({
+                    "table": {"schema": null, "name": t}, "column": c, "old_type": "integer",
+                    "new_type": "bigint", "nullable": nullable, "table_key": "id"
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "name": "cars_bigint", "stage": "prepare",
+            "source": {"file": "src/models.rs", "line": 1, "model": "Car"},
+            "attribute": "swap(...)", "table": {"schema": null, "name": table},
+            "columns": [{"name": "id", "old_type": "integer", "new_type": "bigint",
+                         "cast_text": null, "nullable": false}],
+            "key": "id", "references": references
+        }))
+        .unwrap()
+    }
+
+    fn printed(schema_rs: &str, swap: &Swap) -> String {
+        let (text, notes) =
+            printed_during_swap(Path::new("src/schema.rs"), schema_rs, &[swap]).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        text
+    }
+
+    #[test]
+    fn the_cars_example_as_print_schema_prints_it_after_prepare() {
+        let cars = swap("cars", &[("trips", "car_id", false)]);
+        assert_eq!(printed(CARS, &cars), CARS_PRINTED);
+        // The one release: schema.rs says Int8 already; print-schema prints what prepare recorded.
+        let wide = CARS
+            .replace(
+                "    cars (id) {\n        id -> Int4",
+                "    cars (id) {\n        id -> Int8",
+            )
+            .replace("car_id -> Int4", "car_id -> Int8");
+        assert_eq!(printed(&wide, &cars), CARS_PRINTED);
+        assert_eq!(
+            excluded_tables(&[&cars]),
+            ["^zmig_", "^cars_old$", "^cars_new$", "^cars_temp$"]
+        );
+    }
+
+    #[test]
+    fn other_joinables_and_a_long_allow_list_stay_as_print_schema_writes_them() {
+        let tables = [
+            "a_very_long_table_name",
+            "another_long_table_name",
+            "cars",
+            "owners",
+            "services",
+            "trips",
+        ];
+        let mut schema_rs = String::from("// @generated automatically by Diesel CLI.\n");
+        for table in tables {
+            let extra = match table {
+                "cars" => "        owner_id -> Int4,\n",
+                "services" | "trips" => "        car_id -> Nullable<Int4>,\n",
+                _ => "",
+            };
+            schema_rs.push_str(&format!(
+                "\ndiesel::table! {{\n    {table} (id) {{\n        id -> Int4,\n{extra}    }}\n}}\n"
+            ));
+        }
+        schema_rs.push_str(
+            "\ndiesel::joinable!(cars -> owners (owner_id));\n\
+             diesel::joinable!(services -> cars (car_id));\n\
+             diesel::joinable!(trips -> owners (car_id));\n",
+        );
+        let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        schema_rs.push('\n');
+        schema_rs.push_str(&render_allow("", &names));
+        assert!(schema_rs.ends_with("    trips,\n);\n"), "{schema_rs}");
+
+        let cars = swap(
+            "cars",
+            &[("services", "car_id", true), ("trips", "car_id", true)],
+        );
+        let text = printed(&schema_rs, &cars);
+        assert!(!text.contains("    cars (id)"), "{text}");
+        assert!(
+            !text.contains("-> cars") && !text.contains("cars ->"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ndiesel::joinable!(trips -> owners (car_id));\n\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "    services (id) {\n        id -> Int4,\n        car_id -> Nullable<Int4>,\n        car_id_zmig -> Nullable<Int8>,\n    }\n}\n\ndiesel::table! {\n    trips"
+        ), "{text}");
+        // Five names no longer fit on one line: still one per line.
+        assert!(text.ends_with(
+            "diesel::allow_tables_to_appear_in_same_query!(\n    a_very_long_table_name,\n    another_long_table_name,\n    owners,\n    services,\n    trips,\n);\n"
+        ), "{text}");
+    }
+
+    #[test]
+    fn the_last_table_and_the_last_joinable_take_their_blank_lines_with_them() {
+        let schema_rs = "diesel::table! {\n    trips (id) {\n        id -> Int8,\n        car_id -> Int4,\n    }\n}\n\n\
+                         diesel::table! {\n    vans (id) {\n        id -> Int4,\n    }\n}\n\n\
+                         diesel::joinable!(trips -> vans (car_id));\n\n\
+                         diesel::allow_tables_to_appear_in_same_query!(trips, vans,);\n";
+        let vans = swap("vans", &[("trips", "car_id", false)]);
+        assert_eq!(
+            printed(schema_rs, &vans),
+            "diesel::table! {\n    trips (id) {\n        id -> Int8,\n        car_id -> Int4,\n        car_id_zmig -> Nullable<Int8>,\n    }\n}\n"
+        );
+    }
+
+    #[test]
+    fn a_swapped_table_with_a_custom_type_is_refused() {
+        let schema_rs = CARS.replace(
+            "    cars (id) {\n",
+            "    use diesel::sql_types::*;\n    use super::sql_types::Mood;\n\n    cars (id) {\n",
+        );
+        let cars = swap("cars", &[("trips", "car_id", false)]);
+        let error =
+            printed_during_swap(Path::new("src/schema.rs"), &schema_rs, &[&cars]).unwrap_err();
+        assert!(
+            error.message.contains("pub mod sql_types"),
+            "{}",
+            error.message
+        );
+    }
 
     #[test]
     fn allow_tables_as_rustfmt_writes_them() {
