@@ -464,6 +464,9 @@ fn a_team_filter_and_patch_and_two_references_through_the_swap() {
         ),
         "{during}"
     );
+    // Its hunks stay clear of what finalize changes: no warning when finalize was generated.
+    let (ok, report) = ws.zmig(&["generate"]);
+    assert!(ok && !report.contains("no longer applies"), "{report}");
     // The team's patch: never written, still applied after finalize.
     assert_eq!(ws.read("crates/app/src/schema.patch"), patch);
     let finalized = ws.read(SCHEMA);
@@ -473,4 +476,58 @@ fn a_team_filter_and_patch_and_two_references_through_the_swap() {
     );
     assert!(!finalized.contains("audit_log"), "{finalized}");
     ws.check_compiles("after finalize", SCHEMA);
+}
+
+/// A team patch with a hunk beside a reference (a doc on `trips`, whose context holds
+/// `car_id`): it applies until finalize, and `generate` says, when it writes finalize, that it
+/// will not apply once finalize ran; diesel then indeed refuses it.
+#[test]
+fn a_team_patch_that_finalize_breaks_is_reported_when_finalize_is_generated() {
+    if skip_without_diesel() {
+        return;
+    }
+    let ws = set_up("swap-shim-breaks", FLEET, FLEET_DOWN, FLEET_TOML, FLEET_LIB);
+    let printed = ws.read(SCHEMA);
+    let team = zmig_tests::diesel_workspace::edit(
+        &fleet_edits(&printed),
+        "diesel::table! {\n    trips (id) {\n",
+        "diesel::table! {\n    /// Trips driven.\n    trips (id) {\n",
+    );
+    let patch = ws.diff_u(SCHEMA, &printed, &team);
+    ws.write("crates/app/src/schema.patch", &patch);
+    let toml = FLEET_TOML.replace(
+        "filter = { except_tables = [\"^audit_\"] }\n",
+        &format!("filter = {{ except_tables = [\"^audit_\"] }}\n{FLEET_PATCH_LINE}"),
+    );
+    ws.write("diesel.toml", &toml);
+    ws.diesel(&["migration", "run"]);
+    let before = ws.read(SCHEMA);
+    assert_eq!(before, team);
+
+    ws.write(
+        "crates/app/src/models.rs",
+        &model("cars", FLEET_SWAP, "prepare"),
+    );
+    let (ok, report) = ws.zmig(&["generate"]);
+    assert!(ok && !report.contains("no longer applies"), "{report}");
+    ws.diesel(&["migration", "run"]);
+    assert_eq!(ws.read(SCHEMA), before, "the patch applies during the swap");
+
+    ws.write(
+        "crates/app/src/models.rs",
+        &model("cars", FLEET_SWAP, "finalize"),
+    );
+    let (ok, report) = ws.zmig(&["generate"]);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains(
+            "crates/app/src/schema.patch: once `cars_bigint`'s finalize ran, your patch crates/app/src/schema.patch no longer applies"
+        ),
+        "{report}"
+    );
+    let (ok, stdout, stderr) = ws.try_diesel(&["migration", "run"]);
+    assert!(
+        !ok && stderr.contains("Failed to apply patch"),
+        "{stdout}{stderr}"
+    );
 }

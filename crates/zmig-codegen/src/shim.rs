@@ -976,6 +976,42 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
         notes = shim.notes;
     }
 
+    // Finalize generated: diesel.toml names the team's patch again, and diesel applies it to
+    // what print-schema prints once finalize ran. A hunk whose context holds a column finalize
+    // changes no longer applies then, and `diesel migration run` would fail to print schema.rs.
+    if let (true, Some(user)) = (swaps.is_empty() && hidden.is_empty(), &user_rel) {
+        let finalizing = project
+            .swaps
+            .iter()
+            .map(|m| &m.swap)
+            .filter(|s| s.stage == Stage::Finalize);
+        let current = fs::read_to_string(&project.schema_file).ok();
+        let user_text = read_opt(user)?;
+        let user_patch = user_text
+            .as_deref()
+            .and_then(|t| diffy::Patch::from_str(t).ok());
+        if let (Some(current), Some(user_patch)) = (current, user_patch) {
+            for swap in finalizing {
+                let Ok(native) = diffy::apply(&current, &user_patch.reverse()) else {
+                    continue;
+                };
+                let Some(after) = view_shim::printed_after_finalize(&schema_rel, &native, swap)
+                else {
+                    continue;
+                };
+                if after != native && diffy::apply(&after, &user_patch).is_err() {
+                    notes.push(format!(
+                        "{}: once `{}`'s finalize ran, your patch {user} no longer applies to what `diesel print-schema` \
+                         prints: a hunk's context holds a column finalize changes (its new type, or a reference now last in \
+                         its table), and `diesel migration run` will fail to print schema.rs. Make the patch again against \
+                         print-schema's output after finalize.",
+                        display_path(&config_dir.join(user)),
+                        swap.name
+                    ));
+                }
+            }
+        }
+    }
     let toml_before = doc.to_string();
     // The filter first goes back to the team's, then (during a swap) gets zmig's tables again.
     let excluded = view_shim::excluded_tables(&swaps);

@@ -340,6 +340,78 @@ fn without_swapped_table(
     Ok(out)
 }
 
+/// What print-schema prints (before any patch) once `swap`'s finalize ran, from `native`, what
+/// it printed before prepare, as far as zmig can tell: the key and each changed integer column
+/// with its new type, each reference with its new type and last in its table (finalize swaps
+/// the shadow column in). `None` when it cannot tell (a change that is not an integer's, an
+/// attribute on a reference); used to warn, never to write.
+pub fn printed_after_finalize(file: &Path, native: &str, swap: &Swap) -> Option<String> {
+    let schema = parse_schema(file, native).ok()?;
+    let find = |name: &crate::plan::TableName| {
+        schema
+            .tables
+            .iter()
+            .find(|t| t.sql_name == name.name && t.pg_schema == name.schema)
+    };
+    let retype = |line: &str, ty: &str, nullable: bool| -> Option<String> {
+        let (before, _) = line.split_once(" -> ")?;
+        let ty = if nullable {
+            format!("Nullable<{ty}>")
+        } else {
+            ty.to_owned()
+        };
+        Some(format!("{before} -> {ty},\n"))
+    };
+    let mut lines: Vec<String> = native.split_inclusive('\n').map(str::to_owned).collect();
+    let table = find(&swap.table)?;
+    for column in swap.columns.iter().filter(|c| c.changes()) {
+        let new = diesel_integer(&column.new_type)?;
+        let at = table
+            .columns
+            .iter()
+            .find(|c| c.sql_name == column.name)?
+            .line
+            - 1;
+        lines[at] = retype(&lines[at], new, column.nullable)?;
+    }
+    let mut removed = vec![false; lines.len()];
+    let mut appended: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    for reference in &swap.references {
+        let other = find(&reference.table)?;
+        let at = other
+            .columns
+            .iter()
+            .find(|c| c.sql_name == reference.column)?
+            .line
+            - 1;
+        if at == 0 || lines[at - 1].trim_start().starts_with("#[") {
+            return None;
+        }
+        let line = retype(
+            &lines[at],
+            diesel_integer(&reference.new_type)?,
+            reference.nullable,
+        )?;
+        removed[at] = true;
+        appended
+            .entry(other.columns.last()?.line - 1)
+            .or_default()
+            .push(line);
+    }
+    let mut out = String::with_capacity(native.len());
+    for (i, line) in lines.iter().enumerate() {
+        if !removed[i] {
+            out.push_str(line);
+        }
+        appended
+            .get(&i)
+            .into_iter()
+            .flatten()
+            .for_each(|l| out.push_str(l));
+    }
+    Some(out)
+}
+
 /// `(child, parent)` of a `diesel::joinable!(child -> parent (fk));` line.
 fn joinable(line: &str) -> Option<(&str, &str)> {
     let inner = line
@@ -526,6 +598,23 @@ diesel::table! {
         assert_eq!(
             printed(schema_rs, &vans),
             "diesel::table! {\n    trips (id) {\n        id -> Int8,\n        car_id -> Int4,\n        car_id_zmig -> Nullable<Int8>,\n    }\n}\n"
+        );
+    }
+
+    #[test]
+    fn after_finalize_the_reference_is_last_with_its_new_type() {
+        let cars = swap("cars", &[("trips", "car_id", false)]);
+        let after = printed_after_finalize(Path::new("src/schema.rs"), CARS, &cars).unwrap();
+        assert_eq!(
+            after,
+            CARS.replace(
+                "    cars (id) {\n        id -> Int4",
+                "    cars (id) {\n        id -> Int8"
+            )
+            .replace(
+                "        car_id -> Int4,\n        km -> Int4,\n",
+                "        km -> Int4,\n        car_id -> Int8,\n"
+            )
         );
     }
 
