@@ -862,7 +862,9 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
     let swaps = view_shim::active_swaps(project);
     if !hidden.is_empty() && !swaps.is_empty() {
         return Err(vec![format!(
-            "{}: an extract at write_new or contract and a swap between prepare and finalize both need              `diesel print-schema` patched, and diesel applies one patch file only; zmig does not combine              them yet: finish one (contract, or finalize) before the other reaches that stage",
+            "{}: an extract at write_new or contract and a swap between prepare and finalize both need \
+             `diesel print-schema` patched, and diesel applies one patch file only; zmig does not combine \
+             them yet: finish one (contract, or finalize) before the other reaches that stage",
             display_path(&project.root)
         )]);
     }
