@@ -33,12 +33,14 @@ pub enum ZmigCommand {
     /// Existing folders are never rewritten; advancing `stage` adds the next ones. A folder edited
     /// by hand, or stale because the attribute or schema changed, is reported and nothing is
     /// written until it is resolved. At `write_new` it also keeps the moved columns out of
-    /// `schema.rs` with a patch for `diesel print-schema` (the ignored-column shim).
+    /// `schema.rs` with a patch for `diesel print-schema` (the ignored-column shim); from a swap's
+    /// `prepare` until finalize it keeps print-schema printing `schema.rs` as committed (the view
+    /// shim: a filter for zmig's tables and a patch in diesel.toml).
     Generate {
         #[command(flatten)]
         target: Target,
-        /// Write nothing; exit non-zero when a folder is missing, stale or edited, or the
-        /// ignored-column shim is not as generate leaves it (for CI).
+        /// Write nothing; exit non-zero when a folder is missing, stale or edited, or a shim
+        /// is not as generate leaves it (for CI).
         #[arg(long)]
         check: bool,
     },

@@ -16,6 +16,8 @@ pub mod schema;
 pub mod shim;
 pub mod spec;
 pub mod sql;
+#[cfg(feature = "cli")]
+pub mod view_shim;
 
 /// How the user runs zmig's commands, for next-step messages and the plan's texts:
 /// `cargo xtask zmig`, or `zmig` while the standalone binary runs a command ([`as_command`]).

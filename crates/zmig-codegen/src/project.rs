@@ -550,7 +550,7 @@ fn load_swap(
     spec: &SwapSpec,
     schema: &Schema,
     source: SourceRef,
-    catalog: Option<&mut dyn Catalog>,
+    mut catalog: Option<&mut dyn Catalog>,
 ) -> Result<ResolvedSwap, Vec<Located>> {
     let name = model.spec.migration_name();
     let probe = PlannedFolder {
@@ -585,8 +585,16 @@ fn load_swap(
             });
         }
     }
-    let swap = resolve_swap(&model.spec, spec, schema, source)
-        .map_err(|error| from_syn(&model.file, error))?;
+    let as_in_database = catalog
+        .as_mut()
+        .and_then(|c| key_types_from_database(&mut **c, &model.spec, spec, schema));
+    let swap = resolve_swap(
+        &model.spec,
+        spec,
+        as_in_database.as_ref().unwrap_or(schema),
+        source,
+    )
+    .map_err(|error| from_syn(&model.file, error))?;
     // Computed columns are asked about when prepare is planned, if a database is at hand;
     // prepare asks again as it runs, refusing with nothing changed.
     if let Some(catalog) = catalog {
@@ -622,6 +630,70 @@ fn load_swap(
         swap,
         swap_snapshot,
     })
+}
+
+/// `schema` with the swapped table's key and its references typed as the database has them,
+/// when that differs from `schema.rs`; `None` when it does not (or the database cannot say).
+///
+/// Why: the one-release way ships, before prepare, the release whose `schema.rs` already says
+/// the new type (`Int8`, what print-schema prints after finalize) and reads the key as
+/// `WideInt`. Resolved against that, the key would seem to keep its type. The database still
+/// has the old one, which is what prepare must record (and what the view shim tells
+/// print-schema's output by until finalize).
+fn key_types_from_database(
+    catalog: &mut dyn Catalog,
+    model: &ModelSpec,
+    spec: &SwapSpec,
+    schema: &Schema,
+) -> Option<Schema> {
+    let table = schema.table(model.table())?;
+    let [key] = table.primary_key.as_slice() else {
+        return None;
+    };
+    let mut wanted = vec![(table.rust_name.clone(), key.clone())];
+    wanted.extend(
+        spec.references
+            .iter()
+            .map(|r| (r.table.value.clone(), r.column.value.clone())),
+    );
+    let mut copy = schema.clone();
+    let mut changed = false;
+    for (table_name, column_name) in wanted {
+        let Some(table) = copy.tables.iter_mut().find(|t| t.rust_name == table_name) else {
+            continue;
+        };
+        let Ok(found) = catalog.columns(table.pg_schema.as_deref(), &table.sql_name) else {
+            continue;
+        };
+        let Some(column) = table
+            .columns
+            .iter_mut()
+            .find(|c| c.rust_name == column_name)
+        else {
+            continue;
+        };
+        let Some(database) = found
+            .iter()
+            .find(|c| c.name == column.sql_name)
+            .and_then(|c| match c.exact.sql_type.as_str() {
+                "smallint" => Some("Int2"),
+                "integer" => Some("Int4"),
+                "bigint" => Some("Int8"),
+                _ => None,
+            })
+        else {
+            continue;
+        };
+        let in_schema_rs = match &column.ty {
+            crate::schema::SqlType::Named(name) => crate::schema::canonical_name(name),
+            crate::schema::SqlType::Array(_) => continue,
+        };
+        if in_schema_rs != database {
+            column.ty = crate::schema::SqlType::Named(database.to_owned());
+            changed = true;
+        }
+    }
+    changed.then_some(copy)
 }
 
 /// The schema that describes the owner table for this model: the snapshot written with the

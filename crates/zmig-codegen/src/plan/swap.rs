@@ -307,7 +307,9 @@ pub fn resolve_swap(
                     entry.table.span,
                     format!(
                         "`references(...)` lists columns that change type with the key `{key}`, but `{key}` keeps its type\n\
-                         help: change the key too, like `columns({key}: Int8)`, or drop `references(...)`",
+                         help: change the key too, like `columns({key}: Int8)`, or drop `references(...)`; if schema.rs \
+                         already says the new type (the one release before prepare), generate with DATABASE_URL (or \
+                         --database-url) set, so zmig reads today's type from the database",
                         key = key.rust_name
                     ),
                 );
@@ -435,7 +437,9 @@ fn check_widening(cx: &mut Ctxt, column: &Column, new_type: &Spanned<String>) {
         cx.error_at(
             new_type.span,
             format!(
-                "`{}` already is `{}`\nhelp: drop it from `columns(...)`, or give an expression to rewrite its values: `{}: {} = \"...\"`",
+                "`{}` already is `{}` in schema.rs\nhelp: drop it from `columns(...)`, or give an expression to rewrite its values: `{}: {} = \"...\"`; \
+                 if only schema.rs says so (the one release before prepare), generate with DATABASE_URL (or --database-url) set, \
+                 so zmig reads today's type from the database",
                 column.rust_name, new_type.value, column.rust_name, new_type.value
             ),
         );
