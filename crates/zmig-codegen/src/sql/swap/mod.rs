@@ -1045,12 +1045,11 @@ DECLARE\n    \
     rows_left text;\n\
 BEGIN\n    \
     IF in_new + in_temp > {most} THEN\n        \
-        rows_left := CASE WHEN in_new < {over} AND in_temp < {over} THEN (in_new + in_temp)::text\n            \
-            ELSE format('more than %s (about %s by the planner''s estimate)', {most}, greatest(in_new + in_temp,\n                \
+        rows_left := CASE WHEN in_new < {over} AND in_temp < {over} THEN format('%s rows', in_new + in_temp)\n            \
+            ELSE format('more than %s rows (about %s by the planner''s estimate)', {most}, greatest(in_new + in_temp,\n                \
                 (SELECT sum(greatest(reltuples, 0))::bigint FROM pg_class WHERE oid IN ({new_lit}::regclass, {temp_lit}::regclass))))\n        \
         END;\n        \
-        RAISE EXCEPTION 'zmig swap %: % rows are in % and %, more than the {most} this revert moves back while it holds the locks; nothing was changed', {swap}, rows_left, {new_lit}, {temp_lit}\n            \
-            USING HINT = 'move them back online first: cargo xtask zmig backfill ' || {swap} || ' --back (batched, under live writes), then run the revert again';\n    \
+        RAISE EXCEPTION 'zmig swap %: % are in % and %, more than the {most} this revert moves back while it holds the locks; nothing was changed. Move them back online first (batched, under live writes): cargo xtask zmig backfill % --back; then run the revert again', {swap}, rows_left, {new_lit}, {temp_lit}, {swap};\n    \
     END IF;\n\
 END\n\
 $zmig$;",
