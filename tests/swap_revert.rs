@@ -468,8 +468,14 @@ fn under_live_writes_the_move_the_move_back_and_the_revert_lose_nothing() {
     compare(&mut conn, &ledgers, "after the move");
 
     // The move back, two workers, to the end.
+    // Batches of at most 300 rows, so the writers meet many of them.
     let (back, done) = stage(&url, &mut ledgers, 2, || {
-        move_rows_back(&url, SWAP, &options(2)).unwrap()
+        let small = MoveOptions {
+            min_batch_size: 100,
+            max_batch_size: 300,
+            ..options(2)
+        };
+        move_rows_back(&url, SWAP, &small).unwrap()
     });
     all.push(done);
     assert!(back.finished, "{back:?}");
@@ -745,4 +751,92 @@ fn a_forward_move_after_a_move_back_needs_forward_and_then_moves_every_row() {
     let check = swap::verify(&mut conn, SWAP).unwrap();
     assert!(check.ok(), "{check:?}");
     compare(&mut conn, &[expected_all], "after going forward again");
+}
+
+/// The view's triggers find a row the move back takes from under them: UPDATEs of a few hot
+/// cars and trips inserted for them, racing batches of 37 rows going back from new to old,
+/// each update changes exactly one row (never 0, as for a row deleted) and each trip finds its
+/// car (never a foreign key violation). Every increment committed is there at the end.
+#[test]
+fn updates_and_references_racing_the_move_back_lose_nothing() {
+    let (db, _fixture) = prepared("swap_revert_race");
+    let url = db.url.clone();
+    move_rows(&url, SWAP, &options(2)).unwrap();
+    let hot: Vec<i64> = (1..=20).map(|i| i * 1_499).collect();
+    let done = AtomicBool::new(false);
+    let committed: Vec<i64> = thread::scope(|scope| {
+        let writers: Vec<_> = (0..3)
+            .map(|_| {
+                let (url, hot, done) = (&url, &hot, &done);
+                scope.spawn(move || {
+                    let mut conn = writer_conn(url);
+                    let mut ok = vec![0i64; hot.len()];
+                    let mut round = 0;
+                    while round < 150 || !done.load(Ordering::SeqCst) {
+                        let i = round % hot.len();
+                        round += 1;
+                        loop {
+                            let result = conn.transaction(|conn| {
+                                let updated = diesel::sql_query(format!(
+                                    "UPDATE cars SET mileage = mileage + 1 WHERE id = {}",
+                                    hot[i]
+                                ))
+                                .execute(conn)?;
+                                assert_eq!(updated, 1, "car {} not found by the update", hot[i]);
+                                diesel::sql_query(format!(
+                                    "INSERT INTO trips (car_id, km) VALUES ({}, 1)",
+                                    hot[i]
+                                ))
+                                .execute(conn)
+                            });
+                            match result {
+                                Ok(_) => break,
+                                Err(e) if is_retryable(&e).is_some() => {}
+                                Err(e) => panic!("car {}: {e}", hot[i]),
+                            }
+                        }
+                        ok[i] += 1;
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let mover = scope.spawn(|| {
+            let mut conn = writer_conn(&url);
+            while count(&mut conn, "SELECT zmig_cars_bigint_move_back(37) AS n") > 0 {}
+            done.store(true, Ordering::SeqCst);
+        });
+        mover.join().unwrap();
+        let mut totals = vec![0i64; hot.len()];
+        for writer in writers {
+            for (t, n) in totals.iter_mut().zip(writer.join().unwrap()) {
+                *t += n;
+            }
+        }
+        totals
+    });
+    let mut conn = db.conn();
+    assert_eq!(rows(&mut conn, "cars_new"), 0);
+    for (id, expected) in hot.iter().zip(committed) {
+        // Seeded with mileage 1 + id % 97 and one trip of that many km.
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!(
+                    "SELECT mileage::bigint - (1 + {id} % 97) AS n FROM cars_old WHERE id = {id}"
+                )
+            ),
+            expected,
+            "car {id}"
+        );
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!("SELECT count(*) - 1 AS n FROM trips WHERE car_id = {id}")
+            ),
+            expected,
+            "trips of car {id}"
+        );
+    }
+    assert_eq!(rows(&mut conn, "cars"), SEEDED);
 }
