@@ -93,6 +93,27 @@ fn revert_prepare(url: &str, fixture: &FixtureCrate) -> Result<String, String> {
     Err("the revert's locks were never to be had".to_owned())
 }
 
+/// The `move` line of `cargo xtask zmig status` for the swap, the example crate's code read.
+fn status_line(url: &str) -> String {
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cars/Cargo.toml");
+    let (ok, out) = run_cli(vec![
+        "cargo xtask",
+        "zmig",
+        "--database-url",
+        url,
+        "status",
+        "--manifest-path",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    out.lines()
+        .find(|l| l.trim_start().starts_with("move "))
+        .unwrap_or_else(|| panic!("no move line: {out}"))
+        .trim()
+        .to_owned()
+}
+
 /// A car as the ledgers record it: its columns and the distances of its trips, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct CarLog {
@@ -558,6 +579,13 @@ fn a_move_back_killed_part_way_resumes_and_ends_the_same() {
         "the move back child finished before it was killed"
     );
     compare(&mut conn, &[before.clone()], "after the kill");
+    let status = status_line(&url);
+    assert!(
+        status.contains(
+            "move back in progress or stopped (run `backfill cars_bigint --back` to resume)"
+        ),
+        "{status}"
+    );
 
     let resumed = move_rows_back(&url, SWAP, &options(2)).unwrap();
     assert!(resumed.finished, "{resumed:?}");
@@ -658,6 +686,12 @@ fn the_revert_refuses_while_more_than_it_moves_under_its_lock_are_left() {
     assert!(ok, "{out}");
     assert!(out.contains("move back complete"), "{out}");
     assert!(out.contains("diesel migration revert"), "{out}");
+    let status = status_line(&url);
+    assert!(
+        status.starts_with("move                  moved back: ready for `diesel migration revert`")
+            && status.contains("0 in new"),
+        "{status}"
+    );
     let expected = database(&mut conn);
     revert_prepare(&url, &fixture).unwrap();
     assert_reverted(&mut conn);
