@@ -578,7 +578,7 @@ fn a_move_back_killed_part_way_resumes_and_ends_the_same() {
         left > 0,
         "the move back child finished before it was killed"
     );
-    compare(&mut conn, &[before.clone()], "after the kill");
+    compare(&mut conn, std::slice::from_ref(&before), "after the kill");
     let status = status_line(&url);
     assert!(
         status.contains(
@@ -873,4 +873,48 @@ fn updates_and_references_racing_the_move_back_lose_nothing() {
         );
     }
     assert_eq!(rows(&mut conn, "cars"), SEEDED);
+}
+
+/// With `follow`, the move back keeps taking back what a writer inserts once the new table is
+/// empty, until the prepare migration is reverted under it; then it ends by itself, reporting
+/// the revert, and nothing the writer inserted is lost.
+#[test]
+fn a_following_move_back_ends_by_itself_once_the_revert_ran() {
+    let (db, fixture) = prepared("swap_revert_follow");
+    let url = db.url.clone();
+    move_rows(&url, SWAP, &options(2)).unwrap();
+    let mut conn = db.conn();
+    let done = AtomicBool::new(false);
+    let (report, inserted) = thread::scope(|scope| {
+        let follower = scope.spawn(|| {
+            let follow = MoveOptions {
+                follow: true,
+                ..options(2)
+            };
+            move_rows_back(&url, SWAP, &follow)
+        });
+        let writer = scope.spawn(|| {
+            let mut conn = writer_conn(&url);
+            let mut inserted = 0i64;
+            while inserted < 200 || !done.load(Ordering::SeqCst) {
+                exec(
+                    &mut conn,
+                    "INSERT INTO cars (make, model, year) VALUES ('follow', 'back', 2025)",
+                );
+                inserted += 1;
+            }
+            inserted
+        });
+        let mut probe = db.conn();
+        poll_until("the move back to empty the new table", || {
+            rows(&mut probe, "cars_new") == 0 || follower.is_finished()
+        });
+        revert_prepare(&url, &fixture).unwrap();
+        done.store(true, Ordering::SeqCst);
+        (follower.join().unwrap(), writer.join().unwrap())
+    });
+    let report = report.unwrap();
+    assert!(report.finished && report.finalized, "{report:?}");
+    assert_reverted(&mut conn);
+    assert_eq!(rows(&mut conn, "cars"), SEEDED + inserted);
 }

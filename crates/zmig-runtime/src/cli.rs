@@ -78,7 +78,7 @@ enum Command {
     #[command(flatten)]
     Codegen(ZmigCommand),
     /// Copy the owner rows that existed before dual writing into the new table; for a swap,
-    /// moves rows into the new table.
+    /// moves rows into the new table (or, with --back, back to the old one).
     ///
     /// Batched, throttled and resumable: stop it (Ctrl-C) or kill it at any moment and run it
     /// again to resume; run it on several machines at once to share the work. It yields to live
@@ -130,7 +130,9 @@ enum Command {
         /// A swap's move only: once the old table is empty, keep moving the rows writers insert
         /// (which land in temp) until Ctrl-C or until the finalize migration has run, so temp
         /// never holds more than finalize moves under its lock (10,000 rows). Without it the
-        /// move ends once the old table is empty and temp holds fewer than 1,000 rows.
+        /// move ends once the old table is empty and temp holds fewer than 1,000 rows. With
+        /// --back the same the other way: once the new table is empty, keep moving back what
+        /// writers insert until Ctrl-C or until the prepare migration is reverted.
         #[arg(long, conflicts_with_all = ["again", "pause", "resume"])]
         follow: bool,
         /// A swap only: the way back, online. Moves the rows back from the new table (and the

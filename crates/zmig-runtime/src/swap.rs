@@ -1,7 +1,9 @@
 //! A swap's `move` (`#[zmig(swap(...))]`, between its prepare and finalize migrations): moves
 //! every row of `<table>_old` and `<table>_temp` into `<table>_new` while the view `<table>` keeps
 //! serving reads and writes, and fills the widened shadow columns of the tables that reference
-//! it. Also the swap's `verify` and `status`.
+//! it. Also the way back, the move back ([`move_rows_back`]: the rows go back to `<table>_old`
+//! in the same kind of batches, so that reverting prepare takes only its brief lock), and the
+//! swap's `verify` and `status`.
 //!
 //! - Each batch is one short transaction calling `zmig_<name>_move(n)`, which the prepare
 //!   migration created: it takes its rows `FOR UPDATE SKIP LOCKED`, so workers (threads here,
