@@ -1,10 +1,12 @@
 //! The SQL of a swap: `prepare` puts the table behind a view over three tables, `finalize` puts
 //! the new table in its place. Between them the runtime's move task calls the functions that
-//! prepare creates (see `routines`).
+//! prepare creates (see `routines`); before finalize, its move back calls their mirror, so that
+//! reverting prepare (`prepare_down`) only moves the last few rows under its lock.
 //!
 //! Every row lives in exactly one of `<t>_old` (the original table, renamed), `<t>_temp` (rows
-//! inserted since prepare) and `<t>_new` (the changed structure). Rows only ever move towards
-//! `<t>_new`, one transaction each batch, so any single snapshot sees each row exactly once.
+//! inserted since prepare) and `<t>_new` (the changed structure). Rows move towards `<t>_new`
+//! (the move), or back to `<t>_old` (the move back), one transaction each batch, so any single
+//! snapshot sees each row exactly once.
 //!
 //! The view presents the table's *current* column types: an unchanged Diesel application decodes
 //! `id` as `Int4` and would refuse the eight bytes of a `bigint`. The new types reach the
@@ -344,9 +346,11 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     ));
     up.statement(&insert_function(swap, n));
     up.comment(&format!(
-        "UPDATE changes the row where it is: {new}, then {temp}, then {old}, each locked first; \
-         then {new} again, because a batch may have moved the row there in between (rows only \
-         move towards {new}). A row that changed after the statement read it is refused with a \
+        "UPDATE changes the row where it is: {new}, then {temp}, then {old}, each locked first \
+         (a row the move back takes from {new} or {temp} meanwhile is found in {old}); then \
+         {new} again, because a batch of the move may have taken it there in between; then {old} \
+         once more, for a row that went both ways while this looked (a forward batch still \
+         running as a move back starts). A row that changed after the statement read it is refused with a \
          serialization failure, where a table would have re-read it: the statement's SET and \
          WHERE were computed from a stale row, and writing it would lose the other write. The \
          key cannot change while the swap runs.",
