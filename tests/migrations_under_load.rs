@@ -24,7 +24,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use rand::Rng;
 use zmig_runtime::backfill::{backfill, BackfillOptions, ProgressMode};
-use zmig_runtime::swap::{self, move_rows};
+use zmig_runtime::swap::{self, move_rows, move_rows_back};
 use zmig_runtime::verify::verify;
 use zmig_tests::diesel_workspace::diesel_on_path;
 use zmig_tests::{fixtures, FixtureCrate, TestDb};
@@ -334,7 +334,9 @@ const CARS_SWAP: &str =
     "#[zmig(swap(columns(id: Int8), references(trips.car_id), name = cars_bigint), stage = \"finalize\")]";
 
 /// finalize cannot be reverted, so each round of the swap starts from a database of its own:
-/// prepare, a move, prepare reverted and applied again, the move, finalize.
+/// prepare, a move, the move back (the way back online: the revert then moves only what was
+/// inserted since under its lock, and refuses past 10,000 rows left), prepare reverted and
+/// applied again, the move, finalize.
 #[test]
 fn the_swap_applies_and_reverts_through_the_diesel_cli_under_load() {
     let fixture = FixtureCrate::cars("load_swap", CARS_SWAP);
@@ -354,6 +356,8 @@ fn the_swap_applies_and_reverts_through_the_diesel_cli_under_load() {
         deploy.run("prepare");
         load.unprobed(|| move_rows(&db.url, "cars_bigint", &options))
             .unwrap_or_else(|e| panic!("round {round}: move: {e}"));
+        load.unprobed(|| move_rows_back(&db.url, "cars_bigint", &options))
+            .unwrap_or_else(|e| panic!("round {round}: move back: {e}"));
         deploy.revert(1);
         deploy.run("prepare");
         load.unprobed(|| move_rows(&db.url, "cars_bigint", &options))

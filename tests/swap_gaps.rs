@@ -7,7 +7,8 @@
 //! - foreign keys pointing at the table hold during the swap, racing the move and deletes;
 //! - finalize keeps the table holding the rows, whatever is left to move when it runs;
 //! - reverting prepare after a partial move restores every row, including those inserted and
-//!   updated since.
+//!   updated since (2,000 cars: under the 10,000 the revert moves back under its lock; with
+//!   more it refuses until `backfill --back` has moved them, `tests/swap_revert.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;

@@ -77,7 +77,7 @@ enum Command {
     #[command(flatten)]
     Codegen(ZmigCommand),
     /// Copy the owner rows that existed before dual writing into the new table; for a swap,
-    /// moves rows into the new table.
+    /// moves rows into the new table (or, with --back, back to the old one).
     ///
     /// Batched, throttled and resumable: stop it (Ctrl-C) or kill it at any moment and run it
     /// again to resume; run it on several machines at once to share the work. It yields to live
@@ -129,9 +129,24 @@ enum Command {
         /// A swap's move only: once the old table is empty, keep moving the rows writers insert
         /// (which land in temp) until Ctrl-C or until the finalize migration has run, so temp
         /// never holds more than finalize moves under its lock (10,000 rows). Without it the
-        /// move ends once the old table is empty and temp holds fewer than 1,000 rows.
+        /// move ends once the old table is empty and temp holds fewer than 1,000 rows. With
+        /// --back the same the other way: once the new table is empty, keep moving back what
+        /// writers insert until Ctrl-C or until the prepare migration is reverted.
         #[arg(long, conflicts_with_all = ["again", "pause", "resume"])]
         follow: bool,
+        /// A swap only: the way back, online. Moves the rows back from the new table (and the
+        /// temp table) to the old one in batches under live writes, with the same workers,
+        /// throttle, yielding and pause as the move; stopped or killed, run it again to resume.
+        /// Use it before reverting the prepare migration (`diesel migration revert`) once the
+        /// move has run: the revert then takes only its brief lock to move the few rows inserted
+        /// since, and refuses while more than 10,000 rows are in new and temp. A move running
+        /// meanwhile stops at its next batch, and later ones refuse until `--forward`.
+        #[arg(long, conflicts_with_all = ["again", "pause", "resume", "forward"])]
+        back: bool,
+        /// A swap only: go forward again after a move back was started (which then stops at its
+        /// next batch), moving every row into the new table as a plain move does.
+        #[arg(long, conflicts_with_all = ["again", "pause", "resume"])]
+        forward: bool,
         /// Pause the running backfill or move (its workers finish their batch and wait), then
         /// exit.
         #[arg(long, conflicts_with = "resume")]
@@ -256,6 +271,8 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
             no_yield,
             again,
             follow,
+            back,
+            forward,
             pause,
             resume,
             target,
@@ -270,6 +287,12 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
             if is_swap && again {
                 bail!(
                     "--again is for an extract's backfill; `{name}` is a swap, whose move always resumes from the rows left to move"
+                );
+            }
+            if !is_swap && (back || forward) {
+                bail!(
+                    "--{} is for a swap; `{name}` is an extract, whose way back is reverting its migrations (`diesel migration revert`)",
+                    if back { "back" } else { "forward" }
                 );
             }
             if !is_swap && follow {
@@ -303,7 +326,13 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
                 follow,
                 ..BackfillOptions::default()
             };
+            if is_swap && back {
+                return run_move_back(&url, &name, &options, out);
+            }
             if is_swap {
+                if forward {
+                    swap::set_direction(&mut conn, &name, swap::MoveDirection::Forward)?;
+                }
                 return run_move(&url, &name, &options, out);
             }
             let report = backfill::backfill(&url, &name, &options)?;
@@ -421,6 +450,48 @@ fn run_move(
         writeln!(
             out,
             "{name}: move not complete (stopped, or other workers hold the last rows); run it again to resume"
+        )?;
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// A swap's move back, and what to do next.
+fn run_move_back(
+    url: &str,
+    name: &str,
+    options: &BackfillOptions,
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
+    let report = swap::move_rows_back(url, name, options)?;
+    writeln!(
+        out,
+        "{name}: {} rows moved back in {} batches; {} on disk (was {})",
+        report.moved,
+        report.batches,
+        indicatif::HumanBytes(report.bytes_after.max(0) as u64),
+        indicatif::HumanBytes(report.bytes_before.max(0) as u64),
+    )?;
+    if report.finalized {
+        writeln!(
+            out,
+            "{name}: followed the inserts until the prepare migration was reverted; the table is back as it was"
+        )?;
+        Ok(ExitCode::SUCCESS)
+    } else if report.finished {
+        writeln!(
+            out,
+            "{name}: move back complete: the new table is empty, {} rows inserted since wait in temp; \
+             next: revert the prepare migration (`diesel migration revert`), which moves them under its \
+             brief lock (at most {}; if more pile up first, run the move back again, or keep it running \
+             with --follow until the revert)",
+            report.rows_left,
+            swap::FINALIZE_MOVES_AT_MOST,
+        )?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(
+            out,
+            "{name}: move back not complete (stopped, or other workers hold the last rows); run it again to resume"
         )?;
         Ok(ExitCode::FAILURE)
     }

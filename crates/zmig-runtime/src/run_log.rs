@@ -224,6 +224,8 @@ impl Kind {
 pub(crate) enum Task {
     Backfill,
     Move,
+    /// A swap's move back, which takes the rows to the old table before prepare is reverted.
+    MoveBack,
 }
 
 impl Task {
@@ -231,6 +233,7 @@ impl Task {
         match self {
             Task::Backfill => "backfill",
             Task::Move => "move",
+            Task::MoveBack => "move_back",
         }
     }
 
@@ -239,6 +242,9 @@ impl Task {
         match self {
             Task::Backfill => ("owners read", "rows written", "owners/s"),
             Task::Move => ("rows moved", "referencing rows synced", "rows/s"),
+            // The referencing tables are left as they are: the revert drops their shadow
+            // columns, so `extra` stays 0.
+            Task::MoveBack => ("rows moved back", "referencing rows synced", "rows/s"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! A swap's `move` (`#[zmig(swap(...))]`, between its prepare and finalize migrations): moves
 //! every row of `<table>_old` and `<table>_temp` into `<table>_new` while the view `<table>` keeps
 //! serving reads and writes, and fills the widened shadow columns of the tables that reference
-//! it. Also the swap's `verify` and `status`.
+//! it. Also the way back, the move back ([`move_rows_back`]: the rows go back to `<table>_old`
+//! in the same kind of batches, so that reverting prepare takes only its brief lock), and the
+//! swap's `verify` and `status`.
 //!
 //! - Each batch is one short transaction calling `zmig_<name>_move(n)`, which the prepare
 //!   migration created: it takes its rows `FOR UPDATE SKIP LOCKED`, so workers (threads here,
@@ -151,6 +153,8 @@ pub struct SwapStatus {
     pub progress: SwapProgress,
     /// Paused with `set_paused` (running movers wait).
     pub paused: bool,
+    /// Which way the rows go: back once a move back was started.
+    pub direction: MoveDirection,
 }
 
 /// One kind of problem `zmig_<name>_check()` looks for, and how many rows have it.
@@ -187,6 +191,7 @@ impl SwapCheck {
 /// The database functions of a swap, named as its prepare migration creates them.
 struct SwapFunctions {
     move_rows: String,
+    move_back: String,
     sync_refs: String,
     progress: String,
     tables: String,
@@ -198,6 +203,7 @@ impl SwapFunctions {
     fn of(name: &str) -> SwapFunctions {
         SwapFunctions {
             move_rows: format!("zmig_{name}_move"),
+            move_back: format!("zmig_{name}_move_back"),
             sync_refs: format!("zmig_{name}_sync_refs"),
             progress: format!("zmig_{name}_progress"),
             tables: format!("zmig_{name}_tables"),
@@ -271,6 +277,7 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
         ],
     )?;
     let tables = load_tables(&mut conn, &functions)?;
+    refuse_against(&mut conn, name, MoveDirection::Forward)?;
     store::ensure_tables(&mut conn)?;
     store::open_run(&mut conn, name)?;
     let before = read_progress(&mut conn, &functions)?;
@@ -422,6 +429,357 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
     Ok(report)
 }
 
+/// Which way a prepared swap's rows go: towards the new table (the move, then finalize) or back
+/// to the old one (the move back, then the prepare migration's revert). Recorded in the swap's
+/// state (`zmig_swap_state`, item `direction`) so that a move and a move back, in any process,
+/// never run against each other: each would undo the other's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveDirection {
+    Forward,
+    Back,
+}
+
+impl MoveDirection {
+    fn as_str(self) -> &'static str {
+        match self {
+            MoveDirection::Forward => "forward",
+            MoveDirection::Back => "back",
+        }
+    }
+}
+
+/// Which way the rows of swap `name` go, as last recorded: forward unless a move back was
+/// started (and no `--forward` move since).
+pub fn direction(conn: &mut PgConnection, name: &str) -> Result<MoveDirection> {
+    #[derive(QueryableByName)]
+    struct Back {
+        #[diesel(sql_type = Bool)]
+        back: bool,
+    }
+    let back: Back = diesel::sql_query(
+        "SELECT EXISTS (SELECT FROM zmig_swap_state WHERE swap = $1 AND item = 'direction' AND detail = 'back') AS back",
+    )
+    .bind::<Text, _>(name)
+    .get_result(conn)?;
+    Ok(if back.back {
+        MoveDirection::Back
+    } else {
+        MoveDirection::Forward
+    })
+}
+
+/// Records that the rows of swap `name` go `way` from now on: a run going the other way stops
+/// at its next batch. Going forward again also forgets the move back's hint (the lowest key it
+/// moved), which rows moved forward since would make wrong; the move back's batch forgets the
+/// move's hint itself.
+pub fn set_direction(conn: &mut PgConnection, name: &str, way: MoveDirection) -> Result<()> {
+    conn.transaction(|conn| {
+        diesel::sql_query(
+            "INSERT INTO zmig_swap_state (swap, item, detail) VALUES ($1, 'direction', $2)
+             ON CONFLICT (swap, item) DO UPDATE SET detail = excluded.detail",
+        )
+        .bind::<Text, _>(name)
+        .bind::<Text, _>(way.as_str())
+        .execute(conn)?;
+        if way == MoveDirection::Forward {
+            diesel::sql_query(
+                "UPDATE zmig_swap_state SET after = NULL WHERE swap = $1 AND item = 'move_back' AND after IS NOT NULL",
+            )
+            .bind::<Text, _>(name)
+            .execute(conn)?;
+        }
+        Ok::<_, diesel::result::Error>(())
+    })?;
+    Ok(())
+}
+
+/// An error unless the rows of swap `name` go `way`: what a run going `way` says when it
+/// refuses to start, or stops, because a run the other way was started.
+fn refuse_against(conn: &mut PgConnection, name: &str, way: MoveDirection) -> Result<()> {
+    if direction(conn, name)? == way {
+        return Ok(());
+    }
+    Err(Error::NotReady(match way {
+        MoveDirection::Forward => format!(
+            "the rows of swap `{name}` are going back to its old table: a move back \
+             (`backfill {name} --back`) was started, and this move would undo it, so it does not \
+             move. To finish going back: `cargo xtask zmig backfill {name} --back`, then \
+             `diesel migration revert` of the prepare migration. To go forward after all: \
+             `cargo xtask zmig backfill {name} --forward` (a move back still running then stops)"
+        ),
+        MoveDirection::Back => format!(
+            "the rows of swap `{name}` go forward again: `backfill {name} --forward` was started \
+             since this move back, which stops rather than undo it. To go back after all, run \
+             `cargo xtask zmig backfill {name} --back` again (the forward move then stops)"
+        ),
+    }))
+}
+
+/// A move back ends once the new table is empty and temp holds fewer rows than this: writers
+/// keep inserting into temp through the view until the revert, which moves what remains under
+/// its lock (at most [`FINALIZE_MOVES_AT_MOST`]).
+const LEFT_FOR_REVERT: i64 = LEFT_FOR_FINALIZE;
+
+/// Runs (or resumes) the move back of swap `name` against `database_url`: the way back from any
+/// point before finalize, online. Moves every row of the new and temp tables into the old one in
+/// the current types (`zmig_<name>_move_back`, batches `FOR UPDATE SKIP LOCKED` like the move's,
+/// under live writes through the view), with the move's crew, options, pause, yielding, back-off,
+/// progress and run log (task `move_back`). The tables are the state: a stopped or killed move
+/// back resumes by running again. It records the direction `back` first, so a move running
+/// anywhere stops at its next batch and a new one refuses. Once done, reverting the prepare
+/// migration moves only the rows inserted since, under its brief lock. The referencing tables'
+/// shadow columns are left to the revert, which drops them.
+pub fn move_rows_back(database_url: &str, name: &str, options: &MoveOptions) -> Result<MoveReport> {
+    check_migration_name(name)?;
+    let functions = SwapFunctions::of(name);
+    let mut conn = workers::connect(database_url, name)?;
+    require_prepare(
+        &mut conn,
+        name,
+        &[&functions.move_back, &functions.progress, &functions.tables],
+    )?;
+    let tables = load_tables(&mut conn, &functions)?;
+    set_direction(&mut conn, name, MoveDirection::Back)?;
+    store::ensure_tables(&mut conn)?;
+    store::open_run(&mut conn, name)?;
+    let before = read_progress(&mut conn, &functions)?;
+    let to_move = before.new_rows + before.temp_rows;
+    let mut log = RunLog::start(
+        conn,
+        database_url,
+        name,
+        Task::MoveBack,
+        options,
+        &format!("moving back: {}", before.summary()),
+    );
+
+    let crew = Crew::new(options.stop.clone());
+    let movers = options.workers.max(1);
+    let tally = Tally::new(movers);
+    let tidy_step = (to_move / 10).max(MIN_TIDY_STEP);
+    let progress = Progress::new(options.progress, name, "moved back", to_move, 0);
+    let ran = crew.run(
+        movers + 1,
+        |n| {
+            if n == 0 {
+                return run_back_upkeep(database_url, name, &tables, &crew, &tally, tidy_step);
+            }
+            let result = run_back_mover(database_url, name, &functions, options, &crew, &tally);
+            tally.movers_running.fetch_sub(1, Ordering::SeqCst);
+            result
+        },
+        || {
+            let moved = tally.moved.load(Ordering::SeqCst);
+            let rate = moved as f64 / progress.elapsed_secs();
+            let state = progress::activity(crew.paused(), crew.backing_off(), crew.yielding());
+            let left = (to_move - moved).max(0);
+            progress.show(
+                moved,
+                moved + left,
+                &format!("about {} rows left, {rate:.0}/s{state}", HumanCount(left as u64)),
+                || {
+                    format!(
+                        "moving back: {} rows moved back, about {} left in new and temp, {rate:.0} rows/s, eta {}{state}",
+                        HumanCount(moved.max(0) as u64),
+                        HumanCount(left as u64),
+                        progress::eta(left, rate)
+                    )
+                },
+            );
+            log.observe(&crew, tally.logged());
+        },
+    );
+    if let Err(error) = ran {
+        log.end(
+            &crew,
+            false,
+            tally.logged(),
+            "stopped by the error above; what was moved back stays in the old table, run it again to resume",
+        );
+        return Err(error);
+    }
+    let reverted = tally.finalized.load(Ordering::SeqCst);
+    let finished = reverted || tally.all_moved.load(Ordering::SeqCst);
+    let after = if reverted {
+        SwapProgress {
+            old_rows: before.old_rows + tally.moved.load(Ordering::SeqCst),
+            temp_rows: 0,
+            new_rows: 0,
+            refs_left: 0,
+            total_bytes: before.total_bytes,
+        }
+    } else {
+        log.step(|conn| {
+            tidy_back(conn, &tables)?;
+            read_progress(conn, &functions)
+        })?
+    };
+    if finished {
+        log.step(|conn| store::finish_run(conn, name))?;
+    }
+    let report = MoveReport {
+        moved: tally.moved.load(Ordering::SeqCst),
+        batches: tally.batches.load(Ordering::SeqCst),
+        refs_synced: 0,
+        backoffs: crew.backoffs(),
+        bytes_before: before.total_bytes,
+        bytes_after: after.total_bytes,
+        finished,
+        finalized: reverted,
+        rows_left: if reverted {
+            0
+        } else {
+            after.new_rows + after.temp_rows
+        },
+    };
+    let end = if reverted {
+        "followed the inserts until the prepare migration was reverted".to_owned()
+    } else if finished {
+        format!(
+            "new table empty, ready for the revert of the prepare migration; {}",
+            after.summary()
+        )
+    } else {
+        format!("{}; run it again to resume", after.summary())
+    };
+    progress.finish(&format!(
+        "{}: {} rows moved back; {}{}",
+        if finished { "done" } else { "stopped" },
+        HumanCount(report.moved.max(0) as u64),
+        end,
+        progress::yielded(crew.yields(), tally.batches.load(Ordering::SeqCst)),
+    ));
+    log.end(&crew, finished, tally.logged(), &end);
+    Ok(report)
+}
+
+/// Whether a move back has gone far enough for the revert: the new table is empty and temp
+/// holds fewer than [`LEFT_FOR_REVERT`] rows, both counted exactly (cheap at that size).
+fn moved_back_enough(conn: &mut PgConnection, tables: &SwapTables) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Enough {
+        #[diesel(sql_type = Bool)]
+        enough: bool,
+    }
+    let enough: Enough = diesel::sql_query(format!(
+        "SELECT NOT EXISTS (SELECT FROM {new}) AND (SELECT count(*) FROM (SELECT FROM {temp} LIMIT {LEFT_FOR_REVERT}) t) < {LEFT_FOR_REVERT} AS enough",
+        new = tables.new,
+        temp = tables.temp,
+    ))
+    .get_result(conn)?;
+    Ok(enough.enough)
+}
+
+/// One mover of a move back: batches of `zmig_<name>_move_back` until the new table is empty
+/// (with `follow`, until the prepare migration is reverted), stopping if a forward move is
+/// started meanwhile.
+fn run_back_mover(
+    url: &str,
+    name: &str,
+    functions: &SwapFunctions,
+    options: &MoveOptions,
+    crew: &Crew,
+    tally: &Tally,
+) -> Result<()> {
+    let mut conn = workers::connect(url, name)?;
+    let tables = load_tables(&mut conn, functions)?;
+    let mut pace = Pace::new(options);
+    let query = format!(
+        "SELECT coalesce(\"{}\"($1), 0)::bigint AS n",
+        functions.move_back
+    );
+    // Following temp, the revert may take the tables and functions away at any moment.
+    let gone = |conn: &mut PgConnection| -> Result<bool> {
+        Ok(options.follow && finalized(conn, name, tally)?)
+    };
+    while !tally.finalized.load(Ordering::SeqCst)
+        && crew.ready_for_batch(&mut conn, name, options)?
+    {
+        let started = Instant::now();
+        let batch_size = pace.batch_size();
+        let moved = match refuse_against(&mut conn, name, MoveDirection::Back)
+            .and_then(|()| Ok(conn.transaction(|conn| call_batch(conn, &query, batch_size))?))
+        {
+            Ok(moved) => moved,
+            Err(_) if gone(&mut conn)? => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if moved > 0 {
+            tally.moved.fetch_add(moved, Ordering::SeqCst);
+            tally.batches.fetch_add(1, Ordering::SeqCst);
+        }
+        if moved < i64::from(batch_size) {
+            let enough = match moved_back_enough(&mut conn, &tables) {
+                Ok(enough) => enough,
+                Err(_) if gone(&mut conn)? => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if enough {
+                tally.all_moved.store(true, Ordering::SeqCst);
+                if !options.follow {
+                    return Ok(());
+                }
+            }
+            if moved == 0 {
+                // The rest is locked by writers or another worker's batch, or (following)
+                // nothing was inserted since.
+                std::thread::sleep(if enough {
+                    FOLLOW_EVERY
+                } else {
+                    LOCKED_ROWS_WAIT
+                });
+                continue;
+            }
+        }
+        pace.after_batch(&mut conn, crew, started.elapsed())?;
+    }
+    Ok(())
+}
+
+/// The move back's upkeep: every `tidy_step` rows moved back, ANALYZE the old table (growing
+/// again behind the view) and VACUUM the new one and temp (emptying), until the movers are done.
+fn run_back_upkeep(
+    url: &str,
+    name: &str,
+    tables: &SwapTables,
+    crew: &Crew,
+    tally: &Tally,
+    tidy_step: i64,
+) -> Result<()> {
+    let mut conn = workers::connect(url, name)?;
+    let mut tidy_at = tidy_step;
+    loop {
+        if crew.should_end()
+            || tally.finalized.load(Ordering::SeqCst)
+            || tally.movers_running.load(Ordering::SeqCst) == 0
+        {
+            return Ok(());
+        }
+        let moved = tally.moved.load(Ordering::SeqCst);
+        if moved >= tidy_at {
+            match tidy_back(&mut conn, tables) {
+                // The revert took the tables away while the movers followed temp.
+                Err(_) if !is_swap(&mut conn, name)? => return Ok(()),
+                other => other?,
+            }
+            tidy_at = moved + tidy_step;
+        }
+        std::thread::sleep(UPKEEP_LOOKS_EVERY);
+    }
+}
+
+/// ANALYZE of the old table, VACUUM of the new one and temp, for the move back: as
+/// [`analyze`] and [`vacuum`] for the move, the other way round.
+fn tidy_back(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
+    conn.batch_execute(&format!("ANALYZE {}", tables.old))?;
+    // Its own statement: VACUUM runs in no transaction, not even a multi-statement string's.
+    conn.batch_execute(&format!(
+        "VACUUM (TRUNCATE false) {}, {}",
+        tables.new, tables.temp
+    ))?;
+    Ok(())
+}
+
 /// Checks the rows of swap `name` (`zmig_<name>_check()`): no key in two of its tables, no
 /// reference without its row, every shadow column equal to its column. Records the result for
 /// `status`.
@@ -456,7 +814,12 @@ pub fn status(conn: &mut PgConnection, name: &str) -> Result<Option<SwapStatus>>
     let progress = read_progress(conn, &SwapFunctions::of(name))?;
     let paused =
         store::tables_exist(conn)? && store::load_run(conn, name)?.is_some_and(|run| run.paused);
-    Ok(Some(SwapStatus { progress, paused }))
+    let direction = direction(conn, name)?;
+    Ok(Some(SwapStatus {
+        progress,
+        paused,
+        direction,
+    }))
 }
 
 /// `n` rows for messages: an estimate says so.
@@ -607,6 +970,11 @@ fn run_mover(
     {
         let started = Instant::now();
         let batch_size = pace.batch_size();
+        // A move back started meanwhile: stop rather than undo it.
+        match refuse_against(&mut conn, name, MoveDirection::Forward) {
+            Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+            other => other?,
+        }
         let moved = match conn.transaction(|conn| call_batch(conn, &query, batch_size)) {
             Ok(moved) => moved,
             Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),

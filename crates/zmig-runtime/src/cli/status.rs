@@ -199,6 +199,15 @@ pub(super) fn write_text(all: &[MigrationStatus], out: &mut dyn Write) -> Result
                 )?;
                 "rows differing"
             }
+            Work::Move(status) if status.direction == swap::MoveDirection::Back => {
+                writeln!(
+                    out,
+                    "  move                  {}: {}",
+                    move_back_state(&m.name, status),
+                    status.progress.summary()
+                )?;
+                "rows with problems"
+            }
             Work::Move(status) => {
                 let p = &status.progress;
                 writeln!(
@@ -309,6 +318,21 @@ fn move_state(status: &SwapStatus) -> &'static str {
     }
 }
 
+/// A swap moving back (`backfill <name> --back`): whether the revert of prepare may run.
+fn move_back_state(name: &str, status: &SwapStatus) -> String {
+    let p = &status.progress;
+    if p.new_rows == 0 && p.temp_rows <= swap::FINALIZE_MOVES_AT_MOST {
+        "moved back: ready for `diesel migration revert` of the prepare migration (it moves the rows left in temp under its brief lock)".to_owned()
+    } else if status.paused {
+        "move back paused".to_owned()
+    } else {
+        format!(
+            "move back in progress or stopped (run `{} backfill {name} --back` to resume)",
+            zmig_codegen::command_name()
+        )
+    }
+}
+
 /// `status --json`: one object, `{"migrations": [...]}`, each migration with the same facts the
 /// text shows (README's "status --json" documents the fields).
 pub(super) fn to_json(all: &[MigrationStatus]) -> Value {
@@ -348,10 +372,12 @@ pub(super) fn to_json(all: &[MigrationStatus]) -> Value {
                 ),
                 Work::Move(status) => {
                     let p = &status.progress;
+                    let back = status.direction == swap::MoveDirection::Back;
                     (
                         "swap",
                         json!({"move": {
-                            "state": move_state(status),
+                            "state": if back { move_back_state(&m.name, status) } else { move_state(status).to_owned() },
+                            "direction": if back { "back" } else { "forward" },
                             "prepared": true,
                             "finalized": false,
                             "paused": status.paused,

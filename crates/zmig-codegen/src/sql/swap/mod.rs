@@ -1,10 +1,12 @@
 //! The SQL of a swap: `prepare` puts the table behind a view over three tables, `finalize` puts
 //! the new table in its place. Between them the runtime's move task calls the functions that
-//! prepare creates (see `routines`).
+//! prepare creates (see `routines`); before finalize, its move back calls their mirror, so that
+//! reverting prepare (`prepare_down`) only moves the last few rows under its lock.
 //!
 //! Every row lives in exactly one of `<t>_old` (the original table, renamed), `<t>_temp` (rows
-//! inserted since prepare) and `<t>_new` (the changed structure). Rows only ever move towards
-//! `<t>_new`, one transaction each batch, so any single snapshot sees each row exactly once.
+//! inserted since prepare) and `<t>_new` (the changed structure). Rows move towards `<t>_new`
+//! (the move), or back to `<t>_old` (the move back), one transaction each batch, so any single
+//! snapshot sees each row exactly once.
 //!
 //! The view presents the table's *current* column types: an unchanged Diesel application decodes
 //! `id` as `Int4` and would refuse the eight bytes of a `bigint`. The new types reach the
@@ -13,8 +15,8 @@
 mod routines;
 
 use self::routines::{
-    check_function, delete_function, drop_routines, insert_function, move_function,
-    progress_function, ref_indexes_function, reference_function, sync_refs_function,
+    check_function, delete_function, drop_routines, insert_function, move_back_function,
+    move_function, progress_function, ref_indexes_function, reference_function, sync_refs_function,
     tables_function, update_function,
 };
 use super::filter::RowSql;
@@ -42,6 +44,7 @@ pub(crate) struct Names {
     pub update_fn: String,
     pub delete_fn: String,
     pub move_fn: String,
+    pub move_back_fn: String,
     pub sync_refs_fn: String,
     pub progress_fn: String,
     pub tables_fn: String,
@@ -69,6 +72,7 @@ impl Names {
             update_fn: f("update"),
             delete_fn: f("delete"),
             move_fn: f("move"),
+            move_back_fn: f("move_back"),
             sync_refs_fn: f("sync_refs"),
             progress_fn: f("progress"),
             tables_fn: f("tables"),
@@ -345,9 +349,11 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     ));
     up.statement(&insert_function(swap, n));
     up.comment(&format!(
-        "UPDATE changes the row where it is: {new}, then {temp}, then {old}, each locked first; \
-         then {new} again, because a batch may have moved the row there in between (rows only \
-         move towards {new}). A row that changed after the statement read it is refused with a \
+        "UPDATE changes the row where it is: {new}, then {temp}, then {old}, each locked first \
+         (a row the move back takes from {new} or {temp} meanwhile is found in {old}); then \
+         {new} again, because a batch of the move may have taken it there in between; then {old} \
+         once more, for a row that went both ways while this looked (a forward batch still \
+         running as a move back starts). A row that changed after the statement read it is refused with a \
          serialization failure, where a table would have re-read it: the statement's SET and \
          WHERE were computed from a stale row, and writing it would lose the other write. The \
          key cannot change while the swap runs.",
@@ -389,6 +395,23 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     up.statement(&move_function(swap, n));
     up.statement(&format!(
         "INSERT INTO {STATE_TABLE} (swap, item) VALUES ({}, 'move');",
+        n.swap_literal
+    ));
+    up.comment(&format!(
+        "The way back, online: the move back's batch (`cargo xtask zmig backfill {name} --back`) \
+         is the mirror of the move's. It takes up to `max_rows` rows of {new}, then of {temp}, \
+         `FOR UPDATE SKIP LOCKED`, deletes them and inserts them into {old} in the current types \
+         (as the view shows them, so each row reads the same), one statement each; the lowest \
+         key moved back is its hint. Reverting prepare then moves only what writers inserted \
+         since, under its brief lock, and refuses while more than 10,000 rows are left.",
+        name = swap.name,
+        old = n.old,
+        temp = n.temp,
+        new = n.new
+    ));
+    up.statement(&move_back_function(swap, n));
+    up.statement(&format!(
+        "INSERT INTO {STATE_TABLE} (swap, item) VALUES ({}, 'move_back');",
         n.swap_literal
     ));
     up.comment(
@@ -909,16 +932,49 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
     down.comment(&format!(
         "Reverts prepare: every row of {new} and {temp} goes back into {old}, which takes its \
          name back; nothing inserted or updated since prepare is lost. A value that no longer \
-         fits the original type fails the revert rather than being lost. This copies the rows \
-         moved so far while holding the table: after a long move, expect it to take as long as \
-         copying them.",
+         fits the original type fails the revert rather than being lost. The rows go back while \
+         the tables are locked, so this refuses, changing nothing, while more than \
+         {FINALIZE_MOVES_AT_MOST} are in {new} and {temp}: move them back online first with \
+         `cargo xtask zmig backfill {name} --back` (batched, under live writes), then run the \
+         revert again; it then moves only the few rows writers inserted since.",
+        name = swap.name,
         new = n.new,
         temp = n.temp,
         old = n.old
     ));
-    down.statement("SET LOCAL lock_timeout = '200ms';\nSET LOCAL statement_timeout = 0;");
+    down.comment(&format!(
+        "Every statement below needs a brief lock on {table} and the tables referencing it, \
+         taken all at once first, in a loop of short attempts (below) that never keeps their \
+         traffic waiting for long. A lock a statement needs beyond those waits at most 200 ms; \
+         the migration then rolls back whole and is safe to run again (zmig-runtime's migration \
+         runner retries it with back-off). At most {FINALIZE_MOVES_AT_MOST} rows are copied, so \
+         ten seconds is a generous bound.",
+        table = n.table
+    ));
+    down.statement(LOCK_TIMEOUT);
     lock_all(swap, n, &mut down);
     let mut body = Script::new();
+    body.comment(&format!(
+        "Also the three tables behind the view, which a move or a move back still running \
+         reads directly: a batch committing rows into {new} after they were copied back would \
+         lose them when {new} is dropped.",
+        new = n.new
+    ));
+    body.take_locks(
+        &swap.name,
+        &[
+            (n.old.clone(), Lock::AccessExclusive),
+            (n.temp.clone(), Lock::AccessExclusive),
+            (n.new.clone(), Lock::AccessExclusive),
+        ],
+    );
+    body.comment(&format!(
+        "Refuse, changing nothing, while more rows are left in {new} and {temp} than this revert \
+         moves under its lock (each counted up to {FINALIZE_MOVES_AT_MOST} and one).",
+        new = n.new,
+        temp = n.temp
+    ));
+    body.statement(&revert_gate(n));
     body.squawk_ignore("ban-drop-view");
     body.statement(&format!("DROP VIEW {};", n.table));
     let columns: Vec<String> = swap.columns.iter().map(|c| q(&c.name)).collect();
@@ -1025,6 +1081,39 @@ $zmig$;",
     lock_references(swap, &mut down);
     down.statement(&validate_foreign_keys(&swap.table.sql()));
     down
+}
+
+/// Rows prepare's down and finalize move while they hold the tables' locks, at most.
+const FINALIZE_MOVES_AT_MOST: i64 = 10_000;
+
+/// Refuses the revert of prepare while more than [`FINALIZE_MOVES_AT_MOST`] rows are in new and
+/// temp, naming how many (counted up to one more than that in each table, the planner's
+/// estimate beyond) and the command that moves them back online.
+fn revert_gate(n: &Names) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    in_new bigint := (SELECT count(*) FROM (SELECT FROM {new} LIMIT {over}) r);\n    \
+    in_temp bigint := (SELECT count(*) FROM (SELECT FROM {temp} LIMIT {over}) r);\n    \
+    rows_left text;\n\
+BEGIN\n    \
+    IF in_new + in_temp > {most} THEN\n        \
+        rows_left := CASE WHEN in_new < {over} AND in_temp < {over} THEN format('%s rows', in_new + in_temp)\n            \
+            ELSE format('more than %s rows (about %s by the planner''s estimate)', {most}, greatest(in_new + in_temp,\n                \
+                (SELECT sum(greatest(reltuples, 0))::bigint FROM pg_class WHERE oid IN ({new_lit}::regclass, {temp_lit}::regclass))))\n        \
+        END;\n        \
+        RAISE EXCEPTION 'zmig swap %: % are in % and %, more than the {most} this revert moves back while it holds the locks; nothing was changed. Move them back online first (batched, under live writes): cargo xtask zmig backfill % --back; then run the revert again', {swap}, rows_left, {new_lit}, {temp_lit}, {swap};\n    \
+    END IF;\n\
+END\n\
+$zmig$;",
+        new = n.new,
+        temp = n.temp,
+        over = FINALIZE_MOVES_AT_MOST + 1,
+        most = FINALIZE_MOVES_AT_MOST,
+        new_lit = quote_literal(&n.new),
+        temp_lit = quote_literal(&n.temp),
+        swap = n.swap_literal,
+    )
 }
 
 /// Whether the first transaction of prepare's down or of finalize has committed already: the

@@ -8,14 +8,21 @@ use super::{
 use crate::plan::{Reference, Swap, SwapColumn};
 use crate::sql::{quote_ident as q, quote_literal};
 
-/// Where a row may be, in the order the triggers look: new, temp, old, then new again, since a
-/// batch may have moved it there in between and rows only ever move towards new.
-fn search_order(n: &Names) -> [(&str, bool); 4] {
+/// Where a row may be, in the order the triggers look. A row a batch moves while a trigger looks
+/// for it is found in the table it went to, as long as that table is looked at again later: a
+/// lookup that waited for the batch's lock and then finds the row deleted (READ COMMITTED's
+/// re-check) goes on to the next table, whose statement sees the batch committed. The move takes
+/// rows from old and temp to new, so new comes again after old; the move back takes rows from
+/// new and temp to old, which comes after both. Old comes once more at the end for a row that
+/// went both ways while one trigger looked (a forward batch still running when a move back
+/// started, a rare overlap the runtime keeps short): new, temp, old, new, old.
+fn search_order(n: &Names) -> [(&str, bool); 5] {
     [
         (n.new.as_str(), true),
         (n.temp.as_str(), true),
         (n.old.as_str(), false),
         (n.new.as_str(), true),
+        (n.old.as_str(), false),
     ]
 }
 
@@ -379,6 +386,121 @@ $zmig$;",
     )
 }
 
+/// The move back's batch, the mirror of [`move_function`]: takes up to `max_rows` rows of new
+/// (highest keys first, below a hint of the lowest key moved back so far), then of temp,
+/// `FOR UPDATE SKIP LOCKED`, deletes them and inserts them into old in the current types, in
+/// one statement each. The values come back as the view shows them (`id::integer`), so a row
+/// reads the same before and after; a row whose new-structure values would not come out of
+/// its old-type values again (the prepare's cast recomputed) is refused rather than changed.
+/// Moving rows back also forgets the forward move's hint: rows are in old again below it.
+/// `OVERRIDING SYSTEM VALUE`: an identity key of the original keeps its values (a no-op without one).
+pub(super) fn move_back_function(swap: &Swap, n: &Names) -> String {
+    let key = q(&swap.key);
+    let columns = list(swap, |c| q(&c.name));
+    let changed: Vec<(usize, &SwapColumn)> = swap
+        .columns
+        .iter()
+        .filter(|c| c.changes())
+        .enumerate()
+        .collect();
+    let moved_value = |i: usize| q(&format!("zmig_new_value_{}", i + 1));
+    let back = {
+        let mut cols: Vec<String> = swap
+            .columns
+            .iter()
+            .map(|c| format!("{} AS {}", shown(c, "gone.", true), q(&c.name)))
+            .collect();
+        cols.extend(
+            changed
+                .iter()
+                .map(|(i, c)| format!("gone.{} AS {}", q(&c.name), moved_value(*i))),
+        );
+        cols.join(", ")
+    };
+    let lossy = if changed.is_empty() {
+        "false".to_owned()
+    } else {
+        changed
+            .iter()
+            .map(|(i, c)| {
+                format!(
+                    "{} IS DISTINCT FROM back.{}",
+                    forward(c, "back"),
+                    moved_value(*i)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    let batch = |table: &str, filter: &str, order: &str, extreme: &str, indent: &str| {
+        format!(
+            "{indent}WITH picked AS (\n{indent}    \
+                 SELECT {key} FROM {table}{filter}\n{indent}    \
+                 ORDER BY {key}{order} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n{indent}\
+             ), gone AS (\n{indent}    \
+                 DELETE FROM {table} t USING picked WHERE t.{key} = picked.{key} RETURNING t.*\n{indent}\
+             ), back AS (\n{indent}    \
+                 SELECT {back} FROM gone\n{indent}\
+             ), put AS (\n{indent}    \
+                 INSERT INTO {old} ({columns}) OVERRIDING SYSTEM VALUE\n{indent}    \
+                 SELECT {columns} FROM back\n{indent}    \
+                 RETURNING {key}\n{indent}\
+             ), lossy AS (\n{indent}    \
+                 SELECT count(*) AS n FROM back WHERE {lossy}\n{indent}\
+             )\n{indent}\
+             SELECT count(*), {extreme}({key}), (SELECT n FROM lossy) INTO batch, edge, changed FROM put;\n{indent}\
+             IF changed > 0 THEN\n{indent}    \
+                 RAISE data_exception USING MESSAGE = {lossy_message};\n{indent}\
+             END IF;\n{indent}\
+             moved := moved + batch;\n",
+            old = n.old,
+            lossy_message = quote_literal(&format!(
+                "zmig swap {}: a row of the new structure would not come back to the same values in the current types; nothing was moved back",
+                swap.name
+            )),
+        )
+    };
+    format!(
+        "CREATE FUNCTION {f}(max_rows integer) RETURNS bigint LANGUAGE plpgsql AS $zmig$\n\
+DECLARE\n    \
+    hint bigint;\n    \
+    moved bigint := 0;\n    \
+    batch bigint;\n    \
+    edge bigint;\n    \
+    changed bigint;\n\
+BEGIN\n    \
+    SELECT after INTO hint FROM {STATE_TABLE} WHERE swap = {swap} AND item = 'move_back';\n    \
+    LOOP\n\
+{from_new}        \
+        IF edge IS NOT NULL THEN\n            \
+            UPDATE {STATE_TABLE} SET after = least(after, edge) WHERE swap = {swap} AND item = 'move_back';\n        \
+        END IF;\n        \
+        EXIT WHEN moved >= max_rows OR hint IS NULL;\n        \
+        hint := NULL; -- the hint reached the start: one pass from the end for rows skipped while locked\n    \
+    END LOOP;\n    \
+    IF moved < max_rows THEN\n\
+{from_temp}    \
+    END IF;\n    \
+    IF moved > 0 THEN\n        \
+        -- Rows are in old again below the forward move's hint: a later move starts from the first key.\n        \
+        UPDATE {STATE_TABLE} SET after = NULL WHERE swap = {swap} AND item = 'move' AND after IS NOT NULL;\n    \
+    END IF;\n    \
+    RETURN moved;\n\
+END\n\
+$zmig$;",
+        f = n.move_back_fn,
+        swap = n.swap_literal,
+        from_new = batch(
+            &n.new,
+            &format!(" WHERE {key} < coalesce(hint, '9223372036854775807'::bigint)"),
+            " DESC",
+            "min",
+            "        "
+        ),
+        from_temp = batch(&n.temp, "", "", "min", "        "),
+    )
+}
+
 pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
     let mut steps = String::new();
     for reference in &swap.references {
@@ -607,6 +729,7 @@ pub(super) fn drop_routines(n: &Names) -> Vec<String> {
         (&n.update_fn, ""),
         (&n.delete_fn, ""),
         (&n.move_fn, "integer"),
+        (&n.move_back_fn, "integer"),
         (&n.sync_refs_fn, "integer"),
         (&n.progress_fn, ""),
         (&n.tables_fn, ""),
