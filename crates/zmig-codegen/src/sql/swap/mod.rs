@@ -473,14 +473,15 @@ fn references_prepare(swap: &Swap, n: &Names, reference: &Reference, up: &mut Sc
         reference_function_name(swap, reference)
     ));
     up.comment(
-        "The rows to fill are those that exist now, up to the highest key: the trigger fills \
-         every row written from here on, so the fill never chases new inserts.",
+        "The rows to fill are those on the pages the table has now: the trigger fills every row \
+         written from here on, wherever it lands, so the fill never chases new rows. Reading \
+         the table's size takes no lock beyond the one held.",
     );
     up.statement(&format!(
-        "INSERT INTO {STATE_TABLE} (swap, item, detail) SELECT {}, {}, max({})::text FROM {table};",
+        "INSERT INTO {STATE_TABLE} (swap, item, detail) SELECT {}, {}, (pg_relation_size({}::regclass) / current_setting('block_size')::bigint)::text;",
         n.swap_literal,
         reference_item(reference),
-        q(&reference.table_key),
+        quote_literal(&table),
     ));
 }
 
