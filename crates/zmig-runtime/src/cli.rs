@@ -25,6 +25,7 @@ use zmig_codegen::project::Project;
 
 use crate::backfill::{self, BackfillOptions};
 use crate::catalog::PgCatalog;
+use crate::disk::DiskCheck;
 use crate::url::redact;
 use crate::{run_log, swap, verify};
 use zmig_codegen::schema::Catalog;
@@ -133,6 +134,15 @@ enum Command {
         /// move ends once the old table is empty and temp holds fewer than 1,000 rows.
         #[arg(long, conflicts_with_all = ["again", "pause", "resume"])]
         follow: bool,
+        /// A swap's move only: take this many bytes as the free disk of the database's server
+        /// instead of measuring it. The move estimates what it will add at its peak (status
+        /// shows it) and refuses to start when the free space cannot hold it; zmig measures
+        /// free space only when PostgreSQL shows it the data directory on this same machine.
+        #[arg(long, value_name = "BYTES", conflicts_with_all = ["skip_disk_check", "again", "pause", "resume"])]
+        assume_free_disk: Option<u64>,
+        /// A swap's move only: start without comparing the free disk with the estimate.
+        #[arg(long, conflicts_with_all = ["again", "pause", "resume"])]
+        skip_disk_check: bool,
         /// Pause the running backfill or move (its workers finish their batch and wait), then
         /// exit.
         #[arg(long, conflicts_with = "resume")]
@@ -250,6 +260,8 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
             no_yield,
             again,
             follow,
+            assume_free_disk,
+            skip_disk_check,
             pause,
             resume,
             target,
@@ -295,6 +307,11 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
                 stop: Some(stop),
                 again,
                 follow,
+                disk_check: match (assume_free_disk, skip_disk_check) {
+                    (Some(bytes), _) => DiskCheck::Assume(bytes),
+                    (None, true) => DiskCheck::Skip,
+                    (None, false) => DiskCheck::Measure,
+                },
                 ..BackfillOptions::default()
             };
             if is_swap {
@@ -673,6 +690,7 @@ fn print_swap_move(conn: &mut PgConnection, name: &str, out: &mut dyn Write) -> 
         "in progress or stopped"
     };
     writeln!(out, "  move                  {state}: {}", p.summary())?;
+    writeln!(out, "  disk                  {}", status.disk.summary())?;
     if p.refs_left == 0 {
         writeln!(out, "  references            synced")?;
     } else {

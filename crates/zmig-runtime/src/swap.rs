@@ -29,6 +29,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 use indicatif::{HumanBytes, HumanCount};
 
 use crate::backfill::BackfillOptions;
+use crate::disk::{self, DiskCheck, DiskEstimate};
 use crate::progress::{self, Progress, ProgressMode};
 use crate::run_log::{Counts, RunLog, Task};
 use crate::workers::{self, Crew, Pace};
@@ -153,6 +154,9 @@ impl SwapProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwapStatus {
     pub progress: SwapProgress,
+    /// The tables' sizes, what the move still needs at its peak, and free disk where PostgreSQL
+    /// can tell.
+    pub disk: DiskEstimate,
     /// Paused with `set_paused` (running movers wait).
     pub paused: bool,
 }
@@ -277,6 +281,15 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
         ],
     )?;
     let tables = load_tables(&mut conn, &functions)?;
+    if options.disk_check != DiskCheck::Skip {
+        disk::estimate(
+            &mut conn,
+            &functions.tables,
+            &functions.progress,
+            options.disk_check,
+        )?
+        .refuse_if_short(name)?;
+    }
     store::ensure_tables(&mut conn)?;
     store::open_run(&mut conn, name)?;
     let before = read_progress(&mut conn, &functions)?;
@@ -461,10 +474,21 @@ pub fn status(conn: &mut PgConnection, name: &str) -> Result<Option<SwapStatus>>
     if !is_swap(conn, name)? {
         return Ok(None);
     }
-    let progress = read_progress(conn, &SwapFunctions::of(name))?;
+    let functions = SwapFunctions::of(name);
+    let progress = read_progress(conn, &functions)?;
+    let disk = disk::estimate(
+        conn,
+        &functions.tables,
+        &functions.progress,
+        DiskCheck::Measure,
+    )?;
     let paused =
         store::tables_exist(conn)? && store::load_run(conn, name)?.is_some_and(|run| run.paused);
-    Ok(Some(SwapStatus { progress, paused }))
+    Ok(Some(SwapStatus {
+        progress,
+        disk,
+        paused,
+    }))
 }
 
 /// `n` rows for messages: an estimate says so.
@@ -812,7 +836,10 @@ fn vacuum_refs(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
     if tables.refs.is_empty() {
         return Ok(());
     }
-    conn.batch_execute(&format!("VACUUM (TRUNCATE false) {}", tables.refs.join(", ")))?;
+    conn.batch_execute(&format!(
+        "VACUUM (TRUNCATE false) {}",
+        tables.refs.join(", ")
+    ))?;
     Ok(())
 }
 
