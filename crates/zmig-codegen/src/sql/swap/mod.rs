@@ -393,6 +393,13 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          key in two tables, no reference without its row, every shadow column equal to its \
          original.",
     );
+    up.comment(
+        "The move task's fill of the referencing tables' shadow columns: page by page in heap \
+         order (ctid ranges, read by a TID range scan), so no row is looked up by key, and the \
+         pages filled first are the first the move's VACUUM makes reusable for the next pages' \
+         new row versions. Rows the trigger already filled are skipped; one scan at the end \
+         confirms none was left behind.",
+    );
     up.statement(&sync_refs_function(swap, n));
     up.statement(&progress_function(swap, n));
     up.statement(&tables_function(swap, n));

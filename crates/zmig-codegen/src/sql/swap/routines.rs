@@ -398,7 +398,7 @@ pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
             String::new()
         } else {
             format!(
-                "                ALTER TABLE {table} VALIDATE CONSTRAINT {};\n",
+                "            ALTER TABLE {table} VALIDATE CONSTRAINT {};\n",
                 q(&shadow_not_null(swap, reference))
             )
         };
