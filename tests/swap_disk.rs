@@ -119,7 +119,8 @@ fn the_fill_reuses_the_space_it_frees_so_the_referencing_table_ends_near_its_siz
     let (db, _fixture) = prepared("swap_disk_fill", ROWS, ROWS);
     let mut conn = db.conn();
     let before = count(&mut conn, "SELECT pg_relation_size('trips') AS n");
-    let report = move_rows(&db.url, SWAP, &options(DiskCheck::Skip)).unwrap();
+    let options = options(DiskCheck::Skip);
+    let report = move_rows(&db.url, SWAP, &options).unwrap();
     assert!(report.finished, "{report:?}");
     assert_eq!(report.refs_synced, ROWS, "{report:?}");
     assert_eq!(

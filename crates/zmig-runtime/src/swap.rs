@@ -73,6 +73,9 @@ const UPKEEP_LOOKS_EVERY: Duration = Duration::from_millis(20);
 /// the table grows by about one part in this many (see [`vacuum_refs`]).
 const REFS_VACUUMS: i64 = 10;
 
+/// The longest [`vacuum_refs`] waits for older transactions before it VACUUMs anyway.
+const VACUUM_WAITS_AT_MOST: Duration = Duration::from_millis(500);
+
 /// Refreshing stale estimates (a VACUUM) happens at most this often.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
@@ -832,9 +835,46 @@ fn vacuum(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
 /// versions land there instead of at the end of the table; done every tenth of the fill, the
 /// table grows by about a tenth instead of doubling. `TRUNCATE false`, as for the old table:
 /// the application reads these tables throughout.
+///
+/// VACUUM removes only versions no running transaction may still see: one that began before the
+/// fill's last commit (a mover's batch, most of the time) keeps that batch's versions, and a
+/// whole batch left for the next VACUUM is a batch of pages the next ones cannot reuse. So it
+/// first waits, at most [`VACUUM_WAITS_AT_MOST`], for the transactions of this database older
+/// than now to end (those of other roles it may not see: it does not wait for them).
 fn vacuum_refs(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
     if tables.refs.is_empty() {
         return Ok(());
+    }
+    #[derive(QueryableByName)]
+    struct Clear {
+        #[diesel(sql_type = Bool)]
+        clear: bool,
+    }
+    #[derive(QueryableByName)]
+    struct Next {
+        #[diesel(sql_type = BigInt)]
+        next: i64,
+    }
+    let now: Next =
+        diesel::sql_query("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next")
+            .get_result(conn)?;
+    let started = Instant::now();
+    loop {
+        // A snapshot older than `now` has an xmin more transactions old than have started since.
+        let clear: Clear = diesel::sql_query(
+            "SELECT NOT EXISTS (
+                 SELECT FROM pg_stat_activity a
+                 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                   AND a.backend_xmin IS NOT NULL
+                   AND age(a.backend_xmin) > pg_snapshot_xmax(pg_current_snapshot())::text::bigint - $1
+             ) AS clear",
+        )
+        .bind::<BigInt, _>(now.next)
+        .get_result(conn)?;
+        if clear.clear || started.elapsed() >= VACUUM_WAITS_AT_MOST {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     conn.batch_execute(&format!(
         "VACUUM (TRUNCATE false) {}",
