@@ -141,3 +141,35 @@ fn the_fill_reuses_the_space_it_frees_so_the_referencing_table_ends_near_its_siz
         "the heap of trips grew from {before} to {after} bytes ({ratio:.2} times)"
     );
 }
+
+#[test]
+fn rows_a_vacuum_full_moved_behind_the_fill_are_still_filled() {
+    let (db, _fixture) = prepared("swap_disk_sweep", 1_000, 10_000);
+    let mut conn = db.conn();
+    // Half the fill, page by page from the start; its new row versions land at the end.
+    let filled = count(&mut conn, "SELECT zmig_cars_bigint_sync_refs(5000) AS n");
+    // It stops at the first page boundary past 5,000 rows.
+    assert!((5_000..10_000).contains(&filled), "{filled}");
+    // VACUUM FULL writes the live rows anew in the order it reads them: the rows not filled
+    // yet, which were behind the fill's page, now fill the first pages, which it has passed.
+    conn.batch_execute("VACUUM FULL trips").unwrap();
+    assert!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM trips WHERE car_id_zmig IS NULL
+               AND ctid < format('(%s,0)', (SELECT after FROM zmig_swap_state WHERE swap = 'cars_bigint' AND item LIKE 'ref:%'))::tid"
+        ) > 0,
+        "no unfilled row moved behind the fill: the test no longer tests the sweep"
+    );
+    let report = move_rows(&db.url, SWAP, &options(DiskCheck::Skip)).unwrap();
+    assert!(report.finished, "{report:?}");
+    assert_eq!(report.refs_synced, 10_000 - filled, "{report:?}");
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM trips WHERE car_id_zmig IS DISTINCT FROM car_id"
+        ),
+        0
+    );
+    assert!(swap::verify(&mut conn, SWAP).unwrap().ok());
+}

@@ -75,7 +75,7 @@ impl DiskEstimate {
         let free = match &self.free {
             FreeDisk::Measured { bytes, path } => format!("{} free on {path}", HumanBytes(*bytes)),
             FreeDisk::Assumed(bytes) => format!("{} free (assumed)", HumanBytes(*bytes)),
-            FreeDisk::Unknown(why) => format!("free space unknown ({why})"),
+            FreeDisk::Unknown(why) => format!("free space unknown: {why}"),
         };
         format!(
             "tables {}, referencing tables {}; the move needs about {} more at its peak; {free}",

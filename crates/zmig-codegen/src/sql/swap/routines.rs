@@ -407,11 +407,16 @@ pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
              IF done < max_rows AND NOT state.finished THEN\n        \
                  page := coalesce(state.after, 0);\n        \
                  upto := state.upto;\n        \
+                 swept := false;\n        \
                  SELECT CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages ELSE 50 END INTO per_page\n        \
                  FROM pg_class c WHERE c.oid = {table_lit}::regclass;\n        \
                  LOOP\n            \
                      IF page >= upto THEN\n                \
                          EXIT WHEN NOT EXISTS (SELECT FROM {table} WHERE {shadow} IS DISTINCT FROM {column});\n                \
+                         IF swept THEN\n                    \
+                             RAISE EXCEPTION USING MESSAGE = {stuck}, HINT = 'look for a trigger of the table that sets the column';\n                \
+                         END IF;\n                \
+                         swept := true;\n                \
                          page := 0; -- a row left its page unfilled (VACUUM FULL, CLUSTER): once more over every page\n                \
                          upto := pg_relation_size({table_lit}::regclass) / current_setting('block_size')::bigint;\n            \
                      END IF;\n            \
@@ -434,6 +439,11 @@ pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
             swap = n.swap_literal,
             item = reference_item(reference),
             table_lit = quote_literal(&table),
+            stuck = quote_literal(&format!(
+                "zmig swap {}: rows of {table} still differ in {} after a pass over every page filled them",
+                swap.name,
+                shadow_column(reference)
+            )),
         ));
     }
     format!(
@@ -441,6 +451,7 @@ pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
 DECLARE\n    \
     state record;\n    \
     done bigint := 0;\n    \
+    swept boolean;\n    \
     batch bigint;\n    \
     page bigint;\n    \
     upto bigint;\n    \
