@@ -11,6 +11,7 @@ pub mod backfill;
 mod cars;
 pub mod concurrent;
 mod db;
+mod disk;
 pub mod dual_write;
 mod fixture;
 pub mod generate;

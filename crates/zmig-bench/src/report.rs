@@ -84,6 +84,8 @@ pub enum Unit {
     Count,
     /// Bytes, shown in MiB.
     Bytes,
+    /// A plain ratio of two figures of the same unit.
+    Ratio,
 }
 
 /// One line of the table: a measure, the baseline's figure beside zmig's, and the ratio that
@@ -259,6 +261,7 @@ fn unit_suffix(unit: Unit) -> &'static str {
         Unit::PerSecond => " (/s)",
         Unit::Count => "",
         Unit::Bytes => " (MiB)",
+        Unit::Ratio => " (×)",
     }
 }
 
@@ -277,6 +280,7 @@ fn format_value(value: f64, unit: Unit) -> String {
         }
         Unit::PerSecond | Unit::Count => thousands(value.round() as i64),
         Unit::Bytes => format!("{:.1}", value / (1024.0 * 1024.0)),
+        Unit::Ratio => format!("{value:.2}"),
     }
 }
 

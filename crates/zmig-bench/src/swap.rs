@@ -26,6 +26,7 @@ use zmig_runtime::swap::{move_rows, MoveOptions};
 
 use crate::cars::{Cars, SWAP};
 use crate::db;
+use crate::disk;
 use crate::probe::{Probe, Probed};
 use crate::report::{thousands, Figures, Line, Report, Unit};
 use crate::{notes, progress, Params};
@@ -141,16 +142,18 @@ fn alter(cars: &Cars, probe_car: i64, f: &mut Figures) -> Result<()> {
     let mut conn = db.conn()?;
     record_sizes(&mut conn, f, "", "before")?;
     db::checkpoint(&mut conn);
-    let (steps, took, probed) = probed_step(PROBE_ALTER, &db.url, probe_car, || {
-        conn.transaction(|conn| {
-            ALTER
-                .iter()
-                .map(|(_, sql)| {
-                    let started = Instant::now();
-                    db::exec(conn, sql)?;
-                    Ok(started.elapsed().as_secs_f64())
-                })
-                .collect::<Result<Vec<f64>>>()
+    let ((steps, took, probed), peak) = disk::around(&db.url, || {
+        probed_step(PROBE_ALTER, &db.url, probe_car, || {
+            conn.transaction(|conn| {
+                ALTER
+                    .iter()
+                    .map(|(_, sql)| {
+                        let started = Instant::now();
+                        db::exec(conn, sql)?;
+                        Ok(started.elapsed().as_secs_f64())
+                    })
+                    .collect::<Result<Vec<f64>>>()
+            })
         })
     })?;
     check_widened(&mut conn, cars.rows, "after the ALTER")?;
@@ -162,7 +165,14 @@ fn alter(cars: &Cars, probe_car: i64, f: &mut Figures) -> Result<()> {
     f.set("baseline_lock_ms", took * 1_000.0);
     f.set("baseline_probe_ms", probed.longest_ms());
     f.set("baseline_probe_timeouts", probed.timeouts as f64);
-    record_sizes(&mut conn, f, "baseline_", "after")
+    f.set("baseline_peak_cars_bytes", peak.swapped as f64);
+    f.set("baseline_peak_trips_bytes", peak.referencing as f64);
+    record_sizes(&mut conn, f, "baseline_", "after")?;
+    f.set(
+        "baseline_peak_disk_ratio",
+        f.at("baseline_peak_cars_bytes") / f.at("cars_bytes_before"),
+    );
+    Ok(())
 }
 
 /// zmig: prepare, move, finalize on a fresh copy, each with the probe beside it.
@@ -172,8 +182,10 @@ fn swap(cars: &Cars, params: &Params, probe_car: i64, f: &mut Figures) -> Result
     let krate = &cars.krate;
 
     db::checkpoint(&mut conn);
-    let (prepare_retries, prepare_s, prepare) = probed_step(PROBE, &db.url, probe_car, || {
-        krate.apply_next(&mut conn, "cars_bigint_prepare")
+    let ((prepare_retries, prepare_s, prepare), mut peak) = disk::around(&db.url, || {
+        probed_step(PROBE, &db.url, probe_car, || {
+            krate.apply_next(&mut conn, "cars_bigint_prepare")
+        })
     })?;
 
     db::checkpoint(&mut conn);
@@ -181,17 +193,23 @@ fn swap(cars: &Cars, params: &Params, probe_car: i64, f: &mut Figures) -> Result
         workers: 1,
         ..params.backfill_options()
     };
-    let (moved, move_s, during_move) = probed_step(PROBE_MOVE, &db.url, probe_car, || {
-        Ok(move_rows(&db.url, SWAP, &options)?)
+    let ((moved, move_s, during_move), move_peak) = disk::around(&db.url, || {
+        probed_step(PROBE_MOVE, &db.url, probe_car, || {
+            Ok(move_rows(&db.url, SWAP, &options)?)
+        })
     })?;
+    peak.take(move_peak);
     if !moved.finished || moved.moved != cars.rows {
         bail!("the move did not finish: {moved:?} for {} cars", cars.rows);
     }
 
     db::checkpoint(&mut conn);
-    let (finalize_retries, finalize_s, finalize) = probed_step(PROBE, &db.url, probe_car, || {
-        krate.apply_next(&mut conn, "cars_bigint_finalize")
+    let ((finalize_retries, finalize_s, finalize), finalize_peak) = disk::around(&db.url, || {
+        probed_step(PROBE, &db.url, probe_car, || {
+            krate.apply_next(&mut conn, "cars_bigint_finalize")
+        })
     })?;
+    peak.take(finalize_peak);
     check_widened(&mut conn, cars.rows, "after finalize")?;
 
     f.set("zmig_prepare_s", prepare_s);
@@ -219,7 +237,23 @@ fn swap(cars: &Cars, params: &Params, probe_car: i64, f: &mut Figures) -> Result
     );
     f.set("zmig_bytes_before", moved.bytes_before as f64);
     f.set("zmig_bytes_after", moved.bytes_after as f64);
-    record_sizes(&mut conn, f, "zmig_", "after")
+    f.set("zmig_peak_cars_bytes", peak.swapped as f64);
+    f.set("zmig_peak_trips_bytes", peak.referencing as f64);
+    f.set("zmig_disk_samples", peak.samples as f64);
+    record_sizes(&mut conn, f, "zmig_", "after")?;
+    f.set(
+        "swap_peak_disk_ratio",
+        f.at("zmig_peak_cars_bytes") / f.at("cars_bytes_before"),
+    );
+    f.set(
+        "zmig_peak_trips_ratio",
+        f.at("zmig_peak_trips_bytes") / f.at("trips_bytes_before"),
+    );
+    f.set(
+        "zmig_trips_end_ratio",
+        f.at("zmig_trips_bytes_after") / f.at("baseline_trips_bytes_after"),
+    );
+    Ok(())
 }
 
 /// `<side>cars_bytes_<when>` and `<side>trips_bytes_<when>`: the disk each table uses, with its
@@ -303,15 +337,26 @@ fn lines(m: &Figures) -> Vec<Line> {
             .zmig(m.at("zmig_bytes_before")),
         Line::new("  at the end of the move (old, temp, new)", Unit::Bytes)
             .zmig(m.at("zmig_bytes_after")),
+        Line::new("  largest while it runs", Unit::Bytes)
+            .baseline(m.at("baseline_peak_cars_bytes"))
+            .zmig(m.at("zmig_peak_cars_bytes")),
+        Line::new("  largest / before", Unit::Ratio)
+            .baseline(m.at("baseline_peak_disk_ratio"))
+            .zmig(m.at("swap_peak_disk_ratio"))
+            .key("swap_peak_disk_ratio"),
         Line::new("  after", Unit::Bytes)
             .baseline(m.at("baseline_cars_bytes_after"))
             .zmig(m.at("zmig_cars_bytes_after")),
         Line::new("disk used by trips before", Unit::Bytes)
             .baseline(m.at("trips_bytes_before"))
             .zmig(m.at("trips_bytes_before")),
+        Line::new("  largest while it runs", Unit::Bytes)
+            .baseline(m.at("baseline_peak_trips_bytes"))
+            .zmig(m.at("zmig_peak_trips_bytes")),
         Line::new("  after", Unit::Bytes)
             .baseline(m.at("baseline_trips_bytes_after"))
-            .zmig(m.at("zmig_trips_bytes_after")),
+            .zmig(m.at("zmig_trips_bytes_after"))
+            .ratio("zmig_trips_end_ratio", m.at("zmig_trips_end_ratio")),
         Line::new("move batches", Unit::Count).zmig(m.at("zmig_move_batches")),
         Line::new("trips synced by the move", Unit::Count).zmig(m.at("zmig_refs_synced")),
         Line::new("migrations retried after a lock timeout", Unit::Count)

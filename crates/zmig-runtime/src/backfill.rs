@@ -86,6 +86,10 @@ pub struct BackfillOptions {
     /// temp never holds more than finalize takes under its lock. Default `false`: the move ends
     /// once the old table is empty and temp holds fewer than 1,000 rows.
     pub follow: bool,
+    /// A swap's move only: whether it first checks the database's free disk against its
+    /// estimate of the peak, and refuses when it cannot hold it. Default: measured where
+    /// PostgreSQL can tell (see [`crate::disk`]), not checked where it cannot.
+    pub disk_check: crate::disk::DiskCheck,
 }
 
 impl Default for BackfillOptions {
@@ -106,6 +110,7 @@ impl Default for BackfillOptions {
             stop: None,
             again: false,
             follow: false,
+            disk_check: crate::disk::DiskCheck::Measure,
         }
     }
 }

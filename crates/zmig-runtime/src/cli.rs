@@ -22,6 +22,7 @@ use zmig_codegen::cli::{self as codegen_cli, Target, ZmigCommand};
 
 use crate::backfill::{self, BackfillOptions};
 use crate::catalog::PgCatalog;
+use crate::disk::DiskCheck;
 use crate::url::redact;
 
 mod status;
@@ -147,6 +148,15 @@ enum Command {
         /// next batch), moving every row into the new table as a plain move does.
         #[arg(long, conflicts_with_all = ["again", "pause", "resume"])]
         forward: bool,
+        /// A swap's move only: take this many bytes as the free disk of the database's server
+        /// instead of measuring it. The move estimates what it will add at its peak (status
+        /// shows it) and refuses to start when the free space cannot hold it; zmig measures
+        /// free space only when PostgreSQL shows it the data directory on this same machine.
+        #[arg(long, value_name = "BYTES", conflicts_with_all = ["skip_disk_check", "again", "pause", "resume"])]
+        assume_free_disk: Option<u64>,
+        /// A swap's move only: start without comparing the free disk with the estimate.
+        #[arg(long, conflicts_with_all = ["again", "pause", "resume"])]
+        skip_disk_check: bool,
         /// Pause the running backfill or move (its workers finish their batch and wait), then
         /// exit.
         #[arg(long, conflicts_with = "resume")]
@@ -273,6 +283,8 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
             follow,
             back,
             forward,
+            assume_free_disk,
+            skip_disk_check,
             pause,
             resume,
             target,
@@ -324,6 +336,11 @@ fn run(args: ZmigArgs, out: &mut dyn Write) -> Result<ExitCode> {
                 stop: Some(stop),
                 again,
                 follow,
+                disk_check: match (assume_free_disk, skip_disk_check) {
+                    (Some(bytes), _) => DiskCheck::Assume(bytes),
+                    (None, true) => DiskCheck::Skip,
+                    (None, false) => DiskCheck::Measure,
+                },
                 ..BackfillOptions::default()
             };
             if is_swap && back {

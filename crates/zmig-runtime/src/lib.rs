@@ -51,6 +51,7 @@ pub mod backfill;
 pub mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod disk;
 pub mod migrate;
 mod model;
 #[cfg(feature = "async")]

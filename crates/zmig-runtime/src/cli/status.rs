@@ -14,6 +14,7 @@ use zmig_codegen::project::Project;
 use zmig_codegen::spec::Stage;
 
 use crate::backfill::{self, BackfillStatus};
+use crate::disk::{DiskEstimate, FreeDisk};
 use crate::run_log::{self, LastRun};
 use crate::swap::{self, SwapStatus};
 use crate::verify;
@@ -216,6 +217,7 @@ pub(super) fn write_text(all: &[MigrationStatus], out: &mut dyn Write) -> Result
                     move_state(status),
                     p.summary()
                 )?;
+                writeln!(out, "  disk                  {}", status.disk.summary())?;
                 if p.refs_left == 0 {
                     writeln!(out, "  references            synced")?;
                 } else {
@@ -388,6 +390,7 @@ pub(super) fn to_json(all: &[MigrationStatus]) -> Value {
                             "rows_exact": p.exact(),
                             "references_left": p.refs_left,
                             "total_bytes": p.total_bytes,
+                            "disk": disk_json(&status.disk),
                         }}),
                     )
                 }
@@ -431,4 +434,22 @@ pub(super) fn to_json(all: &[MigrationStatus]) -> Value {
         })
         .collect();
     json!({ "migrations": migrations })
+}
+
+/// The move's disk figures (`status --json`): sizes, the estimate, and free space as measured,
+/// assumed or unknown (with why).
+fn disk_json(disk: &DiskEstimate) -> Value {
+    let (free_bytes, free_source, free_unknown_because) = match &disk.free {
+        FreeDisk::Measured { bytes, path } => (Some(*bytes), format!("measured on {path}"), None),
+        FreeDisk::Assumed(bytes) => (Some(*bytes), "assumed".to_owned(), None),
+        FreeDisk::Unknown(why) => (None, "unknown".to_owned(), Some(why.clone())),
+    };
+    json!({
+        "swapped_bytes": disk.swapped_bytes,
+        "referencing_bytes": disk.referencing_bytes,
+        "needed_bytes": disk.needed_bytes,
+        "free_bytes": free_bytes,
+        "free": free_source,
+        "free_unknown_because": free_unknown_because,
+    })
 }

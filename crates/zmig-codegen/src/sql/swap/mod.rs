@@ -419,6 +419,13 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          key in two tables, no reference without its row, every shadow column equal to its \
          original.",
     );
+    up.comment(
+        "The move task's fill of the referencing tables' shadow columns: page by page in heap \
+         order (ctid ranges, read by a TID range scan), so no row is looked up by key, and the \
+         pages filled first are the first the move's VACUUM makes reusable for the next pages' \
+         new row versions. Rows the trigger already filled are skipped; one scan at the end \
+         confirms none was left behind.",
+    );
     up.statement(&sync_refs_function(swap, n));
     up.statement(&progress_function(swap, n));
     up.statement(&tables_function(swap, n));
@@ -499,14 +506,15 @@ fn references_prepare(swap: &Swap, n: &Names, reference: &Reference, up: &mut Sc
         reference_function_name(swap, reference)
     ));
     up.comment(
-        "The rows to fill are those that exist now, up to the highest key: the trigger fills \
-         every row written from here on, so the fill never chases new inserts.",
+        "The rows to fill are those on the pages the table has now: the trigger fills every row \
+         written from here on, wherever it lands, so the fill never chases new rows. Reading \
+         the table's size takes no lock beyond the one held.",
     );
     up.statement(&format!(
-        "INSERT INTO {STATE_TABLE} (swap, item, detail) SELECT {}, {}, max({})::text FROM {table};",
+        "INSERT INTO {STATE_TABLE} (swap, item, detail) SELECT {}, {}, (pg_relation_size({}::regclass) / current_setting('block_size')::bigint)::text;",
         n.swap_literal,
         reference_item(reference),
-        q(&reference.table_key),
+        quote_literal(&table),
     ));
 }
 

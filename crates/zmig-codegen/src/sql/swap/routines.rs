@@ -501,11 +501,19 @@ $zmig$;",
     )
 }
 
+/// The fill of each referencing table's shadow column, page by page in the order of its heap
+/// (`ctid` ranges, which PostgreSQL 14 and later read with a TID range scan): no index lookup per
+/// row, and the rows of a page are rewritten together, so once the upkeep's VACUUM has made the
+/// pages already filled reusable, the new row versions land in them instead of growing the table.
+/// The state keeps the next page to fill (`after`) and the pages the table had at prepare
+/// (`detail`): pages added since hold only rows the trigger filled. A row never written since
+/// prepare stays on its page, so when the pages run out one scan confirms no row was left behind
+/// (a `VACUUM FULL` meanwhile would have moved rows) and starts over if one was. Returns the rows it
+/// filled; 0 only once every table is done.
 pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
     let mut steps = String::new();
     for reference in &swap.references {
         let table = reference.table.sql();
-        let key = q(&reference.table_key);
         let column = q(&reference.column);
         let shadow = q(&shadow_column(reference));
         let validate = if reference.nullable {
@@ -519,24 +527,45 @@ pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
         steps.push_str(&format!(
             "    SELECT after, finished, detail::bigint AS upto INTO state FROM {STATE_TABLE} WHERE swap = {swap} AND item = {item} FOR UPDATE;\n    \
              IF done < max_rows AND NOT state.finished THEN\n        \
-                 WITH picked AS (\n            \
-                     SELECT {key} FROM {table} WHERE {key} > coalesce(state.after, '-9223372036854775808'::bigint) AND {key} <= state.upto\n            \
-                     ORDER BY {key} LIMIT max_rows - done\n        \
-                 ), filled AS (\n            \
-                     UPDATE {table} r SET {shadow} = r.{column} FROM picked\n            \
-                     WHERE r.{key} = picked.{key} AND r.{shadow} IS DISTINCT FROM r.{column}\n        \
-                 )\n        \
-                 SELECT count(*), max({key}) INTO batch, top FROM picked;\n        \
-                 IF top IS NULL THEN\n{validate}            \
+                 page := coalesce(state.after, 0);\n        \
+                 upto := state.upto;\n        \
+                 swept := false;\n        \
+                 SELECT CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages ELSE 50 END INTO per_page\n        \
+                 FROM pg_class c WHERE c.oid = {table_lit}::regclass;\n        \
+                 LOOP\n            \
+                     IF page >= upto THEN\n                \
+                         EXIT WHEN NOT EXISTS (SELECT FROM {table} WHERE {shadow} IS DISTINCT FROM {column});\n                \
+                         IF swept THEN\n                    \
+                             RAISE EXCEPTION USING MESSAGE = {stuck}, HINT = 'look for a trigger of the table that sets the column';\n                \
+                         END IF;\n                \
+                         swept := true;\n                \
+                         page := 0; -- a row left its page unfilled (VACUUM FULL, CLUSTER): once more over every page\n                \
+                         upto := pg_relation_size({table_lit}::regclass) / current_setting('block_size')::bigint;\n            \
+                     END IF;\n            \
+                     EXIT WHEN done >= max_rows;\n            \
+                     span := least(upto - page, greatest(1, ceil((max_rows - done) / per_page))::bigint);\n            \
+                     UPDATE {table} r SET {shadow} = r.{column}\n            \
+                     WHERE r.ctid >= format('(%s,0)', page)::tid AND r.ctid < format('(%s,0)', page + span)::tid\n              \
+                       AND r.{shadow} IS DISTINCT FROM r.{column};\n            \
+                     GET DIAGNOSTICS batch = ROW_COUNT;\n            \
+                     done := done + batch;\n            \
+                     page := page + span;\n        \
+                 END LOOP;\n        \
+                 IF page >= upto THEN\n{validate}            \
                      ANALYZE {table} ({shadow});\n            \
-                     UPDATE {STATE_TABLE} SET finished = true WHERE swap = {swap} AND item = {item};\n        \
+                     UPDATE {STATE_TABLE} SET finished = true, after = page, detail = upto::text WHERE swap = {swap} AND item = {item};\n        \
                  ELSE\n            \
-                     UPDATE {STATE_TABLE} SET after = top WHERE swap = {swap} AND item = {item};\n        \
-                 END IF;\n        \
-                 done := done + batch;\n    \
+                     UPDATE {STATE_TABLE} SET after = page, detail = upto::text WHERE swap = {swap} AND item = {item};\n        \
+                 END IF;\n    \
              END IF;\n",
             swap = n.swap_literal,
             item = reference_item(reference),
+            table_lit = quote_literal(&table),
+            stuck = quote_literal(&format!(
+                "zmig swap {}: rows of {table} still differ in {} after a pass over every page filled them",
+                swap.name,
+                shadow_column(reference)
+            )),
         ));
     }
     format!(
@@ -544,8 +573,12 @@ pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
 DECLARE\n    \
     state record;\n    \
     done bigint := 0;\n    \
+    swept boolean;\n    \
     batch bigint;\n    \
-    top bigint;\n\
+    page bigint;\n    \
+    upto bigint;\n    \
+    span bigint;\n    \
+    per_page double precision;\n\
 BEGIN\n\
 {steps}\
     RETURN done;\n\
@@ -578,11 +611,9 @@ pub(super) fn progress_function(swap: &Swap, n: &Names) -> String {
                 format!(
                     "(SELECT CASE WHEN s.finished THEN 0 WHEN s.after IS NULL THEN {rows} \
                      ELSE ({rows} * greatest(0, s.detail::bigint - s.after) \
-                     / greatest(1, s.detail::bigint - (SELECT min({key}) FROM {table})))::bigint END \
+                     / greatest(1, s.detail::bigint))::bigint END \
                      FROM {STATE_TABLE} s WHERE s.swap = {swap} AND s.item = {item})",
                     rows = row_count(&r.table.sql(), &q(&r.table_key)),
-                    table = r.table.sql(),
-                    key = q(&r.table_key),
                     swap = n.swap_literal,
                     item = reference_item(r),
                 )
