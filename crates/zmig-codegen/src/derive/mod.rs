@@ -202,7 +202,7 @@ fn expand_swap(input: &syn::DeriveInput, model: &ModelSpec, swap: &SwapSpec) -> 
             #[diagnostic::on_unimplemented(
                 message = "a column whose type changes without an expression must widen, and `{Self}` does not widen to `{To}`",
                 label = "not a widening of the column's type in `table!`",
-                note = "zmig widens Int2 → Int4 → Int8 → Numeric, Float4 → Float8, Varchar → Text; for any other change give the SQL that computes the new value: `column: Type = \"...\"`"
+                note = "zmig widens Int2 → Int4 → Int8 → Numeric, Float4 → Float8, Varchar → Text (or takes `table!` at the new type already, for one release across the swap); for any other change give the SQL that computes the new value: `column: Type = \"...\"`"
             )]
             trait __ZmigWidensTo<To> {}
             impl __ZmigWidensTo<::diesel::sql_types::Integer> for ::diesel::sql_types::SmallInt {}
@@ -214,6 +214,14 @@ fn expand_swap(input: &syn::DeriveInput, model: &ModelSpec, swap: &SwapSpec) -> 
             impl __ZmigWidensTo<::diesel::sql_types::Double> for ::diesel::sql_types::Float {}
             // Diesel's `Varchar` and `Bpchar` are `Text`; `generate` tells them apart in schema.rs.
             impl __ZmigWidensTo<::diesel::sql_types::Text> for ::diesel::sql_types::Text {}
+            // `table!` at the new type already: the one-release way, whose schema.rs says the new
+            // type before prepare (`generate` reads the old one from the database).
+            impl __ZmigWidensTo<::diesel::sql_types::SmallInt> for ::diesel::sql_types::SmallInt {}
+            impl __ZmigWidensTo<::diesel::sql_types::Integer> for ::diesel::sql_types::Integer {}
+            impl __ZmigWidensTo<::diesel::sql_types::BigInt> for ::diesel::sql_types::BigInt {}
+            impl __ZmigWidensTo<::diesel::sql_types::Numeric> for ::diesel::sql_types::Numeric {}
+            impl __ZmigWidensTo<::diesel::sql_types::Float> for ::diesel::sql_types::Float {}
+            impl __ZmigWidensTo<::diesel::sql_types::Double> for ::diesel::sql_types::Double {}
             impl<From: __ZmigWidensTo<To>, To> __ZmigWidensTo<To> for ::diesel::sql_types::Nullable<From> {}
             fn __zmig_widens<Column: ::diesel::Expression, To>(_: Column)
             where
