@@ -859,7 +859,22 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
         configured.clone()
     };
 
-    let swaps = view_shim::active_swaps(project);
+    let mut swaps = view_shim::active_swaps(project);
+    // A swap the view shim cannot keep schema.rs for is left out of it, with a warning.
+    let mut not_kept = Vec::new();
+    if let Ok(text) = fs::read_to_string(&project.schema_file) {
+        swaps.retain(|swap| match view_shim::not_kept(&text, swap) {
+            Some(why) => {
+                not_kept.push(format!(
+                    "{}: swap `{}`: {why}",
+                    display_path(&project.schema_file),
+                    swap.name
+                ));
+                false
+            }
+            None => true,
+        });
+    }
     if !hidden.is_empty() && !swaps.is_empty() {
         return Err(vec![format!(
             "{}: an extract at write_new or contract and a swap between prepare and finalize both need \
@@ -1133,6 +1148,7 @@ pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
             what: what.to_owned(),
         });
     }
+    notes.extend(not_kept);
     Ok(Plan { changes, notes })
 }
 
