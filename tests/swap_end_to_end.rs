@@ -13,7 +13,7 @@
 //! logs. A probing session reads and writes a car of its own every few milliseconds with a
 //! one-second `lock_timeout` throughout prepare and finalize and records the longest wait.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
@@ -25,12 +25,12 @@ use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error};
-use diesel::sql_types::{BigInt, Integer, Text};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::swap::{move_rows, verify, MoveOptions};
 use zmig_runtime::wide::{forget_prepared_statements, is_stale_prepared_statement, WideInt};
+use zmig_tests::cars_ledger::{cars_in_database as database, CarLog, CarsLedger};
 use zmig_tests::cars_next as next;
 use zmig_tests::cars_wide as wide;
 use zmig_tests::{count, exec, migrate_to, writer_conn, FixtureCrate, TestDb};
@@ -43,17 +43,7 @@ const OPS_PER_STAGE: usize = 300;
 pub const CARS_SWAP: &str =
     "#[zmig(swap(columns(id: Int8), references(trips.car_id), name = cars_bigint), stage = \"finalize\")]";
 
-/// A car as the writers' logs record it: its columns and the distances of its trips, sorted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CarLog {
-    make: String,
-    model: String,
-    year: i32,
-    mileage: i32,
-    trips: Vec<i32>,
-}
-
-type Log = HashMap<i64, CarLog>;
+type Log = CarsLedger;
 
 /// Which code a writer runs: the application as it is, or its next release (after finalize).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,61 +348,6 @@ fn probed<T>(url: &str, probe_car: i64, work: impl FnOnce() -> T) -> (T, Duratio
     });
     let (longest, failures) = worst.into_inner().unwrap();
     (out, longest, failures)
-}
-
-#[derive(QueryableByName)]
-struct CarRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Text)]
-    make: String,
-    #[diesel(sql_type = Text)]
-    model: String,
-    #[diesel(sql_type = Integer)]
-    year: i32,
-    #[diesel(sql_type = Integer)]
-    mileage: i32,
-}
-
-#[derive(QueryableByName)]
-struct TripRow {
-    #[diesel(sql_type = BigInt)]
-    car_id: i64,
-    #[diesel(sql_type = Integer)]
-    km: i32,
-}
-
-/// The database as the logs' shape: every car, with its trips.
-fn database(conn: &mut PgConnection) -> Log {
-    let mut cars: Log =
-        diesel::sql_query("SELECT id::bigint AS id, make, model, year, mileage FROM cars")
-            .load::<CarRow>(conn)
-            .unwrap()
-            .into_iter()
-            .map(|r| {
-                let car = CarLog {
-                    make: r.make,
-                    model: r.model,
-                    year: r.year,
-                    mileage: r.mileage,
-                    trips: vec![],
-                };
-                (r.id, car)
-            })
-            .collect();
-    let trips = diesel::sql_query("SELECT car_id::bigint AS car_id, km FROM trips")
-        .load::<TripRow>(conn)
-        .unwrap();
-    for trip in trips {
-        cars.get_mut(&trip.car_id)
-            .unwrap_or_else(|| panic!("a trip of car {} which does not exist", trip.car_id))
-            .trips
-            .push(trip.km);
-    }
-    for car in cars.values_mut() {
-        car.trips.sort_unstable();
-    }
-    cars
 }
 
 /// Compares the database with the merged logs, row by row.

@@ -25,13 +25,14 @@ use cars::models as app;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::sql_types::Text;
 use diesel_migrations::MigrationHarness;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::migrate::is_lock_timeout;
 use zmig_runtime::swap::{self, move_rows, move_rows_back, MoveDirection, MoveOptions};
+use zmig_tests::cars_ledger::{cars_in_database as database, CarLog, CarsLedger};
 use zmig_tests::waits::poll_until;
 use zmig_tests::{
     count, exec, is_retryable, migrate_to, run_cli, writer_conn, FixtureCrate, TestDb,
@@ -114,72 +115,7 @@ fn status_line(url: &str) -> String {
         .to_owned()
 }
 
-/// A car as the ledgers record it: its columns and the distances of its trips, sorted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CarLog {
-    make: String,
-    model: String,
-    year: i32,
-    mileage: i32,
-    trips: Vec<i32>,
-}
-
-type Ledger = BTreeMap<i64, CarLog>;
-
-#[derive(QueryableByName)]
-struct CarRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Text)]
-    make: String,
-    #[diesel(sql_type = Text)]
-    model: String,
-    #[diesel(sql_type = Integer)]
-    year: i32,
-    #[diesel(sql_type = Integer)]
-    mileage: i32,
-}
-
-#[derive(QueryableByName)]
-struct TripRow {
-    #[diesel(sql_type = BigInt)]
-    car_id: i64,
-    #[diesel(sql_type = Integer)]
-    km: i32,
-}
-
-/// The database in the ledgers' shape: every car, with its trips.
-fn database(conn: &mut PgConnection) -> Ledger {
-    let mut cars: Ledger =
-        diesel::sql_query("SELECT id::bigint AS id, make, model, year, mileage FROM cars")
-            .load::<CarRow>(conn)
-            .unwrap()
-            .into_iter()
-            .map(|r| {
-                let car = CarLog {
-                    make: r.make,
-                    model: r.model,
-                    year: r.year,
-                    mileage: r.mileage,
-                    trips: vec![],
-                };
-                (r.id, car)
-            })
-            .collect();
-    let trips = diesel::sql_query("SELECT car_id::bigint AS car_id, km FROM trips")
-        .load::<TripRow>(conn)
-        .unwrap();
-    for trip in trips {
-        cars.get_mut(&trip.car_id)
-            .unwrap_or_else(|| panic!("a trip of car {} which does not exist", trip.car_id))
-            .trips
-            .push(trip.km);
-    }
-    for car in cars.values_mut() {
-        car.trips.sort_unstable();
-    }
-    cars
-}
+type Ledger = CarsLedger;
 
 /// Compares the database with the merged ledgers, row by row.
 fn compare(conn: &mut PgConnection, ledgers: &[Ledger], when: &str) {

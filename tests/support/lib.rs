@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a PostgreSQL database of their own for each test,
 //! and throwaway Diesel crates that zmig generates migrations for.
 
+pub mod cars_ledger;
 pub mod cars_next;
 pub mod cars_wide;
 pub mod caterers_app;
