@@ -1381,9 +1381,11 @@ fn write_new_reverse_sync_keeps_old_columns_in_step_under_mixed_releases() {
             ("new_deleted", 100),
         ],
     );
-    // Both kinds of caterer at the end: with an address, and emptied by the new release.
+    // Both kinds of caterer at the end: with an address, and emptied by the new release. How
+    // many stay emptied depends on how the writers interleave (a later write may give one its
+    // address back), not only on their seeded draws: a handful to a few dozen.
     assert!(
-        report.with_row > 1_000 && report.without_row > 10,
+        report.with_row > 1_000 && report.without_row > 0,
         "{report:?}"
     );
     eprintln!(
