@@ -38,51 +38,14 @@ use zmig_runtime::nonblocking;
 use zmig_tests::caterers_app::schema;
 use zmig_tests::{fixtures, is_retryable, FixtureCrate, TestDb, UpTo};
 
-/// The service's models at each stage, as its release of that stage declares them.
+/// The `sync = app` release of the service (its read_new and write_new models are
+/// `zmig_tests::caterers_app`'s, whose modules import diesel-async's `RunQueryDsl` as a service's do).
 mod models {
     use chrono::NaiveDateTime;
     use diesel::prelude::*;
     #[allow(unused_imports)]
     use zmig_runtime::diesel_async::RunQueryDsl;
     use zmig_runtime::Zmig;
-
-    pub mod read_new {
-        use super::*;
-
-        #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Zmig)]
-        #[diesel(table_name = zmig_tests::caterers_app::schema::full::caterers)]
-        #[zmig(extract(into = addresses, columns(street1, street2, city, state, zip)), stage = "read_new")]
-        pub struct Caterer {
-            pub id: i32,
-            pub name: String,
-            pub email: String,
-            pub phone: String,
-            pub street1: String,
-            pub street2: Option<String>,
-            pub city: String,
-            pub zip: String,
-            pub state: String,
-            pub created_at: NaiveDateTime,
-            pub updated_at: NaiveDateTime,
-        }
-    }
-
-    pub mod write_new {
-        use super::*;
-
-        /// At write_new the owner model has lost its address fields.
-        #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Zmig)]
-        #[diesel(table_name = zmig_tests::caterers_app::schema::shimmed::caterers)]
-        #[zmig(extract(into = addresses, columns(street1, street2, city, state, zip)), stage = "write_new")]
-        pub struct Caterer {
-            pub id: i32,
-            pub name: String,
-            pub email: String,
-            pub phone: String,
-            pub created_at: NaiveDateTime,
-            pub updated_at: NaiveDateTime,
-        }
-    }
 
     pub mod app {
         use super::*;
@@ -110,7 +73,8 @@ mod models {
     }
 }
 
-use models::{app, read_new, write_new};
+use models::app;
+use zmig_tests::caterers_app::{read_new, write_new};
 
 const SEEDED: i32 = 30_000;
 const WRITERS: usize = 4;

@@ -76,6 +76,11 @@ pub mod read_new {
     use chrono::NaiveDateTime;
     use diesel::prelude::*;
     use zmig_runtime::Zmig;
+    // Async services import diesel-async's `RunQueryDsl` beside Diesel's: the generated code
+    // must compile with both in scope (`tests/extract_async.rs` runs these models' `_async`
+    // twins).
+    #[allow(unused_imports)]
+    use zmig_runtime::diesel_async::RunQueryDsl;
 
     #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Zmig)]
     #[diesel(table_name = crate::caterers_app::schema::full::caterers)]
@@ -99,6 +104,11 @@ pub mod write_new {
     use chrono::NaiveDateTime;
     use diesel::prelude::*;
     use zmig_runtime::Zmig;
+    // Async services import diesel-async's `RunQueryDsl` beside Diesel's: the generated code
+    // must compile with both in scope (`tests/extract_async.rs` runs these models' `_async`
+    // twins).
+    #[allow(unused_imports)]
+    use zmig_runtime::diesel_async::RunQueryDsl;
 
     /// At write_new the owner model has lost its address fields.
     #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Zmig)]
