@@ -56,12 +56,24 @@ pub fn not_kept(schema_rs: &str, swap: &Swap) -> Option<String> {
         .iter()
         .find(|t| t.sql_name == swap.table.name && t.pg_schema == swap.table.schema)?;
     let lines: Vec<&str> = schema_rs.lines().collect();
-    let start = (0..table.line.min(lines.len()))
-        .rev()
-        .find(|&i| lines[i].trim() == "diesel::table! {")?;
-    let indent = &lines[start][..lines[start].len() - lines[start].trim_start().len()];
-    let end = (table.line..lines.len()).find(|&i| lines[i].trim_end() == format!("{indent}}}"))?;
+    let (start, end) = table_block(&lines, table.line).ok()?;
     uses_custom_types(&lines[start..=end]).then(|| not_kept_reason(&table.rust_name))
+}
+
+/// The lines (0-based, inclusive) of the `table!` whose name is on line `line` (1-based): from
+/// `diesel::table! {` above it to the `}` that closes it at the same indentation; what is
+/// missing otherwise.
+fn table_block<S: AsRef<str>>(lines: &[S], line: usize) -> Result<(usize, usize), &'static str> {
+    let start = (0..line.min(lines.len()))
+        .rev()
+        .find(|&i| lines[i].as_ref().trim() == "diesel::table! {")
+        .ok_or("`diesel::table! {` above the table's name")?;
+    let first = lines[start].as_ref();
+    let closing = format!("{}}}", &first[..first.len() - first.trim_start().len()]);
+    let end = (line..lines.len())
+        .find(|&i| lines[i].as_ref().trim_end() == closing)
+        .ok_or("the `}` that closes `diesel::table!`")?;
+    Ok((start, end))
 }
 
 /// What zmig's own tables begin with: the backfill's, verify's, the run log and a swap's state
@@ -255,14 +267,8 @@ fn without_swapped_table(
     }
 
     // The swapped table's `table!`: from `diesel::table! {` to its closing `}`.
-    let start = (0..table.line)
-        .rev()
-        .find(|&i| lines[i].trim() == "diesel::table! {")
-        .ok_or_else(|| not_printed(table.line, "`diesel::table! {` above the table's name"))?;
-    let indent = lines[start][..lines[start].len() - lines[start].trim_start().len()].to_owned();
-    let end = (table.line..lines.len())
-        .find(|&i| lines[i].trim_end() == format!("{indent}}}"))
-        .ok_or_else(|| not_printed(table.line, "the `}` that closes `diesel::table!`"))?;
+    let (start, end) =
+        table_block(&lines, table.line).map_err(|missing| not_printed(table.line, missing))?;
     if uses_custom_types(&lines[start..=end]) {
         return Err(located(file, table.line, not_kept_reason(&table.rust_name)));
     }
