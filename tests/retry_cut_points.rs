@@ -35,8 +35,9 @@ fn transactions(sql: &str) -> Vec<String> {
     parts
 }
 
-/// What a migration leaves: every object zmig touches in `public` (columns with type, default
-/// and nullability; constraints with their definition and whether validated; indexes; triggers
+/// What a migration leaves: every object zmig touches in `public` (columns with type, default,
+/// nullability and identity; relations' privileges; sequences with their type, position and
+/// bound; constraints with their definition and whether validated; indexes; triggers
 /// and whether enabled; functions with a digest of their body; views), zmig's bookkeeping rows,
 /// and a digest of each table's rows.
 fn state(conn: &mut PgConnection) -> Vec<String> {
@@ -46,8 +47,9 @@ fn state(conn: &mut PgConnection) -> Vec<String> {
         line: String,
     }
     let mut lines: Vec<String> = diesel::sql_query(
-        "SELECT format('column %s.%s %s default %s not null %s', c.relname, a.attname,
-                       format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid), a.attnotnull) AS line
+        "SELECT format('column %s.%s %s default %s not null %s identity %s', c.relname, a.attname,
+                       format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid), a.attnotnull,
+                       a.attidentity) AS line
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
          WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v') AND a.attnum > 0 AND NOT a.attisdropped
@@ -64,7 +66,13 @@ fn state(conn: &mut PgConnection) -> Vec<String> {
          SELECT format('function %s %s', p.oid::regprocedure, md5(p.prosrc)) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
          UNION ALL
          SELECT format('relation %s kind %s', relname, relkind) FROM pg_class
-         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'v', 'S')",
+         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'v', 'S')
+         UNION ALL
+         SELECT format('privileges of %s: %s', relname, relacl) FROM pg_class
+         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'v', 'S') AND relacl IS NOT NULL
+         UNION ALL
+         SELECT format('sequence %s %s last %s max %s', sequencename, data_type, last_value, max_value)
+         FROM pg_sequences WHERE schemaname = 'public'",
     )
     .load::<Line>(conn)
     .unwrap()
@@ -264,13 +272,37 @@ const CARS_SWAP: &str =
 
 #[test]
 fn every_cut_point_of_the_swaps_migrations_can_be_run_again() {
-    let fixture = FixtureCrate::cars("cut_swap", CARS_SWAP);
+    swap_cut_points("cut_swap", "");
+}
+
+/// The same with the key an identity column, to which a role may insert: prepare's down takes
+/// back the sequence grant prepare made and finalize makes the new column an identity again,
+/// each in the transaction that can be cut (the state compared holds identities, privileges and
+/// sequences).
+#[test]
+fn every_cut_point_of_the_swaps_migrations_of_an_identity_key_can_be_run_again() {
+    swap_cut_points(
+        "cut_swap_identity",
+        "ALTER TABLE cars ALTER COLUMN id DROP DEFAULT;
+         DROP SEQUENCE cars_id_seq;
+         ALTER TABLE cars ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (SEQUENCE NAME cars_id_seq);
+         GRANT INSERT ON cars TO PUBLIC;",
+    );
+}
+
+/// Cuts prepare's down (after part of the rows moved and some inserted since) and finalize at
+/// each commit, on the cars example with `setup` applied to its tables first.
+fn swap_cut_points(label: &str, setup: &str) {
+    let fixture = FixtureCrate::cars(label, CARS_SWAP);
     fixture.generate(false).unwrap();
-    let db = TestDb::new("cut_swap");
+    let db = TestDb::new(label);
     let mut cuts = 0;
     {
         let mut conn = db.conn();
         apply_through(&mut conn, &fixture, "tables");
+        if !setup.is_empty() {
+            conn.batch_execute(setup).unwrap();
+        }
         conn.batch_execute(
             "INSERT INTO cars (make, model, year) SELECT 'make ' || g, 'model', 2000 FROM generate_series(1, 500) g;
              INSERT INTO trips (car_id, km) SELECT 1 + g % 500, 10 FROM generate_series(1, 800) g;",
