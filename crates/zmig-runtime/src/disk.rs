@@ -1,12 +1,16 @@
 //! A swap's disk: how much its tables take now, how much more the move will take at its peak,
 //! and how much the database's file system has free, where that can be found out.
 //!
-//! The estimate comes from the relation sizes (`pg_table_size`, `pg_indexes_size`): the new table
-//! fills to about the old one's heap plus, per index of the new table, the old table's average
-//! index (the old table keeps its files until finalize drops it), and each referencing table
-//! grows by about 70 % while its shadow column fills (new row versions, the index rebuilt on the
-//! shadow column), both scaled by what is left to do, plus a 15 % margin. `cargo xtask bench swap`
-//! measured 1.42 and 0.66 times the sizes before (the sum without the margin: 1.25 and 0.7).
+//! The estimate comes from the relation sizes (`pg_table_size`, `pg_indexes_size`). The move
+//! empties the old table from the end of its heap, and its VACUUMs give those pages back as it
+//! goes, so the new table's heap takes the place of the old one's: what it adds is, per index of
+//! the new table, the old table's average index (the old table keeps its indexes until the move
+//! is over), and a twentieth of the heap moved but not yet given back; the whole heap where the
+//! old table's key does not follow its heap (the planner's correlation below 0.9, or unknown),
+//! since its pages then empty all over the file and none can go back before the end. Each
+//! referencing table grows by about 70 % while its shadow column fills (new row versions, the
+//! index rebuilt on the shadow column). Both are scaled by what is left to do, plus a 15 %
+//! margin. `cargo xtask bench swap` measured 1.35 and 0.64 times the sizes before.
 //!
 //! PostgreSQL has no function for free disk. zmig reads it with `statvfs` of the tables'
 //! directory (the data directory, or the tablespace's location) when PostgreSQL tells that
@@ -113,6 +117,16 @@ fn bytes(n: i64) -> HumanBytes {
 /// What the move's peak adds to a referencing table, as a share of its size now.
 const REFERENCING_GROWTH: f64 = 0.7;
 
+/// The planner's correlation of the old table's key with its heap above which the move, taking
+/// the highest keys first, empties the heap from its end, so VACUUM gives the pages back as it
+/// goes: a serial key in a table rows were appended to is near 1.
+const HEAP_GIVEN_BACK_BELOW: f64 = 0.9;
+
+/// The share of the old table's heap that is moved but not yet given back at any time: the
+/// movers VACUUM it every twentieth of the move, and this leaves room for a VACUUM that could not
+/// have its lock at once.
+const HEAP_BETWEEN_VACUUMS: f64 = 0.1;
+
 /// The estimate's margin over the sum above: the bench's peak came out 8 % above it (the new
 /// table's wider key, temp, the free-space and visibility maps).
 const MARGIN: f64 = 1.15;
@@ -136,9 +150,11 @@ pub fn estimate(
         #[diesel(sql_type = Nullable<Text>)]
         directory: Option<String>,
     }
-    // The new table at the end: old's heap and TOAST, and per index of new, old's average
-    // index, for the share of rows still in old; each referencing table grows by
-    // REFERENCING_GROWTH of its size for the share of its rows still to fill.
+    // What the new table adds while old gives back: per index of new, old's average index,
+    // and old's heap and TOAST only where old cannot give its pages back as it empties (its key
+    // does not follow its heap; see HEAP_GIVEN_BACK_BELOW), else a tenth of it (what is moved
+    // between two VACUUMs); both for the share of rows still in old. Each referencing table
+    // grows by REFERENCING_GROWTH of its size for the share of its rows still to fill.
     let sizes: Sizes = diesel::sql_query(format!(
         "WITH t AS (SELECT role, rel FROM \"{tables_fn}\"()),
               p AS (SELECT * FROM \"{progress_fn}\"()),
@@ -148,7 +164,15 @@ pub fn estimate(
            (SELECT coalesce(sum(pg_total_relation_size(rel)), 0) FROM t WHERE role IN ('old', 'temp', 'new'))::bigint AS swapped,
            (SELECT coalesce(sum(pg_total_relation_size(rel)), 0) FROM t WHERE role = 'ref')::bigint AS referencing,
            ({MARGIN} * (
-             (SELECT pg_table_size(rel) + pg_indexes_size(rel)::float8
+             (SELECT pg_table_size(rel) * (
+                       SELECT CASE WHEN coalesce(max(s.correlation), 0) >= {HEAP_GIVEN_BACK_BELOW} THEN {HEAP_BETWEEN_VACUUMS} ELSE 1 END
+                       FROM pg_index i
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                       JOIN pg_class c ON c.oid = i.indrelid
+                       JOIN pg_namespace ns ON ns.oid = c.relnamespace
+                       JOIN pg_stats s ON s.schemaname = ns.nspname AND s.tablename = c.relname AND s.attname = a.attname
+                       WHERE i.indrelid = old.rel AND i.indisprimary)
+                     + pg_indexes_size(rel)::float8
                        / greatest(1, (SELECT count(*) FROM pg_index WHERE indrelid = old.rel))
                        * (SELECT count(*) FROM pg_index i, new WHERE i.indrelid = new.rel)
               FROM old)

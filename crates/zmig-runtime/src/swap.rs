@@ -11,11 +11,15 @@
 //!   is in exactly one of the three tables at each commit. There is nothing to checkpoint: the
 //!   tables are the state, so a killed move resumes by running again, and a run after the end
 //!   moves nothing.
+//! - The batch takes rows from the end of the old table's heap, and every twentieth of the way a
+//!   mover VACUUMs the old table, so its dead rows do not pile up, its row estimate (which
+//!   `zmig_<name>_progress` reports) stays true, and the emptied end of its file goes back to
+//!   the operating system as the move goes. Once it is empty, the upkeep thread rebuilds its
+//!   indexes small and then builds the new table's primary key index (see [`finish_tables`]).
 //! - An upkeep thread runs `zmig_<name>_sync_refs` to completion (it checkpoints itself in the
 //!   database), then builds concurrently the indexes of the filled shadow columns
-//!   (`zmig_<name>_ref_indexes()`), and every tenth of the way ANALYZEs the new table, so the planner sees it grow
-//!   behind the view, and VACUUMs the old one, so its dead rows do not pile up and its row
-//!   estimate (which `zmig_<name>_progress` reports) stays true.
+//!   (`zmig_<name>_ref_indexes()`), and every tenth of the way ANALYZEs the new table, so the
+//!   planner sees it grow behind the view.
 //! - Workers, adaptive batch size, pause, back-off under strain, yielding to live traffic and
 //!   progress are the backfill's ([`BackfillOptions`], [`crate::backfill::set_paused`]): the
 //!   movers and the references' sync run short batches and pause after each while other
@@ -77,6 +81,17 @@ const REFS_VACUUMS: i64 = 10;
 
 /// The longest [`vacuum_refs`] waits for older transactions before it VACUUMs anyway.
 const VACUUM_WAITS_AT_MOST: Duration = Duration::from_millis(500);
+
+/// How many times the movers VACUUM the old table over the move: it holds at most about one
+/// part in this many of what was moved that it has not given back.
+const OLD_VACUUMS: i64 = 20;
+
+/// How often a mover held back by another's VACUUM of the old table looks whether it is done.
+const HOLD_LOOKS_EVERY: Duration = Duration::from_millis(5);
+
+/// The indexes of the emptied old table above this size are rebuilt to give their files back
+/// (an empty btree takes a page or two).
+const OLD_INDEXES_KEPT: i64 = 64 * 1024;
 
 /// Refreshing stale estimates (a VACUUM) happens at most this often.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -208,6 +223,7 @@ struct SwapFunctions {
     tables: String,
     check: String,
     ref_indexes: String,
+    key_index: String,
 }
 
 impl SwapFunctions {
@@ -220,6 +236,7 @@ impl SwapFunctions {
             tables: format!("zmig_{name}_tables"),
             check: format!("zmig_{name}_check"),
             ref_indexes: format!("zmig_{name}_ref_indexes"),
+            key_index: format!("zmig_{name}_key_index"),
         }
     }
 }
@@ -322,6 +339,8 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
     let movers = options.workers.max(1);
     let tally = Tally::new(movers);
     let tidy_step = (before.rows_left() / 10).max(MIN_TIDY_STEP);
+    let old_vacuum_step = (before.rows_left() / OLD_VACUUMS).max(MIN_TIDY_STEP);
+    tally.old_vacuum_at.store(old_vacuum_step, Ordering::SeqCst);
     let refs_vacuum_step = (before.refs_left / REFS_VACUUMS).max(MIN_TIDY_STEP);
     let progress = Progress::new(
         options.progress,
@@ -349,7 +368,16 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
                     refs_vacuum_step,
                 );
             }
-            let result = run_mover(database_url, name, &functions, options, &crew, &tally);
+            let result = run_mover(
+                database_url,
+                name,
+                &functions,
+                &tables,
+                options,
+                &crew,
+                &tally,
+                old_vacuum_step,
+            );
             tally.movers_running.fetch_sub(1, Ordering::SeqCst);
             result
         },
@@ -719,6 +747,9 @@ fn run_back_mover(
     while !tally.finalized.load(Ordering::SeqCst)
         && crew.ready_for_batch(&mut conn, name, options)?
     {
+        while tally.hold_movers.load(Ordering::SeqCst) && !crew.should_end() {
+            std::thread::sleep(HOLD_LOOKS_EVERY);
+        }
         let started = Instant::now();
         let batch_size = pace.batch_size();
         let moved = match refuse_against(&mut conn, name, MoveDirection::Back)
@@ -955,6 +986,11 @@ struct Tally {
     /// than it asked for.
     all_moved: AtomicBool,
     movers_running: AtomicUsize,
+    /// The rows moved at which a mover next VACUUMs the old table (see [`vacuum_old_between`]).
+    old_vacuum_at: AtomicI64,
+    /// Set while a mover VACUUMs the old table: the others wait between batches, so that the
+    /// VACUUM finds the table free of their locks for the moment it gives pages back.
+    hold_movers: AtomicBool,
     /// A mover found nothing to move while the counts, estimates, said otherwise.
     refresh_estimates: AtomicBool,
     /// Following temp, a worker found the swap's functions gone: finalize has run.
@@ -981,20 +1017,26 @@ impl Tally {
             refs_done: AtomicBool::new(false),
             all_moved: AtomicBool::new(false),
             movers_running: AtomicUsize::new(movers),
+            old_vacuum_at: AtomicI64::new(i64::MAX),
+            hold_movers: AtomicBool::new(false),
             refresh_estimates: AtomicBool::new(false),
             finalized: AtomicBool::new(false),
         }
     }
 }
 
-/// One mover: batches of `zmig_<name>_move` until the old table is empty.
+/// One mover: batches of `zmig_<name>_move` until the old table is empty, VACUUMing the old
+/// table every `old_vacuum_step` rows moved (whichever mover gets there first).
+#[allow(clippy::too_many_arguments)]
 fn run_mover(
     url: &str,
     name: &str,
     functions: &SwapFunctions,
+    tables: &SwapTables,
     options: &MoveOptions,
     crew: &Crew,
     tally: &Tally,
+    old_vacuum_step: i64,
 ) -> Result<()> {
     let mut conn = workers::connect(url, name)?;
     let mut pace = Pace::new(options);
@@ -1005,6 +1047,9 @@ fn run_mover(
     while !tally.finalized.load(Ordering::SeqCst)
         && crew.ready_for_batch(&mut conn, name, options)?
     {
+        while tally.hold_movers.load(Ordering::SeqCst) && !crew.should_end() {
+            std::thread::sleep(HOLD_LOOKS_EVERY);
+        }
         let started = Instant::now();
         let batch_size = pace.batch_size();
         // A move back started meanwhile: stop rather than undo it.
@@ -1018,8 +1063,12 @@ fn run_mover(
             Err(e) => return Err(e.into()),
         };
         if moved > 0 {
-            tally.moved.fetch_add(moved, Ordering::SeqCst);
+            let total = tally.moved.fetch_add(moved, Ordering::SeqCst) + moved;
             tally.batches.fetch_add(1, Ordering::SeqCst);
+            match vacuum_old_between(&mut conn, tables, tally, total, old_vacuum_step) {
+                Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+                other => other?,
+            }
         }
         if moved < i64::from(batch_size) {
             // The batch took every row it could: done, or the rest is locked (by writers or
@@ -1091,6 +1140,7 @@ fn run_upkeep(
     let mut tidy_at = tidy_step;
     let mut refs_vacuum_at = refs_vacuum_step;
     let mut refreshed: Option<Instant> = None;
+    let mut new_table_done = false;
     loop {
         if crew.should_end() || tally.finalized.load(Ordering::SeqCst) {
             return Ok(());
@@ -1121,8 +1171,15 @@ fn run_upkeep(
         let refresh = tally.refresh_estimates.swap(false, Ordering::SeqCst)
             && refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
         if moved >= tidy_at || refresh {
-            // Following temp, finalize may take the tables away at any moment.
-            let tidied = analyze(&mut conn, tables).and_then(|()| vacuum(&mut conn, tables));
+            // Following temp, finalize may take the tables away at any moment. The movers
+            // VACUUM old as they go; a refresh of stale estimates needs it too.
+            let tidied = analyze(&mut conn, tables).and_then(|()| {
+                if refresh {
+                    vacuum(&mut conn, tables)
+                } else {
+                    vacuum_temp(&mut conn, tables)
+                }
+            });
             match tidied {
                 Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
                 other => other?,
@@ -1131,6 +1188,13 @@ fn run_upkeep(
             if refresh {
                 refreshed = Some(Instant::now());
             }
+        }
+        if !new_table_done && tally.all_moved.load(Ordering::SeqCst) {
+            match finish_tables(&mut conn, functions, tables) {
+                Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+                other => other?,
+            }
+            new_table_done = true;
         }
         if tally.refs_done.load(Ordering::SeqCst) {
             if tally.movers_running.load(Ordering::SeqCst) == 0 {
@@ -1141,21 +1205,53 @@ fn run_upkeep(
     }
 }
 
+/// Once the old table is empty: its files go back to the operating system, then the new table's
+/// primary key index is built. In that order, so the disk holds one copy of the table and its
+/// indexes at a time (prepare left the new table only `zmig_key` for the move). VACUUM gives back
+/// the heap (see [`vacuum`]); `REINDEX TABLE CONCURRENTLY` rebuilds the old table's indexes,
+/// empty now, and drops their full-size files; it blocks no reader or writer, and waits for every
+/// transaction that could still see the moved rows there (VACUUM too removes only what no
+/// snapshot sees). The primary key index comes from `zmig_<name>_key_index()`: `CREATE UNIQUE
+/// INDEX CONCURRENTLY`, after dropping an invalid one a killed build left; nothing once built.
+fn finish_tables(
+    conn: &mut PgConnection,
+    functions: &SwapFunctions,
+    tables: &SwapTables,
+) -> Result<()> {
+    #[derive(QueryableByName)]
+    struct Size {
+        #[diesel(sql_type = BigInt)]
+        indexes: i64,
+    }
+    vacuum(conn, tables)?;
+    let old: Size = diesel::sql_query("SELECT pg_indexes_size($1::regclass)::bigint AS indexes")
+        .bind::<Text, _>(&tables.old)
+        .get_result(conn)?;
+    // An empty btree is a page or two; more is what the moved rows left.
+    if old.indexes > OLD_INDEXES_KEPT {
+        conn.batch_execute(&format!("REINDEX TABLE CONCURRENTLY {}", tables.old))?;
+    }
+    build_indexes(conn, &functions.key_index)
+}
+
 /// Rebuilds, on the filled shadow columns, every index that reads a referencing column, as
 /// `zmig_<name>_ref_indexes()` lists them: `CREATE INDEX CONCURRENTLY`, so writes to the
 /// referencing tables go on. Each statement runs on its own, outside any transaction, as
 /// concurrent builds must; a build a kill interrupted is dropped and started again.
 fn build_reference_indexes(conn: &mut PgConnection, functions: &SwapFunctions) -> Result<()> {
+    build_indexes(conn, &functions.ref_indexes)
+}
+
+/// Runs, each on its own outside any transaction, the statements the function `lister` returns
+/// (`zmig_<name>_ref_indexes` or `zmig_<name>_key_index`).
+fn build_indexes(conn: &mut PgConnection, lister: &str) -> Result<()> {
     #[derive(QueryableByName)]
     struct Statement {
         #[diesel(sql_type = Text)]
         statement: String,
     }
-    let statements = diesel::sql_query(format!(
-        "SELECT s AS statement FROM \"{}\"() s",
-        functions.ref_indexes
-    ))
-    .load::<Statement>(conn)?;
+    let statements = diesel::sql_query(format!("SELECT s AS statement FROM \"{lister}\"() s"))
+        .load::<Statement>(conn)?;
     for Statement { statement } in statements {
         conn.batch_execute(&statement)?;
     }
@@ -1184,15 +1280,56 @@ fn analyze(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
 
 /// VACUUM of old and temp, which the move empties: their dead rows become reusable and their
 /// `reltuples` estimates true. VACUUM cannot run in a transaction: this is one autocommit
-/// statement. `TRUNCATE false`: handing the emptied pages back to the operating system would
-/// take an ACCESS EXCLUSIVE lock on tables every read through the view touches (and replicas
-/// replay that lock, cancelling their queries); finalize drops both tables anyway.
+/// statement each. For old, see [`vacuum_old`]; temp keeps its pages (`TRUNCATE false`): the
+/// view's inserts go there throughout, and finalize drops it.
 fn vacuum(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
-    conn.batch_execute(&format!(
-        "VACUUM (TRUNCATE false) {}, {}",
-        tables.old, tables.temp
-    ))?;
+    vacuum_old(conn, tables)?;
+    vacuum_temp(conn, tables)
+}
+
+fn vacuum_temp(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
+    conn.batch_execute(&format!("VACUUM (TRUNCATE false) {}", tables.temp))?;
     Ok(())
+}
+
+/// VACUUM of the old table, giving its emptied pages at the end of its file back to the
+/// operating system (the move takes the highest keys first, which in most tables sit there).
+/// For that VACUUM takes an ACCESS EXCLUSIVE lock on it, only when it can have it at once
+/// (trying for up to five seconds), and lets go as soon as a query waits for it, so a read
+/// through the view waits a few milliseconds at most; on a table whose traffic never leaves it
+/// unlocked for a moment the pages stay until finalize. A hot standby replays that lock: a
+/// query of its own reading the view waits for the replay, or is cancelled after
+/// `max_standby_streaming_delay`.
+fn vacuum_old(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
+    conn.batch_execute(&format!("VACUUM {}", tables.old))?;
+    Ok(())
+}
+
+/// Called by a mover after each batch, with the rows moved by then: every `step` rows one mover
+/// VACUUMs the old table (see [`vacuum_old`]) while the others wait between batches, so that
+/// the old table has given back all but a share of [`OLD_VACUUMS`] of what was moved. The mover
+/// does it, not the upkeep thread: the upkeep's fill is the longer job, and between batches
+/// this mover holds no lock on the old table that would keep VACUUM from giving pages back.
+fn vacuum_old_between(
+    conn: &mut PgConnection,
+    tables: &SwapTables,
+    tally: &Tally,
+    moved: i64,
+    step: i64,
+) -> Result<()> {
+    let due = tally.old_vacuum_at.load(Ordering::SeqCst);
+    if moved < due
+        || tally
+            .old_vacuum_at
+            .compare_exchange(due, moved + step, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+    {
+        return Ok(());
+    }
+    tally.hold_movers.store(true, Ordering::SeqCst);
+    let vacuumed = vacuum_old(conn, tables);
+    tally.hold_movers.store(false, Ordering::SeqCst);
+    vacuumed
 }
 
 /// VACUUM of the referencing tables while their shadow columns fill: every row filled leaves its

@@ -15,9 +15,9 @@
 mod routines;
 
 use self::routines::{
-    check_function, delete_function, drop_routines, insert_function, move_back_function,
-    move_function, progress_function, ref_indexes_function, reference_function, sync_refs_function,
-    tables_function, update_function,
+    check_function, delete_function, drop_routines, insert_function, key_index_function,
+    move_back_function, move_function, progress_function, ref_indexes_function, reference_function,
+    sync_refs_function, tables_function, update_function,
 };
 use super::filter::RowSql;
 use super::{object_name, quote_ident as q, quote_literal, Lock, PhaseSql, Script};
@@ -50,6 +50,7 @@ pub(crate) struct Names {
     pub tables_fn: String,
     pub check_fn: String,
     pub ref_indexes_fn: String,
+    pub key_index_fn: String,
     /// The key-cast indexes, by bare name (an index is created in its table's schema).
     pub new_key_index: String,
     pub temp_key_index: String,
@@ -78,6 +79,7 @@ impl Names {
             tables_fn: f("tables"),
             check_fn: f("check"),
             ref_indexes_fn: f("ref_indexes"),
+            key_index_fn: f("key_index"),
             new_key_index: object_name(&[&swap.new_table().name, "zmig_key"]),
             temp_key_index: object_name(&[&swap.temp_table().name, "zmig_key"]),
             swap_literal: quote_literal(&swap.name),
@@ -308,15 +310,31 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
              finalize.",
             key.name, key.old_type, key.name, key.old_type
         ));
-        for (index, table) in [(&n.new_key_index, &n.new), (&n.temp_key_index, &n.temp)] {
-            up.statement(&format!(
-                "CREATE INDEX {} ON {table} (({}::{}));",
-                q(index),
-                q(&key.name),
-                key.old_type
-            ));
-        }
+        up.statement(&format!(
+            "CREATE INDEX {} ON {} (({}::{}));",
+            q(&n.temp_key_index),
+            n.temp,
+            q(&key.name),
+            key.old_type
+        ));
     }
+    up.comment(&format!(
+        "On {new}, while rows move into it, one index on the key: `zmig_key`, unique, over the \
+         key as the view shows it, `DESC` because the move brings the highest keys first (each \
+         batch appends at its right edge, so its pages come out full). {new}'s own primary key \
+         is built after the move, concurrently and sorted, once {old} is empty and its files are \
+         given back: built beside the move it would add its size to the peak and split its \
+         pages in half. Its definition and name are kept in the state, finalize makes it the \
+         primary key again, and `zmig_key` is dropped then.",
+        new = n.new,
+        old = n.old
+    ));
+    up.statement(&format!(
+        "CREATE UNIQUE INDEX {} ON {} (({}) DESC);",
+        q(&n.new_key_index),
+        n.new,
+        routines::key_in(swap, n, &n.new, "")
+    ));
     up.assured_end();
     up.comment(
         "Carried over to the new tables: foreign keys to other tables (checked on empty tables: \
@@ -327,6 +345,13 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          table).",
     );
     up.statement(&carry_over(n));
+    up.comment(&format!(
+        "{new}'s primary key waits for the end of the move (see `zmig_key` above): its \
+         definition and name go into the state, and the constraint goes, on the empty table. \
+         Its comments and the replica identity come from the original again at finalize.",
+        new = n.new
+    ));
+    up.statement(&defer_primary_key(n));
     up.comment(
         "The view, under the table's name. It shows the current column types, so the \
          application's Diesel code decodes every row exactly as before; new-structure rows are \
@@ -382,12 +407,14 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
         references_prepare(swap, n, reference, &mut up);
     }
     up.comment(&format!(
-        "The move task's batch: takes up to `max_rows` rows of {old}, then of {temp}, locking \
-         them `FOR UPDATE SKIP LOCKED` (a row a writer holds moves in a later batch), deletes \
-         them and inserts them into {new} in one statement. Several workers need no other \
-         coordination. The highest key moved is kept as a hint so a batch never walks the dead \
-         index entries its predecessors left; once the hint reaches the end, one pass from the \
-         start picks up rows that were locked when their turn came.",
+        "The move task's batch: takes up to `max_rows` rows of {old}, highest keys first, then \
+         of {temp}, locking them `FOR UPDATE SKIP LOCKED` (a row a writer holds moves in a later \
+         batch), deletes them and inserts them into {new} in one statement. Several workers need \
+         no other coordination. Highest first: keys mostly follow the heap, so {old} empties \
+         from the end of its file and the move's VACUUM gives the pages back as it goes. The \
+         lowest key moved is kept as a hint so a batch never walks the dead index entries its \
+         predecessors left; once the hint reaches the start, one pass from the end picks up \
+         rows that were locked when their turn came.",
         old = n.old,
         temp = n.temp,
         new = n.new
@@ -401,8 +428,8 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
         "The way back, online: the move back's batch (`cargo xtask zmig backfill {name} --back`) \
          is the mirror of the move's. It takes up to `max_rows` rows of {new}, then of {temp}, \
          `FOR UPDATE SKIP LOCKED`, deletes them and inserts them into {old} in the current types \
-         (as the view shows them, so each row reads the same), one statement each; the lowest \
-         key moved back is its hint. Reverting prepare then moves only what writers inserted \
+         (as the view shows them, so each row reads the same), one statement each, lowest keys \
+         first; the highest key moved back is its hint. Reverting prepare then moves only what writers inserted \
          since, under its brief lock, and refuses while more than 10,000 rows are left.",
         name = swap.name,
         old = n.old,
@@ -431,6 +458,7 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     up.statement(&tables_function(swap, n));
     up.statement(&check_function(swap, n));
     up.statement(&ref_indexes_function(n));
+    up.statement(&key_index_function(n));
 
     let down = prepare_down(swap, n);
     PhaseSql::outside_transaction(Stage::Prepare, up, down)
@@ -790,6 +818,74 @@ $zmig$;",
         temp = regclass(&n.temp),
         swap = n.swap_literal,
         grants = copy_grants("old", "target"),
+    )
+}
+
+/// Records the new table's primary key (its name, and its index's definition) and drops it.
+fn defer_primary_key(n: &Names) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    new regclass := {new};\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR r IN SELECT c.conname, c.conkey, pg_get_indexdef(c.conindid) AS definition FROM pg_constraint c WHERE c.conrelid = new AND c.contype = 'p' LOOP\n        \
+        INSERT INTO {STATE_TABLE} (swap, item, detail, rel) VALUES ({swap}, 'key_index', r.conname, new::text);\n        \
+        INSERT INTO {STATE_TABLE} (swap, item, detail) VALUES ({swap}, 'key_index_def', r.definition);\n        \
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', new, r.conname);\n        \
+        -- Its columns stay NOT NULL, so that finalize's ADD PRIMARY KEY needs no scan.\n        \
+        EXECUTE (SELECT format('ALTER TABLE %s %s', new, string_agg(format('ALTER COLUMN %I SET NOT NULL', a.attname), ', '))\n                 \
+                 FROM pg_attribute a WHERE a.attrelid = new AND a.attnum = ANY (r.conkey));\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        new = regclass(&n.new),
+        swap = n.swap_literal,
+    )
+}
+
+/// At finalize: builds the new table's primary key index if the move task has not (a small
+/// table, finished by finalize itself), makes it the primary key again under its name, with the
+/// original's comments and replica identity.
+fn restore_primary_key(n: &Names) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    new regclass := {new};\n    \
+    old regclass := {old};\n    \
+    statement text;\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR statement IN SELECT * FROM {key_index}() LOOP\n        \
+        IF (SELECT count(*) FROM (SELECT FROM {new_sql} LIMIT 10001) s) > 10000 THEN\n            \
+            RAISE EXCEPTION 'zmig swap %: the move task has not finished building the primary key of %', {swap}, new\n                \
+                USING HINT = 'run `cargo xtask zmig backfill ' || {swap} || '` first';\n        \
+        END IF;\n        \
+        EXECUTE replace(statement, ' CONCURRENTLY ', ' ');\n    \
+    END LOOP;\n    \
+    FOR r IN\n        \
+        SELECT k.detail AS name, obj_description(o.oid, 'pg_constraint') AS comment, obj_description(o.conindid, 'pg_class') AS index_comment, i.indisreplident AS replident\n        \
+        FROM {STATE_TABLE} k, pg_constraint o JOIN pg_index i ON i.indexrelid = o.conindid\n        \
+        WHERE k.swap = {swap} AND k.item = 'key_index' AND o.conrelid = old AND o.contype = 'p'\n    \
+    LOOP\n        \
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I PRIMARY KEY USING INDEX %I', new, r.name, r.name);\n        \
+        IF r.comment IS NOT NULL THEN\n            \
+            EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS %L', r.name, new, r.comment);\n        \
+        END IF;\n        \
+        IF r.index_comment IS NOT NULL THEN\n            \
+            EXECUTE format('COMMENT ON INDEX %s IS %L', (SELECT conindid::regclass FROM pg_constraint WHERE conrelid = new AND contype = 'p'), r.index_comment);\n        \
+        END IF;\n        \
+        IF r.replident THEN\n            \
+            EXECUTE format('ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', new, r.name);\n        \
+        END IF;\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        new = regclass(&n.new),
+        old = regclass(&n.old),
+        new_sql = n.new,
+        key_index = n.key_index_fn,
+        swap = n.swap_literal,
     )
 }
 
@@ -1211,6 +1307,12 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
         swap.name
     ));
     body.statement(&finalize_gate(swap, n));
+    body.comment(
+        "The new table's primary key, as the original's: its index was built by the move task \
+         once the move was over (here, for a table small enough to finish here), so this is a \
+         catalog change. Then the original's comments and replica identity on it.",
+    );
+    body.statement(&restore_primary_key(n));
     body.comment("The sequence now belongs to the new table (before the old one is dropped with it) and counts in the new type, continuing past the highest key. The new table takes the view's privileges exactly, table-level and per column: the original's, copied to the view by prepare, with those granted or revoked since.");
     body.statement(&finalize_carry_over(swap, n));
     body.comment(
@@ -1231,24 +1333,16 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
             format!("DROP TABLE {};", n.temp),
         ],
     );
-    if swap.key_column().changes() {
-        body.assured_start(
-            "zmig's own index of the view's key cast goes, and the new table takes the name, \
-             in the transaction that dropped the view and holds every lock already.",
-        );
-        body.comment("zmig's own index of the view's key cast; the table is locked already.");
-        body.squawk_ignore("require-concurrent-index-deletion");
-        body.statement(&format!(
-            "DROP INDEX {};",
-            sibling(swap, &[&n.new_key_index]).sql()
-        ));
-    }
-    if !swap.key_column().changes() {
-        body.assured_start(
-            "The new table takes the name, in the transaction that dropped the view and holds \
-             every lock already.",
-        );
-    }
+    body.assured_start(
+        "zmig's own index of the key goes, and the new table takes the name, in the \
+         transaction that dropped the view and holds every lock already.",
+    );
+    body.comment("zmig's own index of the key (`zmig_key`); the table is locked already.");
+    body.squawk_ignore("require-concurrent-index-deletion");
+    body.statement(&format!(
+        "DROP INDEX {};",
+        sibling(swap, &[&n.new_key_index]).sql()
+    ));
     body.squawk_ignore("renaming-table");
     body.statement(&format!(
         "ALTER TABLE {} RENAME TO {};",

@@ -26,6 +26,19 @@ fn search_order(n: &Names) -> [(&str, bool); 5] {
     ]
 }
 
+/// The key of a row of `table` (`row` is `""` or an alias with its dot) as an index of that
+/// table reads it. The new table has no index on the key itself while rows move into it (see
+/// prepare): only `zmig_key`, over the key as the view shows it (`("id")::integer`), so every
+/// lookup and ordering there says it that way. Old and temp keep their primary keys.
+pub(super) fn key_in(swap: &Swap, n: &Names, table: &str, row: &str) -> String {
+    let key = swap.key_column();
+    if table == n.new && key.changes() {
+        format!("({row}{}::{})", q(&key.name), key.old_type)
+    } else {
+        format!("{row}{}", q(&key.name))
+    }
+}
+
 /// A column of a new-structure table (`t."id"`) as the view shows it (`t."id"::integer`).
 fn shown(column: &SwapColumn, row: &str, new_structure: bool) -> String {
     if new_structure && column.changes() {
@@ -101,7 +114,7 @@ BEGIN\n    \
     {refuse}INSERT INTO {temp} ({columns})\n    \
     VALUES ({values})\n    \
     RETURNING {shown} INTO NEW;\n    \
-    IF EXISTS (SELECT FROM {new} WHERE {key} = NEW.{key} UNION ALL SELECT FROM {old} WHERE {key} = NEW.{key}) THEN\n        \
+    IF EXISTS (SELECT FROM {new} WHERE {new_key} = NEW.{key} UNION ALL SELECT FROM {old} WHERE {key} = NEW.{key}) THEN\n        \
         RAISE unique_violation USING\n            \
             MESSAGE = {message},\n            \
             DETAIL = {detail},\n            \
@@ -111,6 +124,7 @@ BEGIN\n    \
 END\n\
 $zmig$;",
         f = n.insert_fn,
+        new_key = key_in(swap, n, &n.new, ""),
         refuse = refuse_value_change(swap),
         temp = n.temp,
         new = n.new,
@@ -129,11 +143,12 @@ $zmig$;",
 
 /// Locks the row in `table` and checks it is still the row the statement read (`OLD`). Rows
 /// compare by their text form: every type has one, not every type has equality (`json`).
-fn lock_unchanged(swap: &Swap, table: &str, new_structure: bool, lock: &str) -> String {
+fn lock_unchanged(swap: &Swap, n: &Names, table: &str, new_structure: bool, lock: &str) -> String {
     format!(
-        "SELECT ROW({})::text = ROW({})::text INTO unchanged FROM {table} t WHERE t.{key} = OLD.{key} FOR {lock};",
+        "SELECT ROW({})::text = ROW({})::text INTO unchanged FROM {table} t WHERE {table_key} = OLD.{key} FOR {lock};",
         list(swap, |c| shown(c, "t.", new_structure)),
         list(swap, |c| format!("OLD.{}", q(&c.name))),
+        table_key = key_in(swap, n, table, "t."),
         key = q(&swap.key),
     )
 }
@@ -188,13 +203,14 @@ pub(super) fn update_function(swap: &Swap, n: &Names) -> String {
                      IF NOT unchanged THEN\n                \
                          {stale}\n            \
                      END IF;\n            \
-                     UPDATE {table} SET {sets} WHERE {key} = OLD.{key}\n            \
+                     UPDATE {table} SET {sets} WHERE {table_key} = OLD.{key}\n            \
                      RETURNING {shown} INTO NEW;\n            \
                      done := true;\n        \
                  END IF;\n    \
              END IF;\n",
-            lock = lock_unchanged(swap, table, new_structure, "NO KEY UPDATE"),
+            lock = lock_unchanged(swap, n, table, new_structure, "NO KEY UPDATE"),
             stale = stale_row_error(swap),
+            table_key = key_in(swap, n, table, ""),
             shown = list(swap, |c| shown(c, "", new_structure)),
         ));
     }
@@ -230,12 +246,13 @@ pub(super) fn delete_function(swap: &Swap, n: &Names) -> String {
                      IF NOT unchanged THEN\n                \
                          {stale}\n            \
                      END IF;\n            \
-                     DELETE FROM {table} WHERE {key} = OLD.{key};\n            \
+                     DELETE FROM {table} WHERE {table_key} = OLD.{key};\n            \
                      done := true;\n        \
                  END IF;\n    \
              END IF;\n",
-            lock = lock_unchanged(swap, table, new_structure, "UPDATE"),
+            lock = lock_unchanged(swap, n, table, new_structure, "UPDATE"),
             stale = stale_row_error(swap),
+            table_key = key_in(swap, n, table, ""),
         ));
     }
     let mut foreign_keys = String::new();
@@ -280,7 +297,6 @@ $zmig$;",
 /// referenced row exists, locking it `FOR KEY SHARE` as a foreign key's check does.
 pub(super) fn reference_function(swap: &Swap, n: &Names, reference: &Reference) -> String {
     let column = q(&reference.column);
-    let key = q(&swap.key);
     let mut lookups = String::new();
     for (i, (table, _)) in search_order(n).into_iter().enumerate() {
         let guard = if i == 0 {
@@ -290,7 +306,8 @@ pub(super) fn reference_function(swap: &Swap, n: &Names, reference: &Reference) 
         };
         let end = if i == 0 { "" } else { " END IF;" };
         lookups.push_str(&format!(
-            "        {guard}PERFORM FROM {table} WHERE {key} = NEW.{column} FOR KEY SHARE;{end}\n"
+            "        {guard}PERFORM FROM {table} WHERE {table_key} = NEW.{column} FOR KEY SHARE;{end}\n",
+            table_key = key_in(swap, n, table, ""),
         ));
     }
     format!(
@@ -321,6 +338,17 @@ $zmig$;",
     )
 }
 
+/// The move's batch: takes up to `max_rows` rows of old, from the end of its heap (`ctid`
+/// ranges, read by a TID range scan), then of temp, `FOR UPDATE SKIP LOCKED`, deletes them and
+/// inserts them into new in one statement each. From the end, so the old table empties from
+/// the end of its file and VACUUM gives those pages back as the move goes instead of at
+/// finalize; each range reaches to the end of the file, and its rows go last page first, so a
+/// row an update wrote into a page already emptied (the free space map offers those) goes in
+/// the next batch rather than keeping the pages above it. The state keeps the lowest page reached (`after`). Keys mostly follow the heap
+/// (a serial key, rows appended), so rows reach new highest keys first, and in descending key
+/// order within a batch: `zmig_key` (declared `DESC`) takes them as appends at its right edge,
+/// and its pages come out full, where ascending entries arriving in descending batches would
+/// split every page in half.
 pub(super) fn move_function(swap: &Swap, n: &Names) -> String {
     let key = q(&swap.key);
     let columns = list(swap, |c| q(&c.name));
@@ -328,36 +356,42 @@ pub(super) fn move_function(swap: &Swap, n: &Names) -> String {
         "CREATE FUNCTION {f}(max_rows integer) RETURNS bigint LANGUAGE plpgsql AS $zmig$\n\
 DECLARE\n    \
     hint bigint;\n    \
+    page bigint;\n    \
+    span bigint;\n    \
+    per_page double precision;\n    \
     moved bigint := 0;\n    \
     batch bigint;\n    \
-    top bigint;\n    \
     changed bigint;\n\
 BEGIN\n    \
     SELECT after INTO hint FROM {STATE_TABLE} WHERE swap = {swap} AND item = 'move';\n    \
+    page := coalesce(hint, pg_relation_size({old_lit}::regclass) / current_setting('block_size')::bigint);\n    \
+    SELECT CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages ELSE 50 END INTO per_page\n    \
+    FROM pg_class c WHERE c.oid = {old_lit}::regclass;\n    \
     LOOP\n        \
+        -- The next pages down, and every page above them: a row an update wrote up there after\n        \
+        -- its page was emptied goes too (VACUUM has given back what is empty above it).\n        \
+        span := greatest(1, ceil((max_rows - moved) / per_page))::bigint;\n        \
+        page := greatest(0, page - span);\n        \
         WITH picked AS (\n            \
-            SELECT {key} FROM {old} WHERE {key} > coalesce(hint, '-9223372036854775808'::bigint)\n            \
-            ORDER BY {key} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n        \
+            SELECT {key} FROM {old} WHERE ctid >= format('(%s,0)', page)::tid\n            \
+            ORDER BY ctid DESC LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n        \
         ), gone AS (\n            \
             DELETE FROM {old} o USING picked WHERE o.{key} = picked.{key} RETURNING o.*\n        \
         ), put AS (\n            \
             INSERT INTO {new} ({columns})\n            \
-            SELECT {forward} FROM gone\n            \
+            SELECT {forward} FROM gone ORDER BY gone.{key} DESC\n            \
             RETURNING {key}\n        \
         ), lossy AS (\n            \
             SELECT count(*) AS n FROM gone WHERE {lossy}\n        \
         )\n        \
-        SELECT count(*), max({key}), (SELECT n FROM lossy) INTO batch, top, changed FROM put;\n        \
+        SELECT count(*), (SELECT n FROM lossy) INTO batch, changed FROM put;\n        \
         IF changed > 0 THEN\n            \
             RAISE data_exception USING MESSAGE = {lossy_message};\n        \
         END IF;\n        \
         moved := moved + batch;\n        \
-        IF top IS NOT NULL THEN\n            \
-            UPDATE {STATE_TABLE} SET after = greatest(after, top) WHERE swap = {swap} AND item = 'move';\n        \
-        END IF;\n        \
-        EXIT WHEN moved >= max_rows OR hint IS NULL;\n        \
-        hint := NULL; -- the hint reached the end: one pass from the start for rows skipped while locked\n    \
+        EXIT WHEN moved >= max_rows OR page = 0;\n    \
     END LOOP;\n    \
+    UPDATE {STATE_TABLE} SET after = page WHERE swap = {swap} AND item = 'move';\n    \
     IF moved < max_rows THEN\n        \
         WITH picked AS (\n            \
             SELECT {key} FROM {temp} ORDER BY {key} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n        \
@@ -365,7 +399,7 @@ BEGIN\n    \
             DELETE FROM {temp} t USING picked WHERE t.{key} = picked.{key} RETURNING t.*\n        \
         )\n        \
         INSERT INTO {new} ({columns})\n        \
-        SELECT {columns} FROM gone;\n        \
+        SELECT {columns} FROM gone ORDER BY gone.{key} DESC;\n        \
         GET DIAGNOSTICS batch = ROW_COUNT;\n        \
         moved := moved + batch;\n    \
     END IF;\n    \
@@ -375,6 +409,7 @@ $zmig$;",
         f = n.move_fn,
         swap = n.swap_literal,
         old = n.old,
+        old_lit = quote_literal(&n.old),
         new = n.new,
         temp = n.temp,
         forward = list(swap, |c| forward(c, "gone")),
@@ -387,7 +422,8 @@ $zmig$;",
 }
 
 /// The move back's batch, the mirror of [`move_function`]: takes up to `max_rows` rows of new
-/// (highest keys first, below a hint of the lowest key moved back so far), then of temp,
+/// (lowest keys first, above a hint of the highest key moved back so far: the old table's rows
+/// all lie below them, so its primary key takes them as appends), then of temp,
 /// `FOR UPDATE SKIP LOCKED`, deletes them and inserts them into old in the current types, in
 /// one statement each. The values come back as the view shows them (`id::integer`), so a row
 /// reads the same before and after; a row whose new-structure values would not come out of
@@ -435,10 +471,10 @@ pub(super) fn move_back_function(swap: &Swap, n: &Names) -> String {
     let batch = |table: &str, filter: &str, order: &str, extreme: &str, indent: &str| {
         format!(
             "{indent}WITH picked AS (\n{indent}    \
-                 SELECT {key} FROM {table}{filter}\n{indent}    \
-                 ORDER BY {key}{order} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n{indent}\
+                 SELECT {table_key} AS k FROM {table}{filter}\n{indent}    \
+                 ORDER BY {table_key}{order} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n{indent}\
              ), gone AS (\n{indent}    \
-                 DELETE FROM {table} t USING picked WHERE t.{key} = picked.{key} RETURNING t.*\n{indent}\
+                 DELETE FROM {table} t USING picked WHERE {row_key} = picked.k RETURNING t.*\n{indent}\
              ), back AS (\n{indent}    \
                  SELECT {back} FROM gone\n{indent}\
              ), put AS (\n{indent}    \
@@ -454,6 +490,8 @@ pub(super) fn move_back_function(swap: &Swap, n: &Names) -> String {
              END IF;\n{indent}\
              moved := moved + batch;\n",
             old = n.old,
+            table_key = key_in(swap, n, table, ""),
+            row_key = key_in(swap, n, table, "t."),
             lossy_message = quote_literal(&format!(
                 "zmig swap {}: a row of the new structure would not come back to the same values in the current types; nothing was moved back",
                 swap.name
@@ -473,16 +511,16 @@ BEGIN\n    \
     LOOP\n\
 {from_new}        \
         IF edge IS NOT NULL THEN\n            \
-            UPDATE {STATE_TABLE} SET after = least(after, edge) WHERE swap = {swap} AND item = 'move_back';\n        \
+            UPDATE {STATE_TABLE} SET after = greatest(after, edge) WHERE swap = {swap} AND item = 'move_back';\n        \
         END IF;\n        \
         EXIT WHEN moved >= max_rows OR hint IS NULL;\n        \
-        hint := NULL; -- the hint reached the start: one pass from the end for rows skipped while locked\n    \
+        hint := NULL; -- the hint reached the end: one pass from the start for rows skipped while locked\n    \
     END LOOP;\n    \
     IF moved < max_rows THEN\n\
 {from_temp}    \
     END IF;\n    \
     IF moved > 0 THEN\n        \
-        -- Rows are in old again below the forward move's hint: a later move starts from the first key.\n        \
+        -- Rows are in old again above the forward move's hint: a later move starts from the last key.\n        \
         UPDATE {STATE_TABLE} SET after = NULL WHERE swap = {swap} AND item = 'move' AND after IS NOT NULL;\n    \
     END IF;\n    \
     RETURN moved;\n\
@@ -492,12 +530,15 @@ $zmig$;",
         swap = n.swap_literal,
         from_new = batch(
             &n.new,
-            &format!(" WHERE {key} < coalesce(hint, '9223372036854775807'::bigint)"),
-            " DESC",
-            "min",
+            &format!(
+                " WHERE {} > coalesce(hint, '-9223372036854775808'::bigint)",
+                key_in(swap, n, &n.new, "")
+            ),
+            "",
+            "max",
             "        "
         ),
-        from_temp = batch(&n.temp, "", "", "min", "        "),
+        from_temp = batch(&n.temp, "", "", "max", "        "),
     )
 }
 
@@ -633,7 +674,7 @@ $zmig$;",
         f = n.progress_fn,
         old_rows = row_count(&n.old, &q(&swap.key)),
         temp_rows = row_count(&n.temp, &q(&swap.key)),
-        new_rows = row_count(&n.new, &q(&swap.key)),
+        new_rows = row_count(&n.new, &key_in(swap, n, &n.new, "")),
         old_lit = quote_literal(&n.old),
         temp_lit = quote_literal(&n.temp),
         new_lit = quote_literal(&n.new),
@@ -679,7 +720,12 @@ pub(super) fn check_function(swap: &Swap, n: &Names) -> String {
         let shadow = q(&shadow_column(reference));
         let absent = [&n.new, &n.temp, &n.old]
             .iter()
-            .map(|t| format!("NOT EXISTS (SELECT FROM {t} c WHERE c.{key} = r.{column})"))
+            .map(|t| {
+                format!(
+                    "NOT EXISTS (SELECT FROM {t} c WHERE {} = r.{column})",
+                    key_in(swap, n, t, "c.")
+                )
+            })
             .collect::<Vec<_>>()
             .join(" AND ");
         checks.push(format!(
@@ -728,12 +774,8 @@ BEGIN\n    \
              JOIN ({refs}) ref (rel, column_name, shadow_name) ON ref.rel = s.rel\n             \
              WHERE s.swap = {swap} AND s.item LIKE 'refindex:%'\n    \
     LOOP\n        \
-        shadow := {shadow_index};\n        \
-        SELECT i.indisvalid INTO valid FROM pg_index i WHERE i.indexrelid = to_regclass(shadow);\n        \
-        CONTINUE WHEN valid;\n        \
-        IF FOUND THEN\n            \
-            RETURN NEXT format('DROP INDEX CONCURRENTLY %s', shadow);\n        \
-        END IF;\n        \
+        shadow := {shadow_index};\n\
+{rebuild}        \
         definition := pg_get_indexdef(({original_index})::regclass);\n        \
         head := substring(definition FROM '^CREATE (?:UNIQUE )?INDEX ');\n        \
         definition := substr(definition, length(head) + 1);\n        \
@@ -747,9 +789,52 @@ END\n\
 $zmig$;",
         f = n.ref_indexes_fn,
         swap = n.swap_literal,
+        rebuild = skip_valid_drop_invalid("shadow"),
         shadow_index = index_in_table_schema("r", "shadow"),
         original_index = index_in_table_schema("r", "original"),
         refs = n.reference_rows,
+    )
+}
+
+/// In a loop over indexes to build concurrently, with the index's qualified name in the
+/// variable `index`: the next one when it is built and valid, and first the `DROP INDEX
+/// CONCURRENTLY` of an invalid one a killed build left behind.
+fn skip_valid_drop_invalid(index: &str) -> String {
+    format!(
+        "        SELECT i.indisvalid INTO valid FROM pg_index i WHERE i.indexrelid = to_regclass({index});\n        \
+                 CONTINUE WHEN valid;\n        \
+                 IF FOUND THEN\n            \
+                     RETURN NEXT format('DROP INDEX CONCURRENTLY %s', {index});\n        \
+                 END IF;\n"
+    )
+}
+
+/// The statements still to run to build the new table's primary key index, which prepare put
+/// off until the move is over (see prepare): `CREATE UNIQUE INDEX CONCURRENTLY` with the
+/// definition the new table's copy of the original had, after dropping an invalid one a killed
+/// build left. Empty once it is built.
+pub(super) fn key_index_function(n: &Names) -> String {
+    format!(
+        "CREATE FUNCTION {f}() RETURNS SETOF text LANGUAGE plpgsql STABLE AS $zmig$\n\
+DECLARE\n    \
+    r record;\n    \
+    key_index text;\n    \
+    valid boolean;\n\
+BEGIN\n    \
+    FOR r IN SELECT k.detail AS name, k.rel, d.detail AS definition\n             \
+             FROM {STATE_TABLE} k JOIN {STATE_TABLE} d ON d.swap = k.swap AND d.item = 'key_index_def'\n             \
+             WHERE k.swap = {swap} AND k.item = 'key_index'\n    \
+    LOOP\n        \
+        key_index := {key_index};\n\
+{rebuild}        \
+        RETURN NEXT regexp_replace(r.definition, '^CREATE UNIQUE INDEX ', 'CREATE UNIQUE INDEX CONCURRENTLY ');\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        f = n.key_index_fn,
+        swap = n.swap_literal,
+        key_index = index_in_table_schema("r", "name"),
+        rebuild = skip_valid_drop_invalid("key_index"),
     )
 }
 
@@ -766,6 +851,7 @@ pub(super) fn drop_routines(n: &Names) -> Vec<String> {
         (&n.tables_fn, ""),
         (&n.check_fn, ""),
         (&n.ref_indexes_fn, ""),
+        (&n.key_index_fn, ""),
     ]
     .into_iter()
     .map(|(f, args)| format!("DROP FUNCTION {f}({args});"))
