@@ -7,10 +7,12 @@
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
+use diesel::Connection;
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::disk::{DiskCheck, FreeDisk};
+use zmig_runtime::migrate::{run_pending_with_retry, RetryPolicy};
 use zmig_runtime::swap::{self, move_rows, MoveOptions};
-use zmig_tests::{count, migrate_to, FixtureCrate, TestDb};
+use zmig_tests::{count, migrate_to, FixtureCrate, TestDb, UpTo};
 
 const SWAP: &str = "cars_bigint";
 const CARS_SWAP: &str =
@@ -121,6 +123,7 @@ fn the_fill_reuses_the_space_it_frees_so_the_referencing_table_ends_near_its_siz
     let (db, _fixture) = prepared("swap_disk_fill", ROWS, ROWS);
     let mut conn = db.conn();
     let before = count(&mut conn, "SELECT pg_relation_size('trips') AS n");
+    let key_before = count(&mut conn, "SELECT pg_relation_size('trips_pkey') AS n");
     let options = options(DiskCheck::Skip);
     let report = move_rows(&db.url, SWAP, &options).unwrap();
     assert!(report.finished, "{report:?}");
@@ -141,6 +144,21 @@ fn the_fill_reuses_the_space_it_frees_so_the_referencing_table_ends_near_its_siz
     assert!(
         ratio <= 1.6,
         "the heap of trips grew from {before} to {after} bytes ({ratio:.2} times)"
+    );
+    // Its other indexes, which took a second entry for most rows, were rebuilt after the fill:
+    // the primary key is its size again (about twice without), and no copy of a rebuild is left.
+    let key_after = count(&mut conn, "SELECT pg_relation_size('trips_pkey') AS n");
+    assert!(
+        key_after as f64 <= key_before as f64 * 1.15,
+        "trips_pkey grew from {key_before} to {key_after} bytes"
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = 'trips'::regclass AND (NOT i.indisvalid OR c.relname ~ '_cc')"
+        ),
+        0
     );
 }
 
@@ -299,6 +317,106 @@ fn an_interrupted_primary_key_build_is_dropped_and_built_again() {
         count(
             &mut conn,
             "SELECT count(*) AS n FROM pg_constraint WHERE conrelid = 'cars'::regclass AND contype = 'p' AND conname = 'cars_pkey'"
+        ),
+        1
+    );
+}
+
+/// Applies the fixture's migrations up to `phase` with zmig's runner on a connection whose
+/// session `options` are given (as `PGOPTIONS` would), returning the runner's error.
+fn migrate_with_options(
+    url: &str,
+    options: &str,
+    fixture: &FixtureCrate,
+    phase: &str,
+) -> Result<(), String> {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{url}{separator}options={}",
+        options.replace(' ', "%20").replace('=', "%3D")
+    );
+    let mut conn = PgConnection::establish(&url).unwrap();
+    let source = UpTo {
+        inner: fixture.migrations(),
+        phase: phase.to_owned(),
+    };
+    run_pending_with_retry(&mut conn, source, &RetryPolicy::default(), |_, _, _| {})
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Before prepare changes anything, it checks what the move will need at its peak against the
+/// free space the session has (`zmig.free_disk_bytes`, which zmig's runner measures, or as
+/// given): too little, and it refuses with both figures and the ways out, the table untouched;
+/// skipped on request; measured by the runner, it goes through.
+#[test]
+fn prepare_refuses_when_the_free_disk_cannot_hold_the_move_and_changes_nothing() {
+    let label = "swap_disk_prepare";
+    let fixture = FixtureCrate::cars(label, CARS_SWAP);
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert!(outcome.ok(), "{report}");
+    let db = TestDb::new(label);
+    migrate_to(&db.url, &fixture, "create_tables");
+    let mut conn = db.conn();
+    conn.batch_execute(
+        "INSERT INTO cars (make, model, year) SELECT 'make ' || g, 'model', 2000 FROM generate_series(1, 20000) AS g;
+         INSERT INTO trips (car_id, km) SELECT 1 + g % 20000, 10 FROM generate_series(1, 20000) AS g;",
+    )
+    .unwrap();
+    conn.batch_execute("VACUUM ANALYZE cars, trips").unwrap();
+
+    let refused = migrate_with_options(
+        &db.url,
+        "-c zmig.free_disk_bytes=100000",
+        &fixture,
+        "cars_bigint_prepare",
+    )
+    .unwrap_err();
+    for needle in [
+        "zmig swap cars_bigint: the move will need about",
+        "more disk at its peak, and 98 kB is free; nothing was changed",
+        "zmig.free_disk_bytes=BYTES",
+        "zmig.skip_disk_check=on",
+    ] {
+        assert!(refused.contains(needle), "{needle:?} not in: {refused}");
+    }
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM pg_class WHERE relname IN ('cars_old', 'cars_new', 'cars_temp') OR (relname = 'cars' AND relkind <> 'r')"),
+        0,
+        "the refused prepare changed the tables"
+    );
+
+    migrate_with_options(
+        &db.url,
+        "-c zmig.free_disk_bytes=100000 -c zmig.skip_disk_check=on",
+        &fixture,
+        "cars_bigint_prepare",
+    )
+    .unwrap();
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pg_class WHERE relname = 'cars' AND relkind = 'v'"
+        ),
+        1
+    );
+}
+
+/// zmig's runner measures the free space (this machine's server shows the test's superuser its
+/// data directory) and gives it to the session: an estimate that fits goes through.
+#[test]
+fn free_disk_is_measured_for_the_database_and_a_prepare_that_fits_goes_through() {
+    let (db, _fixture) = prepared("swap_disk_runner", 2_000, 100);
+    let mut conn = db.conn();
+    let free = zmig_runtime::disk::free_for_database(&mut conn, DiskCheck::Measure).unwrap();
+    assert!(
+        matches!(free, FreeDisk::Measured { bytes, .. } if bytes > 0),
+        "{free:?}"
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pg_class WHERE relname = 'cars' AND relkind = 'v'"
         ),
         1
     );

@@ -1,16 +1,11 @@
 //! A swap's disk: how much its tables take now, how much more the move will take at its peak,
 //! and how much the database's file system has free, where that can be found out.
 //!
-//! The estimate comes from the relation sizes (`pg_table_size`, `pg_indexes_size`). The move
-//! empties the old table from the end of its heap, and its VACUUMs give those pages back as it
-//! goes, so the new table's heap takes the place of the old one's: what it adds is, per index of
-//! the new table, the old table's average index (the old table keeps its indexes until the move
-//! is over), and a twentieth of the heap moved but not yet given back; the whole heap where the
-//! old table's key does not follow its heap (the planner's correlation below 0.9, or unknown),
-//! since its pages then empty all over the file and none can go back before the end. Each
-//! referencing table grows by about 70 % while its shadow column fills (new row versions, the
-//! index rebuilt on the shadow column). Both are scaled by what is left to do, plus a 15 %
-//! margin. `cargo xtask bench swap` measured 1.35 and 0.64 times the sizes before.
+//! The estimate is `zmig_<name>_disk_needed(…)`, a function the prepare migration creates and
+//! checks before it changes anything (against `zmig.free_disk_bytes`, which
+//! [`crate::migrate::run_pending_with_retry`] sets from [`free_for_database`]): one formula, in
+//! zmig-codegen's swap SQL, from the relation sizes, for what the move still has to do.
+//! `cargo xtask bench swap` measured 1.35 and 0.89 times the sizes before.
 //!
 //! PostgreSQL has no function for free disk. zmig reads it with `statvfs` of the tables'
 //! directory (the data directory, or the tablespace's location) when PostgreSQL tells that
@@ -114,29 +109,13 @@ fn bytes(n: i64) -> HumanBytes {
     HumanBytes(n.max(0) as u64)
 }
 
-/// What the move's peak adds to a referencing table, as a share of its size now.
-const REFERENCING_GROWTH: f64 = 0.7;
-
-/// The planner's correlation of the old table's key with its heap above which the move, taking
-/// the highest keys first, empties the heap from its end, so VACUUM gives the pages back as it
-/// goes: a serial key in a table rows were appended to is near 1.
-const HEAP_GIVEN_BACK_BELOW: f64 = 0.9;
-
-/// The share of the old table's heap that is moved but not yet given back at any time: the
-/// movers VACUUM it every twentieth of the move, and this leaves room for a VACUUM that could not
-/// have its lock at once.
-const HEAP_BETWEEN_VACUUMS: f64 = 0.1;
-
-/// The estimate's margin over the sum above: the bench's peak came out 8 % above it (the new
-/// table's wider key, temp, the free-space and visibility maps).
-const MARGIN: f64 = 1.15;
-
-/// The sizes and the estimate of a swap (its prepare applied, its functions named), with free space measured as
-/// `check` says.
+/// The sizes and the estimate of a swap (its prepare applied, its functions named: `disk_fn` is
+/// `zmig_<name>_disk_needed`), with free space measured as `check` says.
 pub fn estimate(
     conn: &mut PgConnection,
     tables_fn: &str,
     progress_fn: &str,
+    disk_fn: &str,
     check: DiskCheck,
 ) -> Result<DiskEstimate> {
     #[derive(QueryableByName)]
@@ -150,11 +129,6 @@ pub fn estimate(
         #[diesel(sql_type = Nullable<Text>)]
         directory: Option<String>,
     }
-    // What the new table adds while old gives back: per index of new, old's average index,
-    // and old's heap and TOAST only where old cannot give its pages back as it empties (its key
-    // does not follow its heap; see HEAP_GIVEN_BACK_BELOW), else a tenth of it (what is moved
-    // between two VACUUMs); both for the share of rows still in old. Each referencing table
-    // grows by REFERENCING_GROWTH of its size for the share of its rows still to fill.
     let sizes: Sizes = diesel::sql_query(format!(
         "WITH t AS (SELECT role, rel FROM \"{tables_fn}\"()),
               p AS (SELECT * FROM \"{progress_fn}\"()),
@@ -163,49 +137,65 @@ pub fn estimate(
          SELECT
            (SELECT coalesce(sum(pg_total_relation_size(rel)), 0) FROM t WHERE role IN ('old', 'temp', 'new'))::bigint AS swapped,
            (SELECT coalesce(sum(pg_total_relation_size(rel)), 0) FROM t WHERE role = 'ref')::bigint AS referencing,
-           ({MARGIN} * (
-             (SELECT pg_table_size(rel) * (
-                       SELECT CASE WHEN coalesce(max(s.correlation), 0) >= {HEAP_GIVEN_BACK_BELOW} THEN {HEAP_BETWEEN_VACUUMS} ELSE 1 END
-                       FROM pg_index i
-                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                       JOIN pg_class c ON c.oid = i.indrelid
-                       JOIN pg_namespace ns ON ns.oid = c.relnamespace
-                       JOIN pg_stats s ON s.schemaname = ns.nspname AND s.tablename = c.relname AND s.attname = a.attname
-                       WHERE i.indrelid = old.rel AND i.indisprimary)
-                     + pg_indexes_size(rel)::float8
-                       / greatest(1, (SELECT count(*) FROM pg_index WHERE indrelid = old.rel))
-                       * (SELECT count(*) FROM pg_index i, new WHERE i.indrelid = new.rel)
-              FROM old)
-             * (SELECT CASE WHEN old_rows + new_rows = 0 THEN 0 ELSE old_rows::float8 / (old_rows + new_rows) END FROM p)
-             + (SELECT coalesce(sum(pg_total_relation_size(rel)), 0) FROM t WHERE role = 'ref') * {REFERENCING_GROWTH}
-               * (SELECT CASE WHEN refs_left = 0 THEN 0 ELSE 1 END FROM p)
-           ))::bigint AS needed,
-           (SELECT CASE WHEN spc.spcname IN ('pg_default', 'pg_global')
-                        THEN (SELECT setting FROM pg_settings WHERE name = 'data_directory')
-                        ELSE nullif(pg_tablespace_location(spc.oid), '') END
-            FROM old JOIN pg_class c ON c.oid = old.rel
-            JOIN pg_tablespace spc ON spc.oid = CASE WHEN c.reltablespace = 0
-                 THEN (SELECT dattablespace FROM pg_database WHERE datname = current_database())
-                 ELSE c.reltablespace END) AS directory"
+           \"{disk_fn}\"(
+             (SELECT rel FROM old),
+             (SELECT count(*) FROM pg_index i, new WHERE i.indrelid = new.rel),
+             (SELECT CASE WHEN old_rows + new_rows = 0 THEN 0 ELSE old_rows::float8 / (old_rows + new_rows) END FROM p),
+             (SELECT refs_left > 0 FROM p)
+           ) AS needed,
+           {directory} AS directory",
+        directory = directory_of("(SELECT rel FROM old)"),
     ))
     .get_result(conn)?;
-    let free = match check {
+    Ok(DiskEstimate {
+        swapped_bytes: sizes.swapped,
+        referencing_bytes: sizes.referencing,
+        needed_bytes: sizes.needed,
+        free: free_disk(conn, sizes.directory, check),
+    })
+}
+
+/// Free space where this database's tables go by default (its tablespace), as `check` says:
+/// what zmig's migration runner gives a swap's prepare migration to check its estimate against.
+pub fn free_for_database(conn: &mut PgConnection, check: DiskCheck) -> Result<FreeDisk> {
+    #[derive(QueryableByName)]
+    struct Directory {
+        #[diesel(sql_type = Nullable<Text>)]
+        directory: Option<String>,
+    }
+    let found: Directory = diesel::sql_query(format!(
+        "SELECT {} AS directory",
+        directory_of("NULL::regclass")
+    ))
+    .get_result(conn)?;
+    Ok(free_disk(conn, found.directory, check))
+}
+
+/// SQL for the directory holding the relation `rel` (a regclass expression; NULL for the
+/// database's default tablespace), where PostgreSQL shows it to this role.
+fn directory_of(rel: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN spc.spcname IN ('pg_default', 'pg_global')
+                      THEN (SELECT setting FROM pg_settings WHERE name = 'data_directory')
+                      ELSE nullif(pg_tablespace_location(spc.oid), '') END
+          FROM pg_tablespace spc
+          WHERE spc.oid = coalesce(nullif((SELECT reltablespace FROM pg_class WHERE oid = {rel}), 0),
+                                   (SELECT dattablespace FROM pg_database WHERE datname = current_database())))"
+    )
+}
+
+fn free_disk(conn: &mut PgConnection, directory: Option<String>, check: DiskCheck) -> FreeDisk {
+    match check {
         DiskCheck::Assume(bytes) => FreeDisk::Assumed(bytes),
         DiskCheck::Skip => FreeDisk::Unknown("not checked: --skip-disk-check".to_owned()),
-        DiskCheck::Measure => match sizes.directory {
+        DiskCheck::Measure => match directory {
             None => FreeDisk::Unknown(
                 "PostgreSQL does not show this role the data directory (a superuser or pg_read_all_settings sees it)"
                     .to_owned(),
             ),
             Some(directory) => measure(conn, &directory),
         },
-    };
-    Ok(DiskEstimate {
-        swapped_bytes: sizes.swapped,
-        referencing_bytes: sizes.referencing,
-        needed_bytes: sizes.needed,
-        free,
-    })
+    }
 }
 
 /// `statvfs` of `directory`, once it is sure to be the server's own (see the module's doc).

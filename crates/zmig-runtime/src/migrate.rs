@@ -6,6 +6,8 @@
 //! runner turns that into more patience: it tries again after a pause that grows and is
 //! jittered (so several instances starting at once do not retry in lockstep), and gives up
 //! after a bounded number of tries. It retries other migrations' lock timeouts the same way.
+//! Before it starts, it measures the free disk where it can and gives it to the session
+//! (`zmig.free_disk_bytes`), so that a swap's prepare refuses when its move could not fit.
 
 use std::time::Duration;
 
@@ -93,13 +95,48 @@ pub fn run_pending_with_retry<S: MigrationSource<Pg>>(
         message: e.to_string(),
     })?;
     let saved_messages = english_messages(conn);
+    let measured = measure_free_disk(conn);
     let result = apply_each(conn, pending, policy, &mut on_retry);
     if let Some(saved) = saved_messages {
         let _ = diesel::sql_query("SELECT set_config('lc_messages', $1, false)")
             .bind::<Text, _>(saved)
             .execute(conn);
     }
+    if measured {
+        // A pooled connection lives on: a later run measures again rather than trust this.
+        let _ =
+            diesel::sql_query("SELECT set_config('zmig.free_disk_bytes', '', false)").execute(conn);
+    }
     result
+}
+
+/// Gives a swap's prepare migration the free space to check its disk estimate against (see
+/// [`crate::disk`]): `zmig.free_disk_bytes`, measured where PostgreSQL shows this role the data
+/// directory on this machine. Left alone when the session has it already (`PGOPTIONS='-c
+/// zmig.free_disk_bytes=BYTES'`, for a server zmig cannot measure), and unset when it cannot be
+/// measured: prepare then reports its estimate and goes on. Whether it set it.
+fn measure_free_disk(conn: &mut PgConnection) -> bool {
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        value: Option<String>,
+    }
+    let given = diesel::sql_query(
+        "SELECT nullif(current_setting('zmig.free_disk_bytes', true), '') AS value",
+    )
+    .get_result::<Setting>(conn);
+    if !matches!(given, Ok(Setting { value: None })) {
+        return false;
+    }
+    let Ok(crate::disk::FreeDisk::Measured { bytes, .. }) =
+        crate::disk::free_for_database(conn, crate::disk::DiskCheck::Measure)
+    else {
+        return false;
+    };
+    diesel::sql_query("SELECT set_config('zmig.free_disk_bytes', $1, false)")
+        .bind::<Text, _>(bytes.to_string())
+        .execute(conn)
+        .is_ok()
 }
 
 fn apply_each(

@@ -15,7 +15,7 @@
 //!   mover VACUUMs the old table, so its dead rows do not pile up, its row estimate (which
 //!   `zmig_<name>_progress` reports) stays true, and the emptied end of its file goes back to
 //!   the operating system as the move goes. Once it is empty, the upkeep thread rebuilds its
-//!   indexes small and then builds the new table's primary key index (see [`finish_tables`]).
+//!   indexes small and then builds the new table's primary key index (`finish_tables`).
 //! - An upkeep thread runs `zmig_<name>_sync_refs` to completion (it checkpoints itself in the
 //!   database), then builds concurrently the indexes of the filled shadow columns
 //!   (`zmig_<name>_ref_indexes()`), and every tenth of the way ANALYZEs the new table, so the
@@ -224,6 +224,8 @@ struct SwapFunctions {
     check: String,
     ref_indexes: String,
     key_index: String,
+    ref_reindex: String,
+    disk: String,
 }
 
 impl SwapFunctions {
@@ -237,6 +239,8 @@ impl SwapFunctions {
             check: format!("zmig_{name}_check"),
             ref_indexes: format!("zmig_{name}_ref_indexes"),
             key_index: format!("zmig_{name}_key_index"),
+            ref_reindex: format!("zmig_{name}_ref_reindex"),
+            disk: format!("zmig_{name}_disk_needed"),
         }
     }
 }
@@ -313,6 +317,7 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
             &mut conn,
             &functions.tables,
             &functions.progress,
+            &functions.disk,
             options.disk_check,
         )?
         .refuse_if_short(name)?;
@@ -872,6 +877,7 @@ pub fn status(conn: &mut PgConnection, name: &str) -> Result<Option<SwapStatus>>
         conn,
         &functions.tables,
         &functions.progress,
+        &functions.disk,
         DiskCheck::Measure,
     )?;
     let paused =
@@ -1156,6 +1162,7 @@ fn run_upkeep(
             let synced = conn.transaction(|conn| call_batch(conn, &query, batch_size))?;
             if synced == 0 {
                 build_reference_indexes(&mut conn, functions)?;
+                build_indexes(&mut conn, &functions.ref_reindex)?;
                 tally.refs_done.store(true, Ordering::SeqCst);
             } else {
                 let filled = tally.refs_synced.fetch_add(synced, Ordering::SeqCst) + synced;

@@ -15,9 +15,9 @@
 mod routines;
 
 use self::routines::{
-    check_function, delete_function, drop_routines, insert_function, key_index_function,
-    move_back_function, move_function, progress_function, ref_indexes_function, reference_function,
-    sync_refs_function, tables_function, update_function,
+    check_function, delete_function, disk_function, drop_routines, insert_function,
+    key_index_function, move_back_function, move_function, progress_function, ref_indexes_function,
+    ref_reindex_function, reference_function, sync_refs_function, tables_function, update_function,
 };
 use super::filter::RowSql;
 use super::{object_name, quote_ident as q, quote_literal, Lock, PhaseSql, Script};
@@ -51,6 +51,8 @@ pub(crate) struct Names {
     pub check_fn: String,
     pub ref_indexes_fn: String,
     pub key_index_fn: String,
+    pub ref_reindex_fn: String,
+    pub disk_fn: String,
     /// The key-cast indexes, by bare name (an index is created in its table's schema).
     pub new_key_index: String,
     pub temp_key_index: String,
@@ -80,6 +82,8 @@ impl Names {
             check_fn: f("check"),
             ref_indexes_fn: f("ref_indexes"),
             key_index_fn: f("key_index"),
+            ref_reindex_fn: f("ref_reindex"),
+            disk_fn: f("disk_needed"),
             new_key_index: object_name(&[&swap.new_table().name, "zmig_key"]),
             temp_key_index: object_name(&[&swap.temp_table().name, "zmig_key"]),
             swap_literal: quote_literal(&swap.name),
@@ -240,6 +244,17 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          the table are recorded, with their actions and comments, to be restored.",
     );
     up.statement(&guards(swap, n));
+    up.comment(&format!(
+        "The disk the move will need at its peak, beyond what the tables take now (the formula \
+         is {disk}, which the move task asks again before it starts), against the free space in \
+         `zmig.free_disk_bytes`: zmig's migration runner measures it and sets it where \
+         PostgreSQL shows it the data directory on its own machine; \
+         `PGOPTIONS='-c zmig.free_disk_bytes=BYTES'` gives it to any runner, and \
+         `-c zmig.skip_disk_check=on` skips the check. Unset, the estimate is only a NOTICE.",
+        disk = n.disk_fn
+    ));
+    up.statement(&disk_function(n));
+    up.statement(&disk_check(swap, n));
     let computed = swap
         .columns
         .iter()
@@ -459,6 +474,7 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     up.statement(&check_function(swap, n));
     up.statement(&ref_indexes_function(n));
     up.statement(&key_index_function(n));
+    up.statement(&ref_reindex_function(n));
 
     let down = prepare_down(swap, n);
     PhaseSql::outside_transaction(Stage::Prepare, up, down)
@@ -818,6 +834,32 @@ $zmig$;",
         temp = regclass(&n.temp),
         swap = n.swap_literal,
         grants = copy_grants("old", "target"),
+    )
+}
+
+/// Refuses, before prepare changes anything, when the free space zmig's runner measured (or the
+/// session was given) cannot hold what the move will add at its peak.
+fn disk_check(swap: &Swap, n: &Names) -> String {
+    format!(
+        "DO $zmig$\n\
+DECLARE\n    \
+    t regclass := {table};\n    \
+    needed bigint := {disk}(t, (SELECT count(*) FROM pg_index WHERE indrelid = t), 1, {refs});\n    \
+    free text := nullif(current_setting('zmig.free_disk_bytes', true), '');\n\
+BEGIN\n    \
+    IF coalesce(current_setting('zmig.skip_disk_check', true), '') IN ('on', 'true', '1') THEN\n        \
+        RETURN;\n    \
+    ELSIF free IS NULL THEN\n        \
+        RAISE NOTICE 'zmig swap %: the move will need about % more disk at its peak; free space not checked (zmig.free_disk_bytes is not set)', {swap}, pg_size_pretty(needed);\n    \
+    ELSIF free::bigint < needed THEN\n        \
+        RAISE EXCEPTION 'zmig swap %: the move will need about % more disk at its peak, and % is free; nothing was changed. Free disk on the database server and run the migration again; if the figure is wrong, give the free space with PGOPTIONS=''-c zmig.free_disk_bytes=BYTES'' or skip the check with PGOPTIONS=''-c zmig.skip_disk_check=on''', {swap}, pg_size_pretty(needed), pg_size_pretty(free::bigint);\n    \
+    END IF;\n\
+END\n\
+$zmig$;",
+        table = regclass(&n.table),
+        disk = n.disk_fn,
+        swap = n.swap_literal,
+        refs = !swap.references.is_empty(),
     )
 }
 

@@ -796,6 +796,82 @@ $zmig$;",
     )
 }
 
+/// What the move will add to the disk at its peak, beyond what the tables take now, in bytes:
+/// prepare checks it against the free space before it changes anything, and the move task
+/// before it starts (`zmig_runtime::disk`); one formula for both.
+///
+/// The move empties the old table from the end of its heap, and its VACUUMs give those pages
+/// back as it goes, so the new table's heap takes the place of the old one's: what it adds is,
+/// per index of the new table, the old table's average index (the old table keeps its indexes
+/// until the move is over), and a tenth of the heap (moved but not yet given back: the movers
+/// VACUUM every twentieth, and a VACUUM may miss its moment); the whole heap where the old
+/// table's key does not follow its heap (the planner's correlation below 0.9, or unknown), as
+/// its pages then empty all over the file and none goes back before the end. Both for the share
+/// of rows still to move. Each referencing table grows by about 90 % at the end of its fill (new
+/// row versions, the index rebuilt on the shadow column, the rebuild of its other indexes beside
+/// the bloated ones). Plus a 15 % margin. `cargo xtask bench swap` measured 1.35 and 0.89 times
+/// the sizes before.
+pub(super) fn disk_function(n: &Names) -> String {
+    format!(
+        "CREATE FUNCTION {f}(old regclass, new_indexes bigint, share_left double precision, refs_pending boolean)\n\
+RETURNS bigint LANGUAGE sql STABLE AS $zmig$\n    \
+    SELECT (1.15 * (\n        \
+        (pg_table_size(old) * (\n            \
+            SELECT CASE WHEN coalesce(max(s.correlation), 0) >= 0.9 THEN 0.1 ELSE 1 END\n            \
+            FROM pg_index i\n            \
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]\n            \
+            JOIN pg_class c ON c.oid = i.indrelid\n            \
+            JOIN pg_namespace ns ON ns.oid = c.relnamespace\n            \
+            JOIN pg_stats s ON s.schemaname = ns.nspname AND s.tablename = c.relname AND s.attname = a.attname\n            \
+            WHERE i.indrelid = old AND i.indisprimary)\n         \
+         + pg_indexes_size(old)::float8 / greatest(1, (SELECT count(*) FROM pg_index WHERE indrelid = old)) * new_indexes\n        \
+        ) * share_left\n        \
+        + CASE WHEN refs_pending THEN 0.9 * (SELECT coalesce(sum(pg_total_relation_size(r.rel::regclass)), 0) FROM ({refs}) r (rel, column_name, shadow_name)) ELSE 0 END\n    \
+    ))::bigint\n\
+$zmig$;",
+        f = n.disk_fn,
+        refs = n.reference_rows,
+    )
+}
+
+/// The statements still to run, once the shadow columns are filled, to rebuild the other indexes
+/// of each referencing table: the fill rewrote every row, and each index not on the referencing
+/// column took a second entry for most of them (its pages split before VACUUM could drop the
+/// first), so it is about twice its size. `REINDEX INDEX CONCURRENTLY` builds it again, sorted,
+/// while writes go on, and gives the bloated one back. The indexes on the referencing column go
+/// at finalize with it, those on the shadow column were just built. First the `DROP INDEX
+/// CONCURRENTLY` of an invalid copy a killed rebuild left (`_ccnew`, `_ccold`); last, a statement
+/// recording the table done, so a later run lists nothing for it.
+pub(super) fn ref_reindex_function(n: &Names) -> String {
+    format!(
+        "CREATE FUNCTION {f}() RETURNS SETOF text LANGUAGE plpgsql STABLE AS $zmig$\n\
+DECLARE\n    \
+    r record;\n\
+BEGIN\n    \
+    FOR r IN SELECT ref.rel::regclass AS rel, ref.column_name, ref.shadow_name\n             \
+             FROM ({refs}) ref (rel, column_name, shadow_name)\n             \
+             WHERE NOT EXISTS (SELECT FROM {STATE_TABLE} s WHERE s.swap = {swap} AND s.item = 'reindexed:' || ref.rel)\n    \
+    LOOP\n        \
+        RETURN QUERY SELECT format('DROP INDEX CONCURRENTLY %s', i.indexrelid::regclass)\n        \
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid\n        \
+        WHERE i.indrelid = r.rel AND NOT i.indisvalid AND c.relname ~ '_cc(new|old)[0-9]*$';\n        \
+        RETURN QUERY SELECT format('REINDEX INDEX CONCURRENTLY %s', i.indexrelid::regclass)\n        \
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid\n        \
+        WHERE i.indrelid = r.rel AND i.indisvalid AND c.relname !~ '_cc(new|old)[0-9]*$'\n          \
+          AND NOT EXISTS (\n              \
+              SELECT FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid\n              \
+              WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid AND d.refobjid = r.rel\n                \
+                AND a.attname IN (r.column_name, r.shadow_name));\n        \
+        RETURN NEXT format('INSERT INTO {STATE_TABLE} (swap, item) VALUES (%L, %L) ON CONFLICT DO NOTHING', {swap}, 'reindexed:' || r.rel::text);\n    \
+    END LOOP;\n\
+END\n\
+$zmig$;",
+        f = n.ref_reindex_fn,
+        swap = n.swap_literal,
+        refs = n.reference_rows,
+    )
+}
+
 /// In a loop over indexes to build concurrently, with the index's qualified name in the
 /// variable `index`: the next one when it is built and valid, and first the `DROP INDEX
 /// CONCURRENTLY` of an invalid one a killed build left behind.
@@ -852,6 +928,8 @@ pub(super) fn drop_routines(n: &Names) -> Vec<String> {
         (&n.check_fn, ""),
         (&n.ref_indexes_fn, ""),
         (&n.key_index_fn, ""),
+        (&n.ref_reindex_fn, ""),
+        (&n.disk_fn, "regclass, bigint, double precision, boolean"),
     ]
     .into_iter()
     .map(|(f, args)| format!("DROP FUNCTION {f}({args});"))
