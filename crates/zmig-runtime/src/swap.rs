@@ -1177,7 +1177,10 @@ fn run_upkeep(
         let moved = tally.moved.load(Ordering::SeqCst);
         let refresh = tally.refresh_estimates.swap(false, Ordering::SeqCst)
             && refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
-        if moved >= tidy_at || refresh {
+        // While the fill runs the movers ANALYZE as they go (see `vacuum_old_between`): the
+        // fill is the longer job, and this thread's time is its.
+        let filling = !tally.refs_done.load(Ordering::SeqCst);
+        if (moved >= tidy_at && !filling) || refresh {
             // Following temp, finalize may take the tables away at any moment. The movers
             // VACUUM old as they go; a refresh of stale estimates needs it too.
             let tidied = analyze(&mut conn, tables).and_then(|()| {
@@ -1314,7 +1317,8 @@ fn vacuum_old(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
 
 /// Called by a mover after each batch, with the rows moved by then: every `step` rows one mover
 /// VACUUMs the old table (see [`vacuum_old`]) while the others wait between batches, so that
-/// the old table has given back all but a share of [`OLD_VACUUMS`] of what was moved. The mover
+/// the old table has given back all but a share of [`OLD_VACUUMS`] of what was moved; every
+/// other time, while the references fill, it ANALYZEs the new table too. The mover
 /// does it, not the upkeep thread: the upkeep's fill is the longer job, and between batches
 /// this mover holds no lock on the old table that would keep VACUUM from giving pages back.
 fn vacuum_old_between(
@@ -1336,7 +1340,13 @@ fn vacuum_old_between(
     tally.hold_movers.store(true, Ordering::SeqCst);
     let vacuumed = vacuum_old(conn, tables);
     tally.hold_movers.store(false, Ordering::SeqCst);
-    vacuumed
+    vacuumed?;
+    // Every other time, while the upkeep thread fills the references, the planner's statistics
+    // of the new table too (the upkeep does it itself once the fill is done).
+    if (moved / step) % 2 == 0 && !tally.refs_done.load(Ordering::SeqCst) {
+        analyze(conn, tables)?;
+    }
+    Ok(())
 }
 
 /// VACUUM of the referencing tables while their shadow columns fill: every row filled leaves its

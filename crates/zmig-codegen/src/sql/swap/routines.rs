@@ -376,7 +376,8 @@ BEGIN\n    \
             SELECT {key} FROM {old} WHERE ctid >= format('(%s,0)', page)::tid\n            \
             ORDER BY ctid DESC LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n        \
         ), gone AS (\n            \
-            DELETE FROM {old} o USING picked WHERE o.{key} = picked.{key} RETURNING o.*\n        \
+            -- By key through the primary key: a join on it would walk that index from its start.\n            \
+            DELETE FROM {old} o WHERE o.{key} = ANY (ARRAY(SELECT {key} FROM picked)) RETURNING o.*\n        \
         ), put AS (\n            \
             INSERT INTO {new} ({columns})\n            \
             SELECT {forward} FROM gone ORDER BY gone.{key} DESC\n            \
