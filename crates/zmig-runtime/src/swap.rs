@@ -14,12 +14,14 @@
 //! - The batch takes rows from the end of the old table's heap, and every twentieth of the way a
 //!   mover VACUUMs the old table, so its dead rows do not pile up, its row estimate (which
 //!   `zmig_<name>_progress` reports) stays true, and the emptied end of its file goes back to
-//!   the operating system as the move goes. Once it is empty, the upkeep thread rebuilds its
-//!   indexes small and then builds the new table's primary key index (`finish_tables`).
+//!   the operating system as the move goes; every tenth it ANALYZEs the new table, so the
+//!   planner sees it grow behind the view. Once the old table is empty, the upkeep thread
+//!   rebuilds its indexes small and then builds the new table's primary key index
+//!   (`finish_tables`).
 //! - An upkeep thread runs `zmig_<name>_sync_refs` to completion (it checkpoints itself in the
 //!   database), then builds concurrently the indexes of the filled shadow columns
-//!   (`zmig_<name>_ref_indexes()`), and every tenth of the way ANALYZEs the new table, so the
-//!   planner sees it grow behind the view.
+//!   (`zmig_<name>_ref_indexes()`) and rebuilds the referencing tables' other indexes, which the
+//!   fill bloated (`zmig_<name>_ref_reindex()`).
 //! - Workers, adaptive batch size, pause, back-off under strain, yielding to live traffic and
 //!   progress are the backfill's ([`BackfillOptions`], [`crate::backfill::set_paused`]): the
 //!   movers and the references' sync run short batches and pause after each while other
