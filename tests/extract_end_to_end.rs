@@ -22,48 +22,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zmig_runtime::backfill::{backfill, BackfillOptions, ProgressMode};
 use zmig_runtime::verify::verify;
-use zmig_tests::caterers_app::{read_new, schema, write_new};
+use zmig_tests::caterers_app::{read_new, schema, write_new, Addr};
 use zmig_tests::{count, exec, fixtures, is_retryable, migrate_to, writer_conn, TestDb};
 
 const SEEDED: i32 = 30_000;
 const WRITERS: usize = 4;
 /// Operations each writer does at least per stage (and goes on while the stage's work runs).
 const OPS_PER_STAGE: usize = 300;
-
-/// An address as the writers' logs record it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Addr {
-    street1: String,
-    street2: Option<String>,
-    city: String,
-    state: String,
-    zip: String,
-}
-
-impl Addr {
-    fn random(rng: &mut StdRng, tag: &str) -> Addr {
-        Addr {
-            street1: format!("{} {tag} St", rng.gen_range(1..999)),
-            street2: rng
-                .gen_bool(0.3)
-                .then(|| format!("Suite {}", rng.gen_range(1..99))),
-            city: ["Boston", "Austin", "Denver", "Reno"][rng.gen_range(0..4)].to_owned(),
-            state: ["MA", "TX", "CO", "NV"][rng.gen_range(0..4)].to_owned(),
-            zip: format!("{:05}", rng.gen_range(0..99_999)),
-        }
-    }
-
-    fn into_row(self, caterer_id: i32) -> write_new::Address {
-        write_new::Address {
-            caterer_id,
-            street1: self.street1,
-            street2: self.street2,
-            city: self.city,
-            state: self.state,
-            zip: self.zip,
-        }
-    }
-}
 
 /// What a writer knows it committed: per caterer it owns, its address (None: it has none).
 type Log = HashMap<i32, Option<Addr>>;

@@ -157,3 +157,39 @@ pub mod app {
         pub updated_at: NaiveDateTime,
     }
 }
+
+/// An address as the concurrent writers' ledgers record it (tests/extract_end_to_end.rs and its
+/// async twin, tests/extract_async.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    pub street1: String,
+    pub street2: Option<String>,
+    pub city: String,
+    pub state: String,
+    pub zip: String,
+}
+
+impl Addr {
+    pub fn random(rng: &mut impl rand::Rng, tag: &str) -> Addr {
+        Addr {
+            street1: format!("{} {tag} St", rng.gen_range(1..999)),
+            street2: rng
+                .gen_bool(0.3)
+                .then(|| format!("Suite {}", rng.gen_range(1..99))),
+            city: ["Boston", "Austin", "Denver", "Reno"][rng.gen_range(0..4)].to_owned(),
+            state: ["MA", "TX", "CO", "NV"][rng.gen_range(0..4)].to_owned(),
+            zip: format!("{:05}", rng.gen_range(0..99_999)),
+        }
+    }
+
+    pub fn into_row(self, caterer_id: i32) -> write_new::Address {
+        write_new::Address {
+            caterer_id,
+            street1: self.street1,
+            street2: self.street2,
+            city: self.city,
+            state: self.state,
+            zip: self.zip,
+        }
+    }
+}

@@ -95,7 +95,11 @@ pub fn run_pending_with_retry<S: MigrationSource<Pg>>(
         message: e.to_string(),
     })?;
     let saved_messages = english_messages(conn);
-    let measured = measure_free_disk(conn);
+    // Only a swap's prepare reads it (`<version>_<swap>_prepare`): no other deploy pays for it.
+    let measured = pending
+        .iter()
+        .any(|m| m.name().to_string().ends_with("_prepare"))
+        && measure_free_disk(conn);
     let result = apply_each(conn, pending, policy, &mut on_retry);
     if let Some(saved) = saved_messages {
         let _ = diesel::sql_query("SELECT set_config('lc_messages', $1, false)")

@@ -376,7 +376,7 @@ BEGIN\n    \
             SELECT {key} FROM {old} WHERE ctid >= format('(%s,0)', page)::tid\n            \
             ORDER BY ctid DESC LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n        \
         ), gone AS (\n            \
-            -- By key through the primary key: a join on it would walk that index from its start.\n            \
+            -- By key, each looked up: a join with picked may walk the key's index from its start.\n            \
             DELETE FROM {old} o WHERE o.{key} = ANY (ARRAY(SELECT {key} FROM picked)) RETURNING o.*\n        \
         ), put AS (\n            \
             INSERT INTO {new} ({columns})\n            \
@@ -397,7 +397,7 @@ BEGIN\n    \
         WITH picked AS (\n            \
             SELECT {key} FROM {temp} ORDER BY {key} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n        \
         ), gone AS (\n            \
-            DELETE FROM {temp} t USING picked WHERE t.{key} = picked.{key} RETURNING t.*\n        \
+            DELETE FROM {temp} t WHERE t.{key} = ANY (ARRAY(SELECT {key} FROM picked)) RETURNING t.*\n        \
         )\n        \
         INSERT INTO {new} ({columns})\n        \
         SELECT {columns} FROM gone ORDER BY gone.{key} DESC;\n        \
@@ -475,7 +475,7 @@ pub(super) fn move_back_function(swap: &Swap, n: &Names) -> String {
                  SELECT {table_key} AS k FROM {table}{filter}\n{indent}    \
                  ORDER BY {table_key}{order} LIMIT max_rows - moved FOR UPDATE SKIP LOCKED\n{indent}\
              ), gone AS (\n{indent}    \
-                 DELETE FROM {table} t USING picked WHERE {row_key} = picked.k RETURNING t.*\n{indent}\
+                 DELETE FROM {table} t WHERE {row_key} = ANY (ARRAY(SELECT k FROM picked)) RETURNING t.*\n{indent}\
              ), back AS (\n{indent}    \
                  SELECT {back} FROM gone\n{indent}\
              ), put AS (\n{indent}    \
