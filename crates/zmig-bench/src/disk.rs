@@ -36,12 +36,13 @@ impl Peak {
 }
 
 /// One sample. `to_regclass` of a table that is not there (yet, or any more) is NULL, and its
-/// size then counts 0; a view has no storage of its own.
+/// size then counts 0; a view has no storage of its own. Each table counts once: a sample that
+/// waited for prepare's lock on `cars` measures it after the commit, when `cars_old` names the
+/// same table.
 const SAMPLE: &str = "SELECT
-    (coalesce(pg_total_relation_size(to_regclass('cars')), 0)
-     + coalesce(pg_total_relation_size(to_regclass('cars_old')), 0)
-     + coalesce(pg_total_relation_size(to_regclass('cars_temp')), 0)
-     + coalesce(pg_total_relation_size(to_regclass('cars_new')), 0))::bigint AS swapped,
+    (SELECT coalesce(sum(pg_total_relation_size(t)), 0) FROM (SELECT DISTINCT t FROM unnest(ARRAY[
+        to_regclass('cars'), to_regclass('cars_old'), to_regclass('cars_temp'), to_regclass('cars_new')]) t
+     WHERE t IS NOT NULL) s)::bigint AS swapped,
     coalesce(pg_total_relation_size(to_regclass('trips')), 0)::bigint AS referencing";
 
 fn sample(conn: &mut PgConnection) -> QueryResult<Peak> {
