@@ -28,7 +28,7 @@ use diesel::pg::PgConnection;
 use zmig_runtime::backfill::{set_paused, ProgressMode};
 use zmig_runtime::swap::{self, move_rows, MoveOptions, MoveReport, SwapProblem};
 use zmig_tests::waits::{db_now, pause_checks, poll_until, SetOnDrop};
-use zmig_tests::{count, exec, migrate_to, run_cli, FixtureCrate, TestDb};
+use zmig_tests::{cars_seeded, count, exec, migrate_to, run_cli, FixtureCrate, TestDb};
 
 const SWAP: &str = "cars_bigint";
 const CARS_SWAP: &str =
@@ -47,19 +47,16 @@ static ENVIRONMENT: RwLock<()> = RwLock::new(());
 /// each of the first cars), then the swap's generated prepare migration, then `TEMP_ROWS` cars
 /// inserted through the view (into `cars_temp`). The fixture crate lives as long as the test.
 fn prepared(label: &str) -> (TestDb, FixtureCrate) {
-    let fixture = FixtureCrate::cars(label, CARS_SWAP);
-    let (outcome, report) = fixture.generate(false).unwrap();
-    assert!(outcome.ok(), "{report}");
-    let db = TestDb::new(label);
-    migrate_to(&db.url, &fixture, "create_tables");
-    db.conn()
-        .batch_execute(&format!(
+    let (db, fixture) = cars_seeded(
+        label,
+        CARS_SWAP,
+        &[&format!(
             "INSERT INTO cars (make, model, year) SELECT 'make ' || g, 'model', 2000 FROM generate_series(1, {OLD_ROWS}) AS g;
              INSERT INTO trips (car_id, km) SELECT 1 + g % {}, 10 FROM generate_series(1, {REF_ROWS}) AS g;",
             REF_ROWS / 2
-        ))
-        .unwrap();
-    migrate_to(&db.url, &fixture, "cars_bigint_prepare");
+        )],
+        Some("cars_bigint_prepare"),
+    );
     exec(
         &mut db.conn(),
         &format!(
@@ -421,8 +418,8 @@ fn verify_names_each_kind_of_problem_with_an_example() {
     assert!(swap::verify(&mut conn, SWAP).unwrap().ok());
     // Written straight into the tables behind the view, which would refuse each of them: car 7
     // also in the old table; a trip of car 999999, which is nowhere; trip 12's shadow column off
-    // by one. The trips' trigger (which checks the car and fills the shadow column) is off for
-    // the two trip writes, in one transaction, so it is on again whatever happens.
+    // by one. The trips' triggers (which check the car and fill the shadow column) are off for
+    // the two trip writes, in one transaction, so they are on again whatever happens.
     exec(
         &mut conn,
         "INSERT INTO cars_old (id, make, model, year, mileage, created_at)
@@ -442,8 +439,8 @@ fn verify_names_each_kind_of_problem_with_an_example() {
             &mut conn,
             "SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'trips'::regclass AND NOT tgisinternal AND tgenabled = 'O'"
         ),
-        1,
-        "the trips trigger is on again"
+        2,
+        "the trips triggers (on insert, on update) are on again"
     );
     let check = swap::verify(&mut conn, SWAP).unwrap();
     assert!(!check.ok());

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use diesel::connection::SimpleConnection;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
@@ -228,7 +229,7 @@ impl FixtureCrate {
                 .migrations_dir()
                 .join("2020-01-01-000000-0000_create_tables/up.sql");
             let sql = fs::read_to_string(&create).unwrap();
-            diesel::connection::SimpleConnection::batch_execute(&mut db.conn(), &sql).unwrap();
+            db.conn().batch_execute(&sql).unwrap();
             db
         })
     }
@@ -443,6 +444,53 @@ pub fn migrate_to(url: &str, fixture: &FixtureCrate, phase: &str) {
     };
     run_pending_with_retry(&mut conn, source, &policy, |_, _, _| {})
         .unwrap_or_else(|e| panic!("{phase}: {e}"));
+}
+
+/// The cars example's fixture crate with `attribute` on `Car`, its migrations generated, and a
+/// database with the example's tables, then each statement of `seed` in turn (each alone, so one
+/// can be a VACUUM), then the migrations up to `phase` when there is one (`cars_bigint_prepare`,
+/// say). The fixture crate lives as long as the test.
+pub fn cars_seeded(
+    label: &str,
+    attribute: &str,
+    seed: &[&str],
+    phase: Option<&str>,
+) -> (TestDb, FixtureCrate) {
+    let fixture = FixtureCrate::cars(label, attribute);
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert!(outcome.ok(), "{report}");
+    let db = TestDb::new(label);
+    migrate_to(&db.url, &fixture, "create_tables");
+    let mut conn = db.conn();
+    for statement in seed {
+        conn.batch_execute(statement)
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    if let Some(phase) = phase {
+        migrate_to(&db.url, &fixture, phase);
+    }
+    (db, fixture)
+}
+
+/// [`cars_seeded`] with `cars` cars and `trips` trips (`1 + g % cars`), `VACUUM ANALYZE`d as
+/// tables that have lived a while are, then the prepare migration of the swap `attribute`
+/// declares (named `cars_bigint`).
+pub fn cars_swap_prepared(
+    label: &str,
+    attribute: &str,
+    cars: i64,
+    trips: i64,
+) -> (TestDb, FixtureCrate) {
+    let rows = format!(
+        "INSERT INTO cars (make, model, year) SELECT 'make ' || g, 'model', 2000 FROM generate_series(1, {cars}) AS g;
+         INSERT INTO trips (car_id, km) SELECT 1 + g % {cars}, 10 FROM generate_series(1, {trips}) AS g;"
+    );
+    cars_seeded(
+        label,
+        attribute,
+        &[&rows, "VACUUM ANALYZE cars, trips"],
+        Some("cars_bigint_prepare"),
+    )
 }
 
 /// Roles are the server's, not a database's: each test makes its own, dropped after its

@@ -143,12 +143,59 @@ pub(crate) fn shadow_not_null(swap: &Swap, reference: &Reference) -> String {
     ])
 }
 
-/// The state table's item for a reference's sync progress.
+/// The state table's item for a reference's sync: `finished` once every row is filled, `detail`
+/// the pages the fill covers, `after` how many times it went over every page again.
 pub(crate) fn reference_item(reference: &Reference) -> String {
-    quote_literal(&format!(
-        "ref:{}.{}",
-        reference.table.name, reference.column
-    ))
+    quote_literal(&reference_item_name(reference))
+}
+
+fn reference_item_name(reference: &Reference) -> String {
+    format!("ref:{}.{}", reference.table.name, reference.column)
+}
+
+/// How many slices of its pages a reference's fill is cut into: that many workers can fill it at
+/// once, each its own slices (`FOR UPDATE SKIP LOCKED` on their state rows).
+pub(crate) const REFERENCE_SLICES: u32 = 16;
+
+/// What the state items of a reference's slices start with: each is this and a two-digit number,
+/// its `after` the next page to fill, `detail` the page it ends before.
+pub(crate) fn reference_slice_prefix(reference: &Reference) -> String {
+    quote_literal(&format!("{}/", reference_item_name(reference)))
+}
+
+/// Records (again) the slices of a reference's fill over the pages `pages` (an SQL expression)
+/// counts, each from its first page, finished when it has none; lines after the first start
+/// with `indent`.
+pub(crate) fn reference_slices(
+    swap_literal: &str,
+    reference: &Reference,
+    pages: &str,
+    indent: &str,
+) -> String {
+    [
+        format!("INSERT INTO {STATE_TABLE} (swap, item, after, detail, finished)"),
+        format!(
+            "SELECT {swap_literal}, {} || lpad(i::text, 2, '0'), s.first, s.upto::text, s.first >= s.upto",
+            reference_slice_prefix(reference)
+        ),
+        format!(
+            "FROM (SELECT {pages} AS pages) p, generate_series(0, {}) i,",
+            REFERENCE_SLICES - 1
+        ),
+        format!(
+            "    LATERAL (SELECT p.pages * i / {REFERENCE_SLICES} AS first, p.pages * (i + 1) / {REFERENCE_SLICES} AS upto) s"
+        ),
+        "ON CONFLICT (swap, item) DO UPDATE SET after = excluded.after, detail = excluded.detail, finished = excluded.finished;".to_owned(),
+    ]
+    .join(&format!("\n{indent}"))
+}
+
+/// The pages of `table` now, as SQL: what a fill of its rows covers.
+pub(crate) fn table_pages(table: &str) -> String {
+    format!(
+        "pg_relation_size({}::regclass) / current_setting('block_size')::bigint",
+        quote_literal(table)
+    )
 }
 
 /// Every transaction of a swap migration starts with these: a short wait for locks and a bound
@@ -544,21 +591,42 @@ fn references_prepare(swap: &Swap, n: &Names, reference: &Reference, up: &mut Sc
     ));
     up.statement(&record_reference_indexes(n, reference));
     up.statement(&reference_function(swap, n, reference));
+    let [on_insert, on_update] = reference_triggers(swap, reference);
     up.statement(&format!(
-        "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {}();",
-        q(&reference_trigger(swap, reference)),
+        "CREATE TRIGGER {} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {}();",
+        q(&on_insert),
         reference_function_name(swap, reference)
+    ));
+    up.comment(
+        "An update fires the trigger only when it changes the column or the row is not filled \
+         yet: not for the fill's own updates, nor for updates of other columns once filled.",
+    );
+    up.statement(&format!(
+        "CREATE TRIGGER {} BEFORE UPDATE ON {table} FOR EACH ROW\n    \
+         WHEN (NEW.{col} IS DISTINCT FROM OLD.{col} OR NEW.{shadow} IS DISTINCT FROM NEW.{col})\n    \
+         EXECUTE FUNCTION {}();",
+        q(&on_update),
+        reference_function_name(swap, reference),
+        col = q(&reference.column),
+        shadow = q(&shadow_column(reference)),
     ));
     up.comment(
         "The rows to fill are those on the pages the table has now: the trigger fills every row \
          written from here on, wherever it lands, so the fill never chases new rows. Reading \
-         the table's size takes no lock beyond the one held.",
+         the table's size takes no lock beyond the one held. The pages are cut into slices, so that \
+         several workers can fill them at once.",
     );
     up.statement(&format!(
-        "INSERT INTO {STATE_TABLE} (swap, item, detail) SELECT {}, {}, (pg_relation_size({}::regclass) / current_setting('block_size')::bigint)::text;",
+        "INSERT INTO {STATE_TABLE} (swap, item, detail) SELECT {}, {}, ({})::text;",
         n.swap_literal,
         reference_item(reference),
-        quote_literal(&table),
+        table_pages(&table),
+    ));
+    up.statement(&reference_slices(
+        &n.swap_literal,
+        reference,
+        &table_pages(&table),
+        "",
     ));
 }
 
@@ -576,8 +644,13 @@ pub(crate) fn reference_function_name(swap: &Swap, reference: &Reference) -> Str
     .sql()
 }
 
-fn reference_trigger(swap: &Swap, reference: &Reference) -> String {
-    object_name(&["zmig", &swap.name, &reference.column])
+/// The triggers keeping a reference's shadow column equal to it (and checking its foreign key):
+/// on insert, and on update.
+fn reference_triggers(swap: &Swap, reference: &Reference) -> [String; 2] {
+    [
+        object_name(&["zmig", &swap.name, &reference.column]),
+        object_name(&["zmig", &swap.name, &reference.column, "update"]),
+    ]
 }
 
 /// Records, for each index reading the referencing column, the name of its shadow twin.
@@ -1173,10 +1246,9 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
     body.assured_end();
     for reference in &swap.references {
         let table = reference.table.sql();
-        body.statement(&format!(
-            "DROP TRIGGER {} ON {table};",
-            q(&reference_trigger(swap, reference))
-        ));
+        for trigger in reference_triggers(swap, reference) {
+            body.statement(&format!("DROP TRIGGER {} ON {table};", q(&trigger)));
+        }
         body.statement(&format!(
             "DROP FUNCTION {}();",
             reference_function_name(swap, reference)
@@ -1415,10 +1487,9 @@ $zmig$;",
         let table = reference.table.sql();
         let shadow = q(&shadow_column(reference));
         let column = q(&reference.column);
-        body.statement(&format!(
-            "DROP TRIGGER {} ON {table};",
-            q(&reference_trigger(swap, reference))
-        ));
+        for trigger in reference_triggers(swap, reference) {
+            body.statement(&format!("DROP TRIGGER {} ON {table};", q(&trigger)));
+        }
         body.statement(&format!(
             "DROP FUNCTION {}();",
             reference_function_name(swap, reference)

@@ -2,8 +2,8 @@
 //! foreign key pointing at the table, the move task's batch, and what `status` and `verify` read.
 
 use super::{
-    index_in_table_schema, reference_function_name, reference_item, shadow_column, shadow_not_null,
-    Names, STATE_TABLE,
+    index_in_table_schema, reference_function_name, reference_item, reference_slice_prefix,
+    reference_slices, shadow_column, shadow_not_null, table_pages, Names, STATE_TABLE,
 };
 use crate::plan::{Reference, Swap, SwapColumn};
 use crate::sql::{quote_ident as q, quote_literal};
@@ -222,7 +222,7 @@ DECLARE\n    \
 BEGIN\n    \
     {key_change}\n    \
     {refuse}\n\
-{attempts}\
+{attempts}    \
     IF NOT done THEN\n        \
         RETURN NULL; -- deleted concurrently: 0 rows, as on a table\n    \
     END IF;\n    \
@@ -281,11 +281,11 @@ DECLARE\n    \
     unchanged boolean;\n    \
     done boolean := false;\n\
 BEGIN\n\
-{attempts}\
+{attempts}    \
     IF NOT done THEN\n        \
         RETURN NULL; -- deleted concurrently: 0 rows, as on a table\n    \
     END IF;\n\
-{foreign_keys}\
+{foreign_keys}    \
     RETURN OLD;\n\
 END\n\
 $zmig$;",
@@ -315,7 +315,7 @@ pub(super) fn reference_function(swap: &Swap, n: &Names, reference: &Reference) 
 BEGIN\n    \
     NEW.{shadow} := NEW.{column};\n    \
     IF NEW.{column} IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.{column} IS DISTINCT FROM OLD.{column}) THEN\n\
-{lookups}\
+{lookups}        \
         IF NOT FOUND THEN\n            \
             RAISE foreign_key_violation USING\n                \
                 MESSAGE = {message},\n                \
@@ -547,11 +547,15 @@ $zmig$;",
 /// (`ctid` ranges, which PostgreSQL 14 and later read with a TID range scan): no index lookup per
 /// row, and the rows of a page are rewritten together, so once the upkeep's VACUUM has made the
 /// pages already filled reusable, the new row versions land in them instead of growing the table.
-/// The state keeps the next page to fill (`after`) and the pages the table had at prepare
-/// (`detail`): pages added since hold only rows the trigger filled. A row never written since
-/// prepare stays on its page, so when the pages run out one scan confirms no row was left behind
-/// (a `VACUUM FULL` meanwhile would have moved rows) and starts over if one was. Returns the rows it
-/// filled; 0 only once every table is done.
+/// The pages the table had at prepare (pages added since hold only rows the trigger filled) are
+/// cut into [`super::REFERENCE_SLICES`] slices, each with its state row (`after` the next page to fill,
+/// `detail` the page it ends before): a call takes the first slice no other worker holds
+/// (`FOR UPDATE SKIP LOCKED`), so workers fill side by side and each slice resumes where its last
+/// commit left it. When every slice is done, one worker (holding the reference's own state row)
+/// confirms that no row was left behind (a `VACUUM FULL` meanwhile would have moved rows off
+/// their pages; then the slices start over, once, over every page), validates the NOT NULL check
+/// and marks the reference finished. Returns the rows it filled; 0 only once every reference is
+/// finished, -1 when nothing was left but slices other workers are filling.
 pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
     let mut steps = String::new();
     for reference in &swap.references {
@@ -562,68 +566,81 @@ pub(super) fn sync_refs_function(swap: &Swap, n: &Names) -> String {
             String::new()
         } else {
             format!(
-                "            ALTER TABLE {table} VALIDATE CONSTRAINT {};\n",
+                "\n                ALTER TABLE {table} VALIDATE CONSTRAINT {};",
                 q(&shadow_not_null(swap, reference))
             )
         };
+        let swap_lit = &n.swap_literal;
+        let item = reference_item(reference);
+        let prefix = reference_slice_prefix(reference);
+        let table_lit = quote_literal(&table);
+        let pages = table_pages(&table);
+        let slice_again = reference_slices(swap_lit, reference, &pages, &" ".repeat(20));
+        let stuck = quote_literal(&format!(
+            "zmig swap {}: rows of {table} still differ in {} after a pass over every page filled them",
+            swap.name,
+            shadow_column(reference)
+        ));
         steps.push_str(&format!(
-            "    SELECT after, finished, detail::bigint AS upto INTO state FROM {STATE_TABLE} WHERE swap = {swap} AND item = {item} FOR UPDATE;\n    \
-             IF done < max_rows AND NOT state.finished THEN\n        \
-                 page := coalesce(state.after, 0);\n        \
-                 upto := state.upto;\n        \
-                 swept := false;\n        \
-                 SELECT CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages ELSE 50 END INTO per_page\n        \
-                 FROM pg_class c WHERE c.oid = {table_lit}::regclass;\n        \
-                 LOOP\n            \
-                     IF page >= upto THEN\n                \
-                         EXIT WHEN NOT EXISTS (SELECT FROM {table} WHERE {shadow} IS DISTINCT FROM {column});\n                \
-                         IF swept THEN\n                    \
-                             RAISE EXCEPTION USING MESSAGE = {stuck}, HINT = 'look for a trigger of the table that sets the column';\n                \
-                         END IF;\n                \
-                         swept := true;\n                \
-                         page := 0; -- a row left its page unfilled (VACUUM FULL, CLUSTER): once more over every page\n                \
-                         upto := pg_relation_size({table_lit}::regclass) / current_setting('block_size')::bigint;\n            \
-                     END IF;\n            \
-                     EXIT WHEN done >= max_rows;\n            \
-                     span := least(upto - page, greatest(1, ceil((max_rows - done) / per_page))::bigint);\n            \
-                     UPDATE {table} r SET {shadow} = r.{column}\n            \
-                     WHERE r.ctid >= format('(%s,0)', page)::tid AND r.ctid < format('(%s,0)', page + span)::tid\n              \
-                       AND r.{shadow} IS DISTINCT FROM r.{column};\n            \
-                     GET DIAGNOSTICS batch = ROW_COUNT;\n            \
-                     done := done + batch;\n            \
-                     page := page + span;\n        \
-                 END LOOP;\n        \
-                 IF page >= upto THEN\n{validate}            \
-                     ANALYZE {table} ({shadow});\n            \
-                     UPDATE {STATE_TABLE} SET finished = true, after = page, detail = upto::text WHERE swap = {swap} AND item = {item};\n        \
-                 ELSE\n            \
-                     UPDATE {STATE_TABLE} SET after = page, detail = upto::text WHERE swap = {swap} AND item = {item};\n        \
-                 END IF;\n    \
-             END IF;\n",
-            swap = n.swap_literal,
-            item = reference_item(reference),
-            table_lit = quote_literal(&table),
-            stuck = quote_literal(&format!(
-                "zmig swap {}: rows of {table} still differ in {} after a pass over every page filled them",
-                swap.name,
-                shadow_column(reference)
-            )),
+            r#"    IF done < max_rows AND NOT (SELECT finished FROM {STATE_TABLE} WHERE swap = {swap_lit} AND item = {item}) THEN
+        SELECT CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages ELSE 50 END INTO per_page
+        FROM pg_class c WHERE c.oid = {table_lit}::regclass;
+        LOOP
+            EXIT WHEN done >= max_rows;
+            SELECT item, after, detail::bigint AS upto INTO slice FROM {STATE_TABLE}
+            WHERE swap = {swap_lit} AND starts_with(item, {prefix}) AND NOT finished
+            ORDER BY item LIMIT 1 FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                IF EXISTS (SELECT FROM {STATE_TABLE} WHERE swap = {swap_lit} AND starts_with(item, {prefix}) AND NOT finished) THEN
+                    busy := true; -- the slices left are another worker's
+                    EXIT;
+                END IF;
+                SELECT finished, coalesce(after, 0) AS sweeps INTO state FROM {STATE_TABLE} WHERE swap = {swap_lit} AND item = {item} FOR UPDATE;
+                EXIT WHEN state.finished;
+                IF EXISTS (SELECT FROM {table} WHERE {shadow} IS DISTINCT FROM {column}) THEN
+                    IF state.sweeps > 0 THEN
+                        RAISE EXCEPTION USING MESSAGE = {stuck}, HINT = 'look for a trigger of the table that sets the column';
+                    END IF;
+                    -- a row left its page unfilled (VACUUM FULL, CLUSTER): once more over every page
+                    UPDATE {STATE_TABLE} SET after = 1, detail = ({pages})::text WHERE swap = {swap_lit} AND item = {item};
+                    {slice_again}
+                    CONTINUE;
+                END IF;{validate}
+                ANALYZE {table} ({shadow});
+                UPDATE {STATE_TABLE} SET finished = true WHERE swap = {swap_lit} AND item = {item};
+                EXIT;
+            END IF;
+            page := slice.after;
+            LOOP
+                EXIT WHEN done >= max_rows OR page >= slice.upto;
+                span := least(slice.upto - page, greatest(1, ceil((max_rows - done) / per_page))::bigint);
+                UPDATE {table} r SET {shadow} = r.{column}
+                WHERE r.ctid >= format('(%s,0)', page)::tid AND r.ctid < format('(%s,0)', page + span)::tid
+                  AND r.{shadow} IS DISTINCT FROM r.{column};
+                GET DIAGNOSTICS batch = ROW_COUNT;
+                done := done + batch;
+                page := page + span;
+            END LOOP;
+            UPDATE {STATE_TABLE} SET after = page, finished = page >= slice.upto WHERE swap = {swap_lit} AND item = slice.item;
+        END LOOP;
+    END IF;
+"#
         ));
     }
     format!(
         "CREATE FUNCTION {f}(max_rows integer) RETURNS bigint LANGUAGE plpgsql AS $zmig$\n\
 DECLARE\n    \
     state record;\n    \
+    slice record;\n    \
     done bigint := 0;\n    \
-    swept boolean;\n    \
+    busy boolean := false;\n    \
     batch bigint;\n    \
     page bigint;\n    \
-    upto bigint;\n    \
     span bigint;\n    \
     per_page double precision;\n\
 BEGIN\n\
-{steps}\
-    RETURN done;\n\
+{steps}    \
+    RETURN CASE WHEN done = 0 AND busy THEN -1 ELSE done END;\n\
 END\n\
 $zmig$;",
         f = n.sync_refs_fn,
@@ -651,13 +668,15 @@ pub(super) fn progress_function(swap: &Swap, n: &Names) -> String {
             .iter()
             .map(|r| {
                 format!(
-                    "(SELECT CASE WHEN s.finished THEN 0 WHEN s.after IS NULL THEN {rows} \
-                     ELSE ({rows} * greatest(0, s.detail::bigint - s.after) \
+                    "(SELECT CASE WHEN s.finished THEN 0 \
+                     ELSE ({rows} * (SELECT coalesce(sum(greatest(0, l.detail::bigint - l.after)), 0) \
+                     FROM {STATE_TABLE} l WHERE l.swap = s.swap AND starts_with(l.item, {prefix})) \
                      / greatest(1, s.detail::bigint))::bigint END \
                      FROM {STATE_TABLE} s WHERE s.swap = {swap} AND s.item = {item})",
                     rows = row_count(&r.table.sql(), &q(&r.table_key)),
                     swap = n.swap_literal,
                     item = reference_item(r),
+                    prefix = reference_slice_prefix(r),
                 )
             })
             .collect::<Vec<_>>()
