@@ -7,33 +7,26 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel_migrations::MigrationHarness;
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::swap::{self, move_rows, MoveOptions, FINALIZE_MOVES_AT_MOST};
 use zmig_tests::waits::poll_until;
-use zmig_tests::{count, exec, migrate_to, FixtureCrate, TestDb};
+use zmig_tests::{cars_seeded, count, exec, migrate_to, FixtureCrate, TestDb};
 
 const SWAP: &str = "cars_bigint";
 const CARS_SWAP: &str =
     "#[zmig(swap(columns(id: Int8), references(trips.car_id), name = cars_bigint), stage = \"finalize\")]";
 
 fn prepared(label: &str) -> (TestDb, FixtureCrate) {
-    let fixture = FixtureCrate::cars(label, CARS_SWAP);
-    let (outcome, report) = fixture.generate(false).unwrap();
-    assert!(outcome.ok(), "{report}");
-    let db = TestDb::new(label);
-    migrate_to(&db.url, &fixture, "create_tables");
-    db.conn()
-        .batch_execute(
-            "INSERT INTO cars (make, model, year) SELECT 'make ' || g, 'model', 2000 FROM generate_series(1, 3000) AS g;
-             INSERT INTO trips (car_id, km) SELECT 1 + g % 1000, 10 FROM generate_series(1, 2000) AS g;",
-        )
-        .unwrap();
-    migrate_to(&db.url, &fixture, "cars_bigint_prepare");
-    (db, fixture)
+    cars_seeded(
+        label,
+        CARS_SWAP,
+        &["INSERT INTO cars (make, model, year) SELECT 'make ' || g, 'model', 2000 FROM generate_series(1, 3000) AS g;
+           INSERT INTO trips (car_id, km) SELECT 1 + g % 1000, 10 FROM generate_series(1, 2000) AS g;"],
+        Some("cars_bigint_prepare"),
+    )
 }
 
 fn options(follow: bool, stop: Option<std::sync::Arc<AtomicBool>>) -> MoveOptions {

@@ -13,11 +13,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error};
-use zmig_tests::{count, exec, migrate_to, revert_last, writer_conn, FixtureCrate, TestDb};
+use zmig_tests::{
+    cars_seeded, count, exec, migrate_to, revert_last, writer_conn, FixtureCrate, TestDb,
+};
 
 const CARS: i64 = 2_000;
 
@@ -27,20 +28,16 @@ const CARS_SWAP: &str =
 /// A database with the cars example's tables, `CARS` cars with three trips each, and the swap's
 /// prepare migration applied.
 fn prepared(label: &str) -> (TestDb, FixtureCrate) {
-    let fixture = FixtureCrate::cars(label, CARS_SWAP);
-    let (outcome, report) = fixture.generate(false).unwrap();
-    assert!(outcome.ok(), "{report}");
-    let db = TestDb::new(label);
-    migrate_to(&db.url, &fixture, "create_tables");
-    db.conn()
-        .batch_execute(&format!(
+    cars_seeded(
+        label,
+        CARS_SWAP,
+        &[&format!(
             "INSERT INTO cars (make, model, year) SELECT 'make' || g, 'model', 2000 FROM generate_series(1, {CARS}) g;
              INSERT INTO trips (car_id, km) SELECT 1 + g % {CARS}, 10 FROM generate_series(1, {}) g;",
             CARS * 3
-        ))
-        .unwrap();
-    migrate_to(&db.url, &fixture, "cars_bigint_prepare");
-    (db, fixture)
+        )],
+        Some("cars_bigint_prepare"),
+    )
 }
 
 fn move_some(conn: &mut PgConnection, rows: i64) -> i64 {

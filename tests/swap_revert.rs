@@ -22,7 +22,6 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use cars::models as app;
-use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
@@ -35,7 +34,7 @@ use zmig_runtime::swap::{self, move_rows, move_rows_back, MoveDirection, MoveOpt
 use zmig_tests::cars_ledger::{cars_in_database as database, CarLog, CarsLedger};
 use zmig_tests::waits::poll_until;
 use zmig_tests::{
-    count, exec, is_retryable, migrate_to, run_cli, writer_conn, FixtureCrate, TestDb,
+    cars_seeded, count, exec, is_retryable, run_cli, writer_conn, FixtureCrate, TestDb,
 };
 
 const SWAP: &str = "cars_bigint";
@@ -59,20 +58,16 @@ fn options(workers: usize) -> MoveOptions {
 /// A database with the cars example's tables, `SEEDED` cars with a trip each, and the swap's
 /// prepare migration applied. The fixture crate lives as long as the test.
 fn prepared(label: &str) -> (TestDb, FixtureCrate) {
-    let fixture = FixtureCrate::cars(label, CARS_SWAP);
-    let (outcome, report) = fixture.generate(false).unwrap();
-    assert!(outcome.ok(), "{report}");
-    let db = TestDb::new(label);
-    migrate_to(&db.url, &fixture, "create_tables");
-    db.conn()
-        .batch_execute(&format!(
+    cars_seeded(
+        label,
+        CARS_SWAP,
+        &[&format!(
             "INSERT INTO cars (make, model, year, mileage) SELECT 'make' || g, 'model' || g % 50, 1990 + g % 30, 1 + g % 97 FROM generate_series(1, {SEEDED}) g;
              INSERT INTO trips (car_id, km) SELECT g, 1 + g % 97 FROM generate_series(1, {SEEDED}) g;
              ANALYZE cars; ANALYZE trips;"
-        ))
-        .unwrap();
-    migrate_to(&db.url, &fixture, "cars_bigint_prepare");
-    (db, fixture)
+        )],
+        Some("cars_bigint_prepare"),
+    )
 }
 
 fn rows(conn: &mut PgConnection, table: &str) -> i64 {

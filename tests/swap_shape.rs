@@ -24,7 +24,9 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::swap::{move_rows, MoveOptions};
-use zmig_tests::{count, exec, migrate_to, server_version_num, FixtureCrate, Roles, TestDb};
+use zmig_tests::{
+    cars_seeded, count, exec, migrate_to, server_version_num, FixtureCrate, Roles, TestDb,
+};
 
 const CARS: i64 = 500;
 
@@ -34,22 +36,12 @@ const CARS_SWAP: &str =
 /// A database with the cars example's tables, `CARS` cars with two trips each, and `setup`
 /// applied; the fixture crate lives as long as the test.
 fn seeded(label: &str, setup: &str) -> (TestDb, FixtureCrate) {
-    let fixture = FixtureCrate::cars(label, CARS_SWAP);
-    let (outcome, report) = fixture.generate(false).unwrap();
-    assert!(outcome.ok(), "{report}");
-    let db = TestDb::new(label);
-    migrate_to(&db.url, &fixture, "create_tables");
-    db.conn()
-        .batch_execute(&format!(
-            "INSERT INTO cars (make, model, year) SELECT 'make' || g, 'model', 2000 FROM generate_series(1, {CARS}) g;
-             INSERT INTO trips (car_id, km) SELECT 1 + g % {CARS}, 10 FROM generate_series(1, {}) g;",
-            CARS * 2
-        ))
-        .unwrap();
-    db.conn()
-        .batch_execute(setup)
-        .unwrap_or_else(|e| panic!("{setup}: {e}"));
-    (db, fixture)
+    let rows = format!(
+        "INSERT INTO cars (make, model, year) SELECT 'make' || g, 'model', 2000 FROM generate_series(1, {CARS}) g;
+         INSERT INTO trips (car_id, km) SELECT 1 + g % {CARS}, 10 FROM generate_series(1, {}) g;",
+        CARS * 2
+    );
+    cars_seeded(label, CARS_SWAP, &[&rows, setup], None)
 }
 
 /// Everything the catalog says of `cars` and `trips` that a swap must keep, one line per fact,
