@@ -365,7 +365,7 @@ fn check_dual_write_in_place(
     )
     .bind::<Text, _>(&functions.backfill)
     .bind::<Text, _>(&functions.key_range)
-    .bind::<Text, _>(format!("zmig_{migration}_to_new_ins"))
+    .bind::<Text, _>(&functions.to_new_insert)
     .bind::<Text, _>(&functions.sync_owner)
     .get_result(conn)?;
     if present.functions && present.trigger {

@@ -193,59 +193,19 @@ pub(crate) fn one_line(text: &str) -> String {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The database functions of a migration, named as the dual_write migration creates them.
-/// (zmig-codegen's `sql::extract` spells the same names; a test checks that they agree.)
-pub(crate) struct Functions {
-    pub backfill: String,
-    pub diff: String,
-    pub key_range: String,
-    pub sync_owner: String,
-}
+/// The database functions of a migration, named as the dual_write migration creates them (the
+/// names zmig-codegen spells them with).
+pub(crate) type Functions = zmig_core::names::ExtractNames;
 
-impl Functions {
-    pub fn of(migration: &str) -> Functions {
-        Functions {
-            backfill: format!("zmig_{migration}_backfill"),
-            diff: format!("zmig_{migration}_diff"),
-            key_range: format!("zmig_{migration}_key_range"),
-            sync_owner: format!("zmig_{migration}_sync_owner"),
-        }
-    }
-}
-
-/// A migration name as it may appear in SQL: the attribute allows only `[a-z0-9_]`, and the
-/// runtime refuses anything else before a name reaches a query.
+/// A migration name as it may appear in SQL: the attribute allows only names that
+/// [`zmig_core::names::is_migration_name`] accepts, and the runtime refuses anything else before
+/// a name reaches a query.
 pub(crate) fn check_migration_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
+    if zmig_core::names::is_migration_name(name) {
         Ok(())
     } else {
         Err(Error::NotReady(format!(
-            "`{name}` is not a zmig migration name (a-z, 0-9 and _, at most 40 characters)"
+            "`{name}` is not a zmig migration name (a-z, 0-9 and _, starting with a letter, at most 40 characters)"
         )))
-    }
-}
-
-#[cfg(all(test, feature = "cli"))]
-mod tests {
-    use zmig_codegen::sql::extract as generated;
-
-    /// The runtime calls the functions the dual_write migration creates: same names, always.
-    #[test]
-    fn function_names_agree_with_the_generated_migrations() {
-        let name = "a_forty_character_migration_name_is_long";
-        assert_eq!(name.len(), 40);
-        let functions = super::Functions::of(name);
-        assert_eq!(functions.backfill, generated::backfill_function_name(name));
-        assert_eq!(functions.diff, generated::diff_function_name(name));
-        assert_eq!(
-            functions.key_range,
-            generated::key_range_function_name(name)
-        );
-        assert!(functions.backfill.len() <= 63);
     }
 }

@@ -194,14 +194,8 @@ fn jitter_fraction(name: &str, attempt: u32) -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325
-        ^ u64::from(std::process::id())
-        ^ (u64::from(nanos) << 20)
-        ^ u64::from(attempt);
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    let seed = format!("{}:{nanos}:{attempt}:{name}", std::process::id());
+    let hash = zmig_core::names::fnv1a(seed.as_bytes());
     (hash % 1_000_000) as f64 / 1_000_000.0
 }
 

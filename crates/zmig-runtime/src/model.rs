@@ -1,19 +1,9 @@
 //! What `#[derive(Zmig)]` says about a model: its migration, as plain constants.
 
 /// The phases of a migration, in the order they ship: an extract's six, then a swap's three
-/// (comparing stages means something only within one strategy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    Expand,
-    DualWrite,
-    Backfill,
-    ReadNew,
-    WriteNew,
-    Contract,
-    Prepare,
-    Move,
-    Finalize,
-}
+/// (comparing stages means something only within one strategy). The one `zmig-codegen` and the
+/// derive use.
+pub use zmig_core::Stage;
 
 /// An extract as the attribute declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

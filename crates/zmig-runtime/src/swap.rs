@@ -219,35 +219,7 @@ impl SwapCheck {
 }
 
 /// The database functions of a swap, named as its prepare migration creates them.
-struct SwapFunctions {
-    move_rows: String,
-    move_back: String,
-    sync_refs: String,
-    progress: String,
-    tables: String,
-    check: String,
-    ref_indexes: String,
-    key_index: String,
-    ref_reindex: String,
-    disk: String,
-}
-
-impl SwapFunctions {
-    fn of(name: &str) -> SwapFunctions {
-        SwapFunctions {
-            move_rows: format!("zmig_{name}_move"),
-            move_back: format!("zmig_{name}_move_back"),
-            sync_refs: format!("zmig_{name}_sync_refs"),
-            progress: format!("zmig_{name}_progress"),
-            tables: format!("zmig_{name}_tables"),
-            check: format!("zmig_{name}_check"),
-            ref_indexes: format!("zmig_{name}_ref_indexes"),
-            key_index: format!("zmig_{name}_key_index"),
-            ref_reindex: format!("zmig_{name}_ref_reindex"),
-            disk: format!("zmig_{name}_disk_needed"),
-        }
-    }
-}
+type SwapFunctions = zmig_core::names::SwapNames;
 
 /// The tables a move works on, as SQL (quoted, qualified when not on the search path).
 struct SwapTables {
@@ -321,7 +293,7 @@ pub fn move_rows(database_url: &str, name: &str, options: &MoveOptions) -> Resul
             &mut conn,
             &functions.tables,
             &functions.progress,
-            &functions.disk,
+            &functions.disk_needed,
             options.disk_check,
         )?
         .refuse_if_short(name)?;
@@ -871,7 +843,7 @@ pub fn status(conn: &mut PgConnection, name: &str) -> Result<Option<SwapStatus>>
         conn,
         &functions.tables,
         &functions.progress,
-        &functions.disk,
+        &functions.disk_needed,
         DiskCheck::Measure,
     )?;
     let paused =

@@ -218,12 +218,12 @@ pub(crate) fn write_new_applied(conn: &mut PgConnection, migration: &str) -> Res
 
 /// The owner → new sync's trigger function, named as the dual_write migration creates it.
 fn to_new_function(migration: &str) -> String {
-    format!("zmig_{migration}_to_new")
+    Functions::of(migration).to_new
 }
 
 /// The new → owner sync's trigger function, named as the write_new migration creates it.
 fn to_old_function(migration: &str) -> String {
-    format!("zmig_{migration}_to_old")
+    Functions::of(migration).to_old
 }
 
 /// Records a verification's result, for `status` and the gates of later migrations. The
@@ -276,19 +276,11 @@ pub fn last_verification(
 mod tests {
     use zmig_codegen::sql::extract as generated;
 
-    /// verify records what the gates compare: the same query, and the same function names.
+    /// verify records what the gates compare: the same query (the function names are
+    /// zmig-core's, for both).
     #[test]
     fn the_sync_identity_agrees_with_the_generated_gate() {
         assert_eq!(super::SYNC_IDENTITY, generated::sync_identity_sql("$1"));
-        let name = "a_forty_character_migration_name_is_long";
-        assert_eq!(
-            super::to_new_function(name),
-            generated::to_new_function_name(name)
-        );
-        assert_eq!(
-            super::to_old_function(name),
-            generated::to_old_function_name(name)
-        );
     }
 }
 

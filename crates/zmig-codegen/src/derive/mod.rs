@@ -400,18 +400,9 @@ fn respan(path: &syn::Path, span: proc_macro2::Span) -> syn::Path {
     path
 }
 
+/// `::zmig_runtime::Stage::DualWrite`: the runtime's `Stage` is this one, re-exported.
 fn stage_tokens(stage: Stage) -> TokenStream {
-    let variant = match stage {
-        Stage::Expand => quote!(Expand),
-        Stage::DualWrite => quote!(DualWrite),
-        Stage::Backfill => quote!(Backfill),
-        Stage::ReadNew => quote!(ReadNew),
-        Stage::WriteNew => quote!(WriteNew),
-        Stage::Contract => quote!(Contract),
-        Stage::Prepare => quote!(Prepare),
-        Stage::Move => quote!(Move),
-        Stage::Finalize => quote!(Finalize),
-    };
+    let variant = syn::Ident::new(stage.variant_name(), proc_macro2::Span::call_site());
     quote!(::zmig_runtime::Stage::#variant)
 }
 

@@ -7,8 +7,7 @@ use super::attr::NON_UNIQUE_FORMAT;
 use super::{Ctxt, ExtractSpec, MigrationSpec, ModelSpec, Spanned, SwapSpec, SyncMode};
 use crate::sql::filter;
 
-/// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1), silently.
-pub const MAX_IDENTIFIER_BYTES: usize = 63;
+pub use zmig_core::names::MAX_IDENTIFIER_BYTES;
 
 /// Diesel SQL types a moved (extract) or swapped column may be widened to without an expression
 /// (all are built-in PostgreSQL types).
@@ -367,20 +366,7 @@ fn check_identifier(cx: &mut Ctxt, name: &Spanned<String>, what: &str) {
     }
 }
 
-/// The longest migration name: `zmig_<name>_sync_owner` and the other names formed from it stay
-/// within PostgreSQL's 63 bytes, so none is cut (and two never become one).
-pub const MAX_MIGRATION_NAME: usize = 40;
-
-/// Whether `name` may name a migration: 1 to 40 characters of a-z, 0-9 and _, starting with a
-/// letter.
-pub fn is_migration_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_MIGRATION_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && name.as_bytes()[0].is_ascii_lowercase()
-}
+pub use zmig_core::names::{is_migration_name, MAX_MIGRATION_NAME};
 
 /// Migration names end up in folder names and on the command line: keep them boring.
 fn check_migration_name(cx: &mut Ctxt, name: &Spanned<String>, example: &str) {

@@ -7,7 +7,7 @@ pub mod swap;
 
 pub use quote::{quote_ident, quote_literal, quote_qualified};
 
-use crate::spec::{Stage, MAX_IDENTIFIER_BYTES};
+use crate::spec::Stage;
 
 /// One phase's migration, before it is written to a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,27 +310,4 @@ const QUIET_LOCK_ATTEMPT_MS: u32 = 2_000;
 /// statement timeout).
 const QUIET_LOCK_BUDGET_S: u32 = 60;
 
-/// `a_b_c` as a PostgreSQL object name. Past 63 bytes PostgreSQL would silently truncate, and
-/// two long names could collide; cut and add a hash of the whole name instead.
-pub fn object_name(parts: &[&str]) -> String {
-    let full = parts.join("_");
-    if full.len() <= MAX_IDENTIFIER_BYTES {
-        return full;
-    }
-    let hash = format!("{:08x}", fnv1a(full.as_bytes()) as u32);
-    let mut cut = MAX_IDENTIFIER_BYTES - hash.len() - 1;
-    while !full.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}_{hash}", &full[..cut])
-}
-
-/// FNV-1a, 64 bits: a stable hash with no dependency, for names and checksums.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
+pub use zmig_core::names::{fnv1a, object_name};

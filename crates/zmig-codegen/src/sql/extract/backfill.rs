@@ -131,7 +131,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
              RETURN NEXT;\n\
          END\n\
          $zmig$;",
-        q(&n.backfill_fn),
+        q(&n.backfill),
         sets.join(",\n        "),
         row_of("n", &targets(x)),
         owner_values(x).join(", "),
@@ -151,7 +151,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
          LANGUAGE sql STABLE AS $zmig$\n\
          SELECT min({pk})::bigint, max({pk})::bigint FROM {owner};\n\
          $zmig$;",
-        q(&n.key_range_fn),
+        q(&n.key_range),
     ));
 
     let owner_values = owner_values(x);
@@ -197,7 +197,7 @@ pub(super) fn backfill_functions(x: &Extract, n: &Names, or_replace: bool, out: 
             OR (n.{key} IS NOT NULL AND NOT ({carries_o}))\n   \
             OR (n.{key} IS NOT NULL AND ({}) IS DISTINCT FROM {});\n\
          $zmig$;",
-        q(&n.diff_fn),
+        q(&n.diff),
         owner_values.join(", "),
         new_values,
         carries_o = carries(x, "o").replace("\n       AND ", " AND "),
@@ -220,11 +220,11 @@ fn owner_values(x: &Extract) -> Vec<String> {
 
 pub(super) fn drop_backfill_functions(n: &Names) -> Vec<String> {
     vec![
-        format!("DROP FUNCTION IF EXISTS {}();", q(&n.key_range_fn)),
+        format!("DROP FUNCTION IF EXISTS {}();", q(&n.key_range)),
         format!(
             "DROP FUNCTION IF EXISTS {}(bigint, bigint, integer);",
-            q(&n.backfill_fn)
+            q(&n.backfill)
         ),
-        format!("DROP FUNCTION IF EXISTS {}(bigint, bigint);", q(&n.diff_fn)),
+        format!("DROP FUNCTION IF EXISTS {}(bigint, bigint);", q(&n.diff)),
     ]
 }

@@ -15,16 +15,6 @@ use crate::sql::{quote_ident as q, quote_literal, Script};
 /// smaller (a fresh or development database), the gate checks it inline, in a moment.
 const INLINE_VERIFY_MAX_ROWS: u32 = 10_000;
 
-/// The trigger function of the owner → new sync (dual_write with `sync = trigger`).
-pub fn to_new_function_name(migration: &str) -> String {
-    format!("zmig_{migration}_to_new")
-}
-
-/// The trigger function of the new → owner sync (write_new).
-pub fn to_old_function_name(migration: &str) -> String {
-    format!("zmig_{migration}_to_old")
-}
-
 /// The query that identifies the sync triggers calling the function named by the SQL text
 /// `function` (a literal, or `$1` for the runtime): how many fire always (`tgenabled = 'A'`)
 /// and, as one text, who they are (each one's name, the `oid` and `xmin` of its catalog row,
@@ -94,17 +84,14 @@ pub(super) fn verified_gate(x: &Extract, n: &Names, stage: Stage) -> String {
             sync_identity_sql(&quote_literal(function)).replace('\n', "\n          ")
         )
     };
-    let mut checks = vec![identity(
-        &n.to_new_fn,
-        "owner_sync_triggers, owner_sync_now",
-    )];
+    let mut checks = vec![identity(&n.to_new, "owner_sync_triggers, owner_sync_now")];
     let mut in_place = Vec::new();
     let mut same = vec!["last.owner_sync = owner_sync_now".to_owned()];
     if forward > 0 {
         in_place.push(format!("owner_sync_triggers <> {forward}"));
     }
     if reverse > 0 {
-        checks.push(identity(&n.to_old_fn, "new_sync_triggers, new_sync_now"));
+        checks.push(identity(&n.to_old, "new_sync_triggers, new_sync_now"));
         in_place.push(format!("new_sync_triggers <> {reverse}"));
         same.push("last.new_sync = new_sync_now".to_owned());
     }
@@ -205,7 +192,7 @@ pub(super) fn verified_gate(x: &Extract, n: &Names, stage: Stage) -> String {
         checks = checks.join("\n    "),
         same = same.join(" AND "),
         limit = INLINE_VERIFY_MAX_ROWS + 1,
-        diff = q(&n.diff_fn),
+        diff = q(&n.diff),
         stale_message = quote_literal(&format!(
             "zmig {}: the backfill is not verified: the sync triggers changed since `zmig verify {}` \
              last ran (created, re-created, replaced, disabled or enabled: dual_write reverted and \

@@ -19,11 +19,12 @@ use super::{object_name, quote_ident as q, quote_literal, Lock, PhaseSql, Script
 use crate::plan::{Extract, MovedColumn, NewPrimaryKey};
 use crate::spec::{Stage, SyncMode};
 
-pub use self::gate::{sync_identity_sql, to_new_function_name, to_old_function_name};
+pub use self::gate::sync_identity_sql;
+use zmig_core::names::ExtractNames;
 
 /// The SQL of `stage`, or `None` for phases that ship no migration (backfill, read_new).
 pub fn phase_sql(extract: &Extract, stage: Stage) -> Option<PhaseSql> {
-    let names = Names::new(extract);
+    let names = Names::of(&extract.name);
     match stage {
         Stage::Expand => Some(expand(extract)),
         Stage::DualWrite => Some(dual_write(extract, &names)),
@@ -35,60 +36,9 @@ pub fn phase_sql(extract: &Extract, stage: Stage) -> Option<PhaseSql> {
     }
 }
 
-/// Names of the database objects zmig creates, each at most 63 bytes.
-pub(crate) struct Names {
-    to_new_fn: String,
-    to_new_insert: String,
-    to_new_update: String,
-    to_new_delete: String,
-    to_old_fn: String,
-    to_old_insert_delete: String,
-    to_old_update: String,
-    backfill_fn: String,
-    diff_fn: String,
-    key_range_fn: String,
-    sync_owner_fn: String,
-}
-
-impl Names {
-    fn new(extract: &Extract) -> Self {
-        let n = |suffix: &str| object_name(&["zmig", &extract.name, suffix]);
-        Names {
-            to_new_fn: to_new_function_name(&extract.name),
-            to_new_insert: n("to_new_ins"),
-            to_new_update: n("to_new_upd"),
-            to_new_delete: n("to_new_del"),
-            to_old_fn: to_old_function_name(&extract.name),
-            to_old_insert_delete: n("to_old_ins_del"),
-            to_old_update: n("to_old_upd"),
-            backfill_fn: backfill_function_name(&extract.name),
-            diff_fn: diff_function_name(&extract.name),
-            key_range_fn: key_range_function_name(&extract.name),
-            sync_owner_fn: sync_owner_function_name(&extract.name),
-        }
-    }
-}
-
-/// The function the runtime's backfill calls for each batch. A migration name has at most 40
-/// characters, so the name is never shortened: `zmig-runtime` spells it the same way.
-pub fn backfill_function_name(migration: &str) -> String {
-    format!("zmig_{migration}_backfill")
-}
-
-/// The function that says which owner keys the backfill walks.
-pub fn key_range_function_name(migration: &str) -> String {
-    format!("zmig_{migration}_key_range")
-}
-
-/// The function the derive's `sync = app` wrappers call after each write of an owner.
-pub fn sync_owner_function_name(migration: &str) -> String {
-    format!("zmig_{migration}_sync_owner")
-}
-
-/// The function `verify` calls for each chunk of keys.
-pub fn diff_function_name(migration: &str) -> String {
-    format!("zmig_{migration}_diff")
-}
+/// Names of the database objects zmig creates, each at most 63 bytes: the same the runtime looks
+/// up.
+pub(crate) type Names = ExtractNames;
 
 /// Every transaction of a generated migration starts with these: a short wait for locks (see
 /// [`lock_timeout_comment`]) and a bound on how long any statement may hold them.

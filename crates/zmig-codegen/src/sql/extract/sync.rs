@@ -86,7 +86,7 @@ pub(super) fn drop_owner_sync(x: &Extract, n: &Names) -> Vec<String> {
         SyncMode::Trigger => drop_forward_sync(x, n),
         SyncMode::App => vec![format!(
             "DROP FUNCTION IF EXISTS {}(bigint);",
-            q(&n.sync_owner_fn)
+            q(&n.sync_owner)
         )],
     }
 }
@@ -229,7 +229,7 @@ fn app_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
     ));
     out.statement(&format!(
         "CREATE {replace}FUNCTION {}(owner_key bigint) RETURNS void\nLANGUAGE plpgsql AS $zmig$\nDECLARE\n    o {owner}%ROWTYPE;\nBEGIN\n    {}\n    SELECT * INTO o FROM {owner} WHERE {} = owner_key;\n    IF NOT FOUND THEN\n        DELETE FROM {new} WHERE {} = owner_key;\n    ELSE\n{}\n    END IF;\n    {CLEAR_SYNCING}\nEND\n$zmig$;",
-        q(&n.sync_owner_fn),
+        q(&n.sync_owner),
         set_syncing(x),
         q(&x.owner_pk),
         q(&x.key),
@@ -265,7 +265,7 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
     };
     out.statement(&format!(
         "CREATE {replace}FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' THEN\n        DELETE FROM {new} WHERE {key} = OLD.{pk};\n    ELSE\n        IF TG_OP = 'UPDATE' AND NEW.{pk} IS DISTINCT FROM OLD.{pk} THEN\n            UPDATE {new} SET {key} = NEW.{pk} WHERE {key} = OLD.{pk};\n        END IF;{own_row_moves}\n{}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
-        q(&n.to_new_fn),
+        q(&n.to_new),
         set_syncing(x),
         sync_row(x, "NEW", "        "),
         key = q(&x.key),
@@ -296,7 +296,7 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
         q(&n.to_new_insert),
         not_syncing(x),
         carries(x, "NEW").replace("\n       AND ", "\n      AND "),
-        q(&n.to_new_fn)
+        q(&n.to_new)
     ));
     out.comment(
         "Updates sync only when a watched column really changes: an update of other columns (or one\n\
@@ -309,7 +309,7 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
         not_syncing(x),
         row_of("OLD", &watched),
         row_of("NEW", &watched),
-        q(&n.to_new_fn)
+        q(&n.to_new)
     ));
     out.comment(
         "A deleted owner takes its row along (a foreign key would cascade; see write_new).",
@@ -318,7 +318,7 @@ fn forward_sync(x: &Extract, n: &Names, or_replace: bool, out: &mut Script) {
         "CREATE {replace}TRIGGER {} AFTER DELETE ON {owner}\nFOR EACH ROW\nWHEN ({})\nEXECUTE FUNCTION {}();",
         q(&n.to_new_delete),
         not_syncing(x),
-        q(&n.to_new_fn)
+        q(&n.to_new)
     ));
 }
 
@@ -398,7 +398,7 @@ pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
     };
     out.statement(&format!(
         "CREATE OR REPLACE FUNCTION {}() RETURNS trigger\nLANGUAGE plpgsql AS $zmig$\nBEGIN\n    {}\n    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND {moved_away}) THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = OLD.{key}{was_own};\n    END IF;\n    IF TG_OP <> 'DELETE' THEN\n        UPDATE {owner} SET {}\n        WHERE {pk} = NEW.{key}{is_own}\n          AND {} IS DISTINCT FROM ({});{filter_guard}\n    END IF;\n    {CLEAR_SYNCING}\n    RETURN NULL;\nEND\n$zmig$;",
-        q(&n.to_old_fn),
+        q(&n.to_old),
         set_syncing(x),
         clear.join(", "),
         assign.join(",\n            "),
@@ -414,7 +414,7 @@ pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
         "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR DELETE ON {new}\nFOR EACH ROW\nWHEN ({})\nEXECUTE FUNCTION {}();",
         q(&n.to_old_insert_delete),
         not_syncing(x),
-        q(&n.to_old_fn)
+        q(&n.to_old)
     ));
     out.statement(&format!(
         "CREATE OR REPLACE TRIGGER {} AFTER UPDATE OF {} ON {new}\nFOR EACH ROW\nWHEN ({}\n      AND {} IS DISTINCT FROM {})\nEXECUTE FUNCTION {}();",
@@ -423,7 +423,7 @@ pub(super) fn reverse_sync(x: &Extract, n: &Names, out: &mut Script) {
         not_syncing(x),
         row_of("OLD", &watched),
         row_of("NEW", &watched),
-        q(&n.to_old_fn)
+        q(&n.to_old)
     ));
 }
 
@@ -433,7 +433,7 @@ fn drop_forward_sync(x: &Extract, n: &Names) -> Vec<String> {
         format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_insert)),
         format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_update)),
         format!("DROP TRIGGER IF EXISTS {} ON {owner};", q(&n.to_new_delete)),
-        format!("DROP FUNCTION IF EXISTS {}();", q(&n.to_new_fn)),
+        format!("DROP FUNCTION IF EXISTS {}();", q(&n.to_new)),
     ]
 }
 
@@ -445,6 +445,6 @@ pub(super) fn drop_reverse_sync(x: &Extract, n: &Names) -> Vec<String> {
             q(&n.to_old_insert_delete)
         ),
         format!("DROP TRIGGER IF EXISTS {} ON {new};", q(&n.to_old_update)),
-        format!("DROP FUNCTION IF EXISTS {}();", q(&n.to_old_fn)),
+        format!("DROP FUNCTION IF EXISTS {}();", q(&n.to_old)),
     ]
 }

@@ -23,6 +23,7 @@ use super::filter::RowSql;
 use super::{object_name, quote_ident as q, quote_literal, Lock, PhaseSql, Script};
 use crate::plan::{Reference, Swap, TableName};
 use crate::spec::Stage;
+use zmig_core::names::SwapNames;
 
 /// The SQL of every swap phase that ships a migration, in order: prepare, finalize.
 pub fn swap_sql(swap: &Swap) -> Vec<PhaseSql> {
@@ -40,19 +41,8 @@ pub(crate) struct Names {
     pub old: String,
     pub new: String,
     pub temp: String,
-    pub insert_fn: String,
-    pub update_fn: String,
-    pub delete_fn: String,
-    pub move_fn: String,
-    pub move_back_fn: String,
-    pub sync_refs_fn: String,
-    pub progress_fn: String,
-    pub tables_fn: String,
-    pub check_fn: String,
-    pub ref_indexes_fn: String,
-    pub key_index_fn: String,
-    pub ref_reindex_fn: String,
-    pub disk_fn: String,
+    /// The functions prepare creates, in the swapped table's schema: the names the runtime calls.
+    pub functions: SwapNames,
     /// The key-cast indexes, by bare name (an index is created in its table's schema).
     pub new_key_index: String,
     pub temp_key_index: String,
@@ -65,25 +55,12 @@ pub(crate) struct Names {
 
 impl Names {
     fn new(swap: &Swap) -> Self {
-        let f = |suffix: &str| routine_name(swap, suffix);
         Names {
             table: swap.table.sql(),
             old: swap.old_table().sql(),
             new: swap.new_table().sql(),
             temp: swap.temp_table().sql(),
-            insert_fn: f("insert"),
-            update_fn: f("update"),
-            delete_fn: f("delete"),
-            move_fn: f("move"),
-            move_back_fn: f("move_back"),
-            sync_refs_fn: f("sync_refs"),
-            progress_fn: f("progress"),
-            tables_fn: f("tables"),
-            check_fn: f("check"),
-            ref_indexes_fn: f("ref_indexes"),
-            key_index_fn: f("key_index"),
-            ref_reindex_fn: f("ref_reindex"),
-            disk_fn: f("disk_needed"),
+            functions: SwapNames::of(&swap.name).map(|name| sibling(swap, &[&name]).sql()),
             new_key_index: object_name(&[&swap.new_table().name, "zmig_key"]),
             temp_key_index: object_name(&[&swap.temp_table().name, "zmig_key"]),
             swap_literal: quote_literal(&swap.name),
@@ -110,10 +87,6 @@ impl Names {
 
 /// `"schema"."zmig_<name>_<suffix>"`: zmig's functions live beside the table. A migration name
 /// has at most 40 characters, so the runtime spells these names the same way.
-fn routine_name(swap: &Swap, suffix: &str) -> String {
-    sibling(swap, &[&format!("zmig_{}_{suffix}", swap.name)]).sql()
-}
-
 fn sibling(swap: &Swap, parts: &[&str]) -> TableName {
     TableName {
         schema: swap.table.schema.clone(),
@@ -298,7 +271,7 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          PostgreSQL shows it the data directory on its own machine; \
          `PGOPTIONS='-c zmig.free_disk_bytes=BYTES'` gives it to any runner, and \
          `-c zmig.skip_disk_check=on` skips the check. Unset, the estimate is only a NOTICE.",
-        disk = n.disk_fn
+        disk = n.functions.disk_needed
     ));
     up.statement(&disk_function(n));
     up.statement(&disk_check(swap, n));
@@ -455,9 +428,9 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
     );
     up.statement(&delete_function(swap, n));
     for (op, function) in [
-        ("INSERT", &n.insert_fn),
-        ("UPDATE", &n.update_fn),
-        ("DELETE", &n.delete_fn),
+        ("INSERT", &n.functions.insert),
+        ("UPDATE", &n.functions.update),
+        ("DELETE", &n.functions.delete),
     ] {
         up.statement(&format!(
             "CREATE TRIGGER {} INSTEAD OF {op} ON {} FOR EACH ROW EXECUTE FUNCTION {function}();",
@@ -930,7 +903,7 @@ BEGIN\n    \
 END\n\
 $zmig$;",
         table = regclass(&n.table),
-        disk = n.disk_fn,
+        disk = n.functions.disk_needed,
         swap = n.swap_literal,
         refs = !swap.references.is_empty(),
     )
@@ -999,7 +972,7 @@ $zmig$;",
         new = regclass(&n.new),
         old = regclass(&n.old),
         new_sql = n.new,
-        key_index = n.key_index_fn,
+        key_index = n.functions.key_index,
         swap = n.swap_literal,
     )
 }
@@ -1683,7 +1656,7 @@ fn finalize_gate(swap: &Swap, n: &Names) -> String {
                  END IF;\n        \
                  EXECUTE replace(statement, ' CONCURRENTLY ', ' ');\n    \
              END LOOP;\n",
-            ref_indexes = n.ref_indexes_fn,
+            ref_indexes = n.functions.ref_indexes,
             swap = n.swap_literal,
         ));
     }
@@ -1710,7 +1683,7 @@ $zmig$;",
         old = n.old,
         temp = n.temp,
         swap = n.swap_literal,
-        move_fn = n.move_fn,
+        move_fn = n.functions.move_rows,
         old_lit = quote_literal(&n.old),
         temp_lit = quote_literal(&n.temp),
     )

@@ -123,7 +123,7 @@ BEGIN\n    \
     RETURN NEW;\n\
 END\n\
 $zmig$;",
-        f = n.insert_fn,
+        f = n.functions.insert,
         new_key = key_in(swap, n, &n.new, ""),
         refuse = refuse_value_change(swap),
         temp = n.temp,
@@ -229,7 +229,7 @@ BEGIN\n    \
     RETURN NEW;\n\
 END\n\
 $zmig$;",
-        f = n.update_fn,
+        f = n.functions.update,
         key_change = key_change_error(swap),
         refuse = refuse_value_change(swap),
     )
@@ -289,7 +289,7 @@ BEGIN\n\
     RETURN OLD;\n\
 END\n\
 $zmig$;",
-        f = n.delete_fn,
+        f = n.functions.delete,
     )
 }
 
@@ -407,7 +407,7 @@ BEGIN\n    \
     RETURN moved;\n\
 END\n\
 $zmig$;",
-        f = n.move_fn,
+        f = n.functions.move_rows,
         swap = n.swap_literal,
         old = n.old,
         old_lit = quote_literal(&n.old),
@@ -527,7 +527,7 @@ BEGIN\n    \
     RETURN moved;\n\
 END\n\
 $zmig$;",
-        f = n.move_back_fn,
+        f = n.functions.move_back,
         swap = n.swap_literal,
         from_new = batch(
             &n.new,
@@ -643,7 +643,7 @@ BEGIN\n\
     RETURN CASE WHEN done = 0 AND busy THEN -1 ELSE done END;\n\
 END\n\
 $zmig$;",
-        f = n.sync_refs_fn,
+        f = n.functions.sync_refs,
     )
 }
 
@@ -691,7 +691,7 @@ LANGUAGE sql STABLE AS $zmig$\n    \
         {refs_left},\n        \
         pg_total_relation_size({old_lit}) + pg_total_relation_size({temp_lit}) + pg_total_relation_size({new_lit})\n\
 $zmig$;",
-        f = n.progress_fn,
+        f = n.functions.progress,
         old_rows = row_count(&n.old, &q(&swap.key)),
         temp_rows = row_count(&n.temp, &q(&swap.key)),
         new_rows = row_count(&n.new, &key_in(swap, n, &n.new, "")),
@@ -718,7 +718,7 @@ pub(super) fn tables_function(swap: &Swap, n: &Names) -> String {
              VALUES {}\n\
          $zmig$;",
         rows.join(",\n        "),
-        f = n.tables_fn,
+        f = n.functions.tables,
     )
 }
 
@@ -772,7 +772,7 @@ pub(super) fn check_function(swap: &Swap, n: &Names) -> String {
              {}\n\
          $zmig$;",
         checks.join("\n    UNION ALL\n    "),
-        f = n.check_fn,
+        f = n.functions.check,
     )
 }
 
@@ -807,7 +807,7 @@ BEGIN\n    \
     END LOOP;\n\
 END\n\
 $zmig$;",
-        f = n.ref_indexes_fn,
+        f = n.functions.ref_indexes,
         swap = n.swap_literal,
         rebuild = skip_valid_drop_invalid("shadow"),
         shadow_index = index_in_table_schema("r", "shadow"),
@@ -849,7 +849,7 @@ RETURNS bigint LANGUAGE sql STABLE AS $zmig$\n    \
         + CASE WHEN refs_pending THEN 0.9 * (SELECT coalesce(sum(pg_total_relation_size(r.rel::regclass)), 0) FROM ({refs}) r (rel, column_name, shadow_name)) ELSE 0 END\n    \
     ))::bigint\n\
 $zmig$;",
-        f = n.disk_fn,
+        f = n.functions.disk_needed,
         refs = n.reference_rows,
     )
 }
@@ -886,7 +886,7 @@ BEGIN\n    \
     END LOOP;\n\
 END\n\
 $zmig$;",
-        f = n.ref_reindex_fn,
+        f = n.functions.ref_reindex,
         swap = n.swap_literal,
         refs = n.reference_rows,
     )
@@ -927,7 +927,7 @@ BEGIN\n    \
     END LOOP;\n\
 END\n\
 $zmig$;",
-        f = n.key_index_fn,
+        f = n.functions.key_index,
         swap = n.swap_literal,
         key_index = index_in_table_schema("r", "name"),
         rebuild = skip_valid_drop_invalid("key_index"),
@@ -937,19 +937,22 @@ $zmig$;",
 /// Drops what prepare created on the view's side (the triggers go with the view).
 pub(super) fn drop_routines(n: &Names) -> Vec<String> {
     [
-        (&n.insert_fn, ""),
-        (&n.update_fn, ""),
-        (&n.delete_fn, ""),
-        (&n.move_fn, "integer"),
-        (&n.move_back_fn, "integer"),
-        (&n.sync_refs_fn, "integer"),
-        (&n.progress_fn, ""),
-        (&n.tables_fn, ""),
-        (&n.check_fn, ""),
-        (&n.ref_indexes_fn, ""),
-        (&n.key_index_fn, ""),
-        (&n.ref_reindex_fn, ""),
-        (&n.disk_fn, "regclass, bigint, double precision, boolean"),
+        (&n.functions.insert, ""),
+        (&n.functions.update, ""),
+        (&n.functions.delete, ""),
+        (&n.functions.move_rows, "integer"),
+        (&n.functions.move_back, "integer"),
+        (&n.functions.sync_refs, "integer"),
+        (&n.functions.progress, ""),
+        (&n.functions.tables, ""),
+        (&n.functions.check, ""),
+        (&n.functions.ref_indexes, ""),
+        (&n.functions.key_index, ""),
+        (&n.functions.ref_reindex, ""),
+        (
+            &n.functions.disk_needed,
+            "regclass, bigint, double precision, boolean",
+        ),
     ]
     .into_iter()
     .map(|(f, args)| format!("DROP FUNCTION {f}({args});"))
