@@ -12,7 +12,7 @@ use diesel::prelude::*;
 use diesel_migrations::MigrationHarness;
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::swap::{self, move_rows, MoveOptions, FINALIZE_MOVES_AT_MOST};
-use zmig_tests::waits::poll_until;
+use zmig_tests::waits::{poll_until, SetOnDrop};
 use zmig_tests::{cars_seeded, count, exec, migrate_to, FixtureCrate, TestDb};
 
 const SWAP: &str = "cars_bigint";
@@ -103,6 +103,8 @@ fn with_follow_the_move_keeps_up_with_a_writer_until_finalize_and_loses_nothing(
             }
             inserted
         });
+        // A failure below stops the writer as it unwinds, rather than leave the scope waiting.
+        let _stop_writer = SetOnDrop(&writer_stop);
         let follower = scope.spawn(|| move_rows(&db.url, SWAP, &options(true, None)));
         // The move catches up (old empty) and keeps following what the writer inserts.
         let mut probe = PgConnection::establish(&db.url).unwrap();

@@ -68,6 +68,10 @@ const LOCKED_ROWS_WAIT: Duration = Duration::from_millis(100);
 /// temp again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
+/// Longer than the finalize migration's lock attempts (8 s) and statement timeout (10 s)
+/// together take before it gives up.
+const FINALIZE_TAKES_AT_MOST: Duration = Duration::from_secs(20);
+
 /// The most rows the finalize migration moves under its lock (it refuses with more left): its
 /// own limit, in `zmig_codegen`'s finalize SQL.
 pub const FINALIZE_MOVES_AT_MOST: i64 = 10_000;
@@ -969,10 +973,11 @@ struct Tally {
     finalized: AtomicBool,
     /// A mover took on [`finish_tables`] (once the old table was empty).
     tables_finishing: AtomicBool,
-    /// Held while a worker ANALYZEs the new table or builds its primary key index: side by side,
-    /// ANALYZE waits for the concurrent build's lock while the build waits for ANALYZE's
-    /// transaction to end, a deadlock PostgreSQL breaks by failing one of them.
-    new_table_upkeep: Mutex<()>,
+    /// Held while a worker VACUUMs or ANALYZEs the swap's tables or rebuilds their indexes: side
+    /// by side, a VACUUM or ANALYZE waits for the concurrent build's lock while the build waits
+    /// for ANALYZE's transaction (or, following temp, finalize's, queued behind the VACUUM), a
+    /// deadlock PostgreSQL breaks by failing one of them.
+    tables_upkeep: Mutex<()>,
 }
 
 impl Tally {
@@ -986,11 +991,11 @@ impl Tally {
         }
     }
 
-    /// The new table to this worker alone for ANALYZE or an index build (see
-    /// [`Tally::new_table_upkeep`]).
-    fn upkeep_of_new_table(&self) -> MutexGuard<'_, ()> {
+    /// The swap's tables to this worker alone for VACUUM, ANALYZE or an index build (see
+    /// [`Tally::tables_upkeep`]).
+    fn upkeep_of_tables(&self) -> MutexGuard<'_, ()> {
         // A worker that panicked holding it left nothing half-done in the database.
-        self.new_table_upkeep
+        self.tables_upkeep
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -1009,7 +1014,7 @@ impl Tally {
             refresh_estimates: AtomicBool::new(false),
             finalized: AtomicBool::new(false),
             tables_finishing: AtomicBool::new(false),
-            new_table_upkeep: Mutex::new(()),
+            tables_upkeep: Mutex::new(()),
         }
     }
 }
@@ -1054,19 +1059,25 @@ fn run_mover(job: &MoveJob, old_vacuum_step: i64) -> Result<()> {
         let batch_size = pace.batch_size();
         // A move back started meanwhile: stop rather than undo it.
         match refuse_against(&mut conn, name, MoveDirection::Forward) {
-            Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+            Err(_) if options.follow && finalize_took_over(&mut conn, name, tally)? => {
+                return Ok(())
+            }
             other => other?,
         }
         let moved = match conn.transaction(|conn| call_batch(conn, &query, batch_size)) {
             Ok(moved) => moved,
-            Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+            Err(_) if options.follow && finalize_took_over(&mut conn, name, tally)? => {
+                return Ok(())
+            }
             Err(e) => return Err(e.into()),
         };
         if moved > 0 {
             let total = tally.moved.fetch_add(moved, Ordering::SeqCst) + moved;
             tally.batches.fetch_add(1, Ordering::SeqCst);
             match vacuum_old_between(&mut conn, tables, tally, total, old_vacuum_step) {
-                Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+                Err(_) if options.follow && finalize_took_over(&mut conn, name, tally)? => {
+                    return Ok(())
+                }
                 other => other?,
             }
         }
@@ -1075,13 +1086,17 @@ fn run_mover(job: &MoveJob, old_vacuum_step: i64) -> Result<()> {
             // another worker's batch), or the count left is a stale estimate.
             let left = match read_progress(&mut conn, functions) {
                 Ok(left) => left,
-                Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+                Err(_) if options.follow && finalize_took_over(&mut conn, name, tally)? => {
+                    return Ok(())
+                }
                 Err(e) => return Err(e),
             };
             if left.moved_enough() {
                 tally.all_moved.store(true, Ordering::SeqCst);
                 match after_move(&mut conn, job) {
-                    Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+                    Err(_) if options.follow && finalize_took_over(&mut conn, name, tally)? => {
+                        return Ok(())
+                    }
                     other => other?,
                 }
                 if !options.follow {
@@ -1117,7 +1132,7 @@ fn run_mover(job: &MoveJob, old_vacuum_step: i64) -> Result<()> {
 fn after_move(conn: &mut PgConnection, job: &MoveJob) -> Result<()> {
     let tally = job.tally;
     if !tally.tables_finishing.swap(true, Ordering::SeqCst) {
-        let _alone = tally.upkeep_of_new_table();
+        let _alone = tally.upkeep_of_tables();
         finish_tables(conn, job.functions, job.tables)?;
     }
     help_fill(conn, job)
@@ -1158,6 +1173,23 @@ fn fill_query(functions: &SwapFunctions) -> String {
         "SELECT coalesce(\"{}\"($1), 0)::bigint AS n",
         functions.sync_refs
     )
+}
+
+/// Following temp, whether the finalize migration is what made a step fail: a concurrent index
+/// build on the old or new table waits for finalize's transaction while finalize waits for the
+/// build's lock, and PostgreSQL breaks that by failing the build before finalize commits. So it
+/// waits, at most [`FINALIZE_TAKES_AT_MOST`], for finalize to have run.
+fn finalize_took_over(conn: &mut PgConnection, name: &str, tally: &Tally) -> Result<bool> {
+    let started = Instant::now();
+    loop {
+        if finalized(conn, name, tally)? {
+            return Ok(true);
+        }
+        if started.elapsed() >= FINALIZE_TAKES_AT_MOST {
+            return Ok(false);
+        }
+        std::thread::sleep(FOLLOW_EVERY);
+    }
 }
 
 /// Whether the finalize migration has run while this move followed temp: the swap's functions
@@ -1228,7 +1260,7 @@ fn run_upkeep(job: &MoveJob, tidy_step: i64, refs_vacuum_step: i64) -> Result<()
         if (moved >= tidy_at && !filling) || refresh {
             // Following temp, finalize may take the tables away at any moment. The movers
             // VACUUM old as they go; a refresh of stale estimates needs it too.
-            let alone = tally.upkeep_of_new_table();
+            let alone = tally.upkeep_of_tables();
             let tidied = analyze(&mut conn, tables).and_then(|()| {
                 if refresh {
                     vacuum(&mut conn, tables)
@@ -1238,7 +1270,9 @@ fn run_upkeep(job: &MoveJob, tidy_step: i64, refs_vacuum_step: i64) -> Result<()
             });
             drop(alone);
             match tidied {
-                Err(_) if options.follow && finalized(&mut conn, name, tally)? => return Ok(()),
+                Err(_) if options.follow && finalize_took_over(&mut conn, name, tally)? => {
+                    return Ok(())
+                }
                 other => other?,
             }
             tidy_at = moved + tidy_step;
@@ -1378,13 +1412,16 @@ fn vacuum_old_between(
         return Ok(());
     }
     tally.hold_movers.store(true, Ordering::SeqCst);
-    let vacuumed = vacuum_old(conn, tables);
+    let vacuumed = {
+        let _alone = tally.upkeep_of_tables();
+        vacuum_old(conn, tables)
+    };
     tally.hold_movers.store(false, Ordering::SeqCst);
     vacuumed?;
     // Every other time, while the upkeep thread fills the references, the planner's statistics
     // of the new table too (the upkeep does it itself once the fill is done).
     if (moved / step) % 2 == 0 && !tally.refs_done.load(Ordering::SeqCst) {
-        let _alone = tally.upkeep_of_new_table();
+        let _alone = tally.upkeep_of_tables();
         analyze(conn, tables)?;
     }
     Ok(())
