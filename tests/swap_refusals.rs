@@ -305,26 +305,65 @@ fn a_generated_column_is_refused() {
 }
 
 #[test]
-fn a_unique_index_besides_the_primary_key_is_refused() {
+fn a_unique_index_the_attribute_does_not_list_or_the_swap_cannot_carry_is_refused() {
+    let unlisted = |index: &str, columns: &str| {
+        vec![format!(
+            "zmig swap cars_bigint: cars has the unique index {index} on ({columns}), which the swap attribute does not list"
+        )]
+    };
+    let not_plain = |index: &str, definition: &str| {
+        cannot_be_swapped(&format!("its unique index {index} is {definition}; zmig keeps unique across the swap's three tables only a B-tree over columns")).to_vec()
+    };
     refused_each(
         "swap_refusals_unique",
         &[
             (
                 "swap_refusals_unique_index",
                 "CREATE UNIQUE INDEX cars_make_model_idx ON cars (make, model);",
-                cannot_be_swapped("it has a unique index besides the primary key").to_vec(),
+                unlisted("cars_make_model_idx", "make, model"),
             ),
             (
                 "swap_refusals_unique_constraint",
                 "ALTER TABLE cars ADD CONSTRAINT cars_make_key UNIQUE (make);",
-                cannot_be_swapped("it has a unique index besides the primary key").to_vec(),
+                unlisted("cars_make_key", "make"),
             ),
             (
                 "swap_refusals_unique_partial",
                 "CREATE UNIQUE INDEX cars_recent_make_idx ON cars (make) WHERE year > 2010;",
-                cannot_be_swapped("it has a unique index besides the primary key").to_vec(),
+                not_plain("cars_recent_make_idx", "btree (make) WHERE (year > 2010)"),
+            ),
+            (
+                "swap_refusals_unique_expression",
+                "CREATE UNIQUE INDEX cars_lower_make_idx ON cars (lower(make));",
+                not_plain("cars_lower_make_idx", "btree (lower(make))"),
+            ),
+            (
+                "swap_refusals_unique_include",
+                "CREATE UNIQUE INDEX cars_make_incl_idx ON cars (make) INCLUDE (model);",
+                not_plain("cars_make_incl_idx", "btree (make) INCLUDE (model)"),
+            ),
+            (
+                "swap_refusals_unique_deferrable",
+                "ALTER TABLE cars ADD CONSTRAINT cars_make_key UNIQUE (make) DEFERRABLE;",
+                cannot_be_swapped("the unique constraint of cars_make_key is deferrable").to_vec(),
             ),
         ],
+    );
+}
+
+#[test]
+fn a_listed_unique_index_the_table_lacks_is_refused() {
+    let fixture = FixtureCrate::cars(
+        "swap_refusals_unique_listed",
+        "#[zmig(swap(columns(id: Int8), references(trips.car_id), unique(make, (make, model)), name = cars_bigint), stage = \"finalize\")]",
+    );
+    let (outcome, report) = fixture.generate(false).unwrap();
+    assert!(outcome.ok(), "{report}");
+    refused(
+        "swap_refusals_unique_listed",
+        &fixture,
+        "CREATE UNIQUE INDEX cars_make_idx ON cars (make);",
+        &["zmig swap cars_bigint: the swap attribute lists unique (make, model), but cars has no unique index on exactly those columns"],
     );
 }
 

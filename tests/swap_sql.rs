@@ -5,6 +5,7 @@
 //! real database.
 
 use diesel::connection::SimpleConnection;
+use diesel::RunQueryDsl;
 use zmig_tests::{count, exec, migrate_to, model_source, revert_last, FixtureCrate, TestDb};
 
 const CARS_SWAP: &str =
@@ -59,10 +60,11 @@ const ODD_CREATE: &str = r#"CREATE SCHEMA fleet;
 CREATE TABLE fleet."Car Park" (id serial PRIMARY KEY, "Make" text NOT NULL, "Price Cents" integer NOT NULL);
 CREATE TABLE fleet.rides (id bigserial PRIMARY KEY, "Car Id" integer REFERENCES fleet."Car Park");
 CREATE INDEX "rides by car" ON fleet.rides ("Car Id");
+ALTER TABLE fleet."Car Park" ADD CONSTRAINT "Car Park one make" UNIQUE ("Make");
 "#;
 
 const ODD_SWAP: &str = "#[zmig(swap(columns(id: Int8, price_cents: Numeric = \"\\\"Price Cents\\\"::numeric(12, 0)\"), \
-     references(rides.car_id), name = car_park_wide), stage = \"finalize\")]";
+     references(rides.car_id), unique(make), name = car_park_wide), stage = \"finalize\")]";
 
 #[test]
 fn names_that_need_quoting_round_trip() {
@@ -111,6 +113,23 @@ fn names_that_need_quoting_round_trip() {
         r#"INSERT INTO fleet.rides ("Car Id") VALUES (NULL), (2)"#,
     );
     assert_eq!(count(&mut conn, prices), before + 7);
+    // The unique constraint holds across the tables, under its own name: a make of a moved
+    // row, of one still in the old table, of one inserted since prepare.
+    for make in ["make 299", "make 3", "late"] {
+        let error = diesel::sql_query(format!(
+            r#"INSERT INTO fleet."Car Park" ("Make", "Price Cents") VALUES ('{make}', 1)"#
+        ))
+        .execute(&mut conn)
+        .expect_err(make);
+        let diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            info,
+        ) = error
+        else {
+            panic!("{make}: {error}");
+        };
+        assert_eq!(info.constraint_name(), Some("Car Park one make"), "{make}");
+    }
     // The changed column is computed by the expression in the new table (the move took the
     // highest keys, 181 to 300, so 299's update went there).
     assert_eq!(
@@ -148,8 +167,8 @@ fn names_that_need_quoting_round_trip() {
     assert_eq!(
         count(
             &mut conn,
-            r#"SELECT count(*) AS n FROM pg_indexes WHERE schemaname = 'fleet' AND indexname IN ('rides by car', 'Car Park_pkey')"#
+            r#"SELECT count(*) AS n FROM pg_indexes WHERE schemaname = 'fleet' AND indexname IN ('rides by car', 'Car Park_pkey', 'Car Park one make')"#
         ),
-        2
+        3
     );
 }

@@ -124,6 +124,9 @@ pub struct SwapNames {
     pub ref_reindex: String,
     /// The disk the move still needs at its peak.
     pub disk_needed: String,
+    /// Raises a clash of a unique index besides the primary key, named as the original (only
+    /// for a swap with `unique(...)`).
+    pub unique_violation: String,
 }
 
 impl SwapNames {
@@ -143,6 +146,7 @@ impl SwapNames {
             key_index: f(self.key_index),
             ref_reindex: f(self.ref_reindex),
             disk_needed: f(self.disk_needed),
+            unique_violation: f(self.unique_violation),
         }
     }
 
@@ -162,6 +166,7 @@ impl SwapNames {
             key_index: f("key_index"),
             ref_reindex: f("ref_reindex"),
             disk_needed: f("disk_needed"),
+            unique_violation: f("unique_violation"),
         }
     }
 }

@@ -160,6 +160,27 @@ fn expand_swap(input: &syn::DeriveInput, model: &ModelSpec, swap: &SwapSpec) -> 
         let column = ident_for(&r.column.value, r.column.span);
         quote_spanned!(r.column.span=> let _ = #other::#column;)
     });
+    // The columns of `unique(...)`, each once and not again when `columns(...)` named it.
+    let mut named: Vec<&str> = swap
+        .columns
+        .iter()
+        .map(|c| c.column.value.as_str())
+        .collect();
+    let unique_columns: Vec<TokenStream> = swap
+        .unique
+        .iter()
+        .flat_map(|u| &u.columns)
+        .filter(|c| {
+            let first = !named.contains(&c.value.as_str());
+            named.push(&c.value);
+            first
+        })
+        .map(|c| {
+            let column = ident_for(&c.value, c.span);
+            let table_path = respan(&table_path, c.span);
+            quote_spanned!(c.span=> let _ = #table_path::#column;)
+        })
+        .collect();
     // zmig's own error for a referencing table not in scope, once per table.
     let mut probed: Vec<&str> = Vec::new();
     let reference_probes: Vec<TokenStream> = swap
@@ -248,6 +269,7 @@ fn expand_swap(input: &syn::DeriveInput, model: &ModelSpec, swap: &SwapSpec) -> 
                 #widening
                 #(#columns)*
                 #(#references)*
+                #(#unique_columns)*
             }
         };
     }

@@ -159,18 +159,31 @@ pub fn swap_phases(swap: &Swap) -> Vec<Phase> {
             format!("{text}{more}")
         }
     };
+    let with_unique = |text: String| {
+        if swap.unique.is_empty() {
+            text
+        } else {
+            let unique = swap
+                .unique
+                .iter()
+                .map(|columns| format!("({})", columns.join(", ")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{text}; the unique indexes on {unique} stay unique across the three tables (each write claims its values)")
+        }
+    };
     Stage::SWAP
         .into_iter()
         .map(|stage| {
             let (ships, summary, gate) = match stage {
                 Stage::Prepare => (
                     Ships::Migration,
-                    with_references(
+                    with_unique(with_references(
                         format!(
                             "rename {table} to {old}, create {new} and {temp} with the new types ({changes}), and serve {table} as a view over the three whose triggers route every write; the application is unchanged"
                         ),
                         format!("; the references ({references}) get a column of the new type beside them, kept in step by triggers"),
-                    ),
+                    )),
                     "the migration is applied everywhere before the move starts".to_owned(),
                 ),
                 Stage::Move => (

@@ -28,6 +28,14 @@ pub struct Swap {
     pub key: String,
     /// Columns of other tables that reference the key and change type with it.
     pub references: Vec<Reference>,
+    /// The unique indexes besides the primary key (`unique(...)`), each by its columns' SQL
+    /// names: enforced across the three tables while the swap runs (see
+    /// `crate::sql::swap::unique`). Absent in records written before they were supported.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub unique: Vec<Vec<String>>,
 }
 
 /// One column of the swapped table.
@@ -367,6 +375,8 @@ pub fn resolve_swap(
         }
     }
 
+    let unique = resolve_unique(&mut cx, spec, table, &columns, &key.sql_name, &schema.file);
+
     cx.check()?;
     Ok(Swap {
         name: model.migration_name(),
@@ -380,7 +390,74 @@ pub fn resolve_swap(
         key: key.sql_name.clone(),
         columns,
         references,
+        unique,
     })
+}
+
+/// The entries of `unique(...)` as SQL column names: each a column of the table that keeps its
+/// type (the index is copied to the new tables as it is, and the claims compare values of one
+/// type), not the key alone (the primary key is enforced already), listed once.
+fn resolve_unique(
+    cx: &mut Ctxt,
+    spec: &SwapSpec,
+    table: &Table,
+    columns: &[SwapColumn],
+    key: &str,
+    file: &std::path::Path,
+) -> Vec<Vec<String>> {
+    let mut unique: Vec<Vec<String>> = Vec::new();
+    for entry in &spec.unique {
+        if let [only] = entry.columns.as_slice() {
+            if table.column(&only.value).is_some_and(|c| c.sql_name == key) {
+                cx.error_at(
+                    only.span,
+                    format!(
+                        "`{}` is the primary key: it is unique already\nhelp: drop it from `unique(...)`",
+                        only.value
+                    ),
+                );
+                continue;
+            }
+        }
+        let mut names = Vec::new();
+        for column in &entry.columns {
+            let Some(found) = table.column(&column.value) else {
+                cx.error_at(column.span, unknown_column(table, &column.value, file));
+                continue;
+            };
+            let sql = &found.sql_name;
+            if names.contains(sql) {
+                cx.error_at(
+                    column.span,
+                    format!("`{}` is listed twice in this index", column.value),
+                );
+                continue;
+            }
+            if columns.iter().any(|c| &c.name == sql && c.changes()) {
+                cx.error_at(
+                    column.span,
+                    format!(
+                        "`{}` changes type in this swap: zmig carries a unique index across the swap only over columns that keep their type\nhelp: change its type in another swap, after this one",
+                        column.value
+                    ),
+                );
+                continue;
+            }
+            names.push(sql.clone());
+        }
+        if names.len() != entry.columns.len() {
+            continue;
+        }
+        if unique.contains(&names) {
+            cx.error_at(
+                entry.columns[0].span,
+                "this unique index is listed twice in `unique(...)`",
+            );
+        } else {
+            unique.push(names);
+        }
+    }
+    unique
 }
 
 impl Swap {
@@ -528,6 +605,42 @@ diesel::allow_tables_to_appear_in_same_query!(cars, trips, plates);
         let errors = resolve(attr).expect_err("refused");
         assert_eq!(errors.len(), 1, "{errors:?}");
         errors.into_iter().next().unwrap_or_default()
+    }
+
+    #[test]
+    fn unique_entries_resolve_to_sql_names_and_are_checked() {
+        let swap = resolve(quote!(swap(
+            columns(id: Int8),
+            references(trips.car_id),
+            unique(make, (make, model))
+        )))
+        .unwrap();
+        assert_eq!(swap.unique, [vec!["make"], vec!["make", "model"]]);
+        for (attr, expected) in [
+            (
+                quote!(swap(columns(id: Int8), references(trips.car_id), unique(vin))),
+                "`cars` has no column `vin` in src/schema.rs (it has: id, make, model, year, mileage, created_at)",
+            ),
+            (
+                quote!(swap(columns(id: Int8, mileage: Int8), references(trips.car_id), unique((make, mileage)))),
+                "`mileage` changes type in this swap: zmig carries a unique index across the swap only over columns that keep their type",
+            ),
+            (
+                quote!(swap(columns(id: Int8), references(trips.car_id), unique(id))),
+                "`id` is the primary key: it is unique already",
+            ),
+            (
+                quote!(swap(columns(id: Int8), references(trips.car_id), unique((make, make)))),
+                "`make` is listed twice in this index",
+            ),
+            (
+                quote!(swap(columns(id: Int8), references(trips.car_id), unique(make, make))),
+                "this unique index is listed twice in `unique(...)`",
+            ),
+        ] {
+            let message = error(attr.clone());
+            assert!(message.starts_with(expected), "{attr}: {message}");
+        }
     }
 
     #[test]

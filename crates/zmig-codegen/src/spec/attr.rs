@@ -15,7 +15,7 @@ use syn::{Attribute, DeriveInput, Ident, LitStr, Token};
 use super::valid;
 use super::{
     Ctxt, ExtractSpec, MigrationSpec, ModelSpec, MovedColumnSpec, ReferenceSpec, RustTypeSpec,
-    Spanned, Stage, SwapColumnSpec, SwapSpec, SyncMode,
+    Spanned, Stage, SwapColumnSpec, SwapSpec, SyncMode, UniqueSpec,
 };
 
 /// The whole attribute, as a user would copy it.
@@ -34,12 +34,13 @@ pub(crate) const NON_UNIQUE_FORMAT: &str =
 const COLUMNS_FORMAT: &str = "columns(street1, gh_login as login, visits: Int8)";
 /// `swap(...)` with every key, required ones first.
 const SWAP_FORMAT: &str = "swap(columns(id: Int8, price: Numeric = \"round(price)::numeric\"), \
-     references(trips.car_id), name = cars_bigint)";
+     references(trips.car_id), unique(vin), name = cars_bigint)";
 const SWAP_COLUMNS_FORMAT: &str = "columns(id: Int8, price: Numeric = \"round(price)::numeric\")";
 const SWAP_COLUMN_HELP: &str = "help: each column looks like `id: Int8` (a widening) or \
      `price: Numeric = \"round(price)::numeric\"` (any other change, computed from the old row)";
 const REFERENCES_FORMAT: &str = "references(trips.car_id, invoices.car_id)";
-const SWAP_KEYS: [&str; 3] = ["columns", "references", "name"];
+const UNIQUE_FORMAT: &str = "unique(vin, (make, plate))";
+const SWAP_KEYS: [&str; 4] = ["columns", "references", "unique", "name"];
 const EXTRACT_KEYS: [&str; 10] = [
     "into",
     "columns",
@@ -610,6 +611,7 @@ fn parse_rust_types(meta: &ParseNestedMeta) -> syn::Result<Vec<RustTypeSpec>> {
 fn parse_swap(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<SwapSpec>> {
     let mut columns: Option<Vec<SwapColumnSpec>> = None;
     let mut references: Option<Vec<ReferenceSpec>> = None;
+    let mut unique: Option<Vec<UniqueSpec>> = None;
     let mut name = None;
     let mut broken = false;
     let swap_path = meta.path.clone();
@@ -650,6 +652,18 @@ fn parse_swap(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<SwapS
                 Parsed::Duplicate => {}
                 Parsed::Broken => broken = true,
             }
+        // unique(vin, (make, plate))
+        } else if inner.path.is_ident("unique") {
+            let list = List {
+                what: "the unique indexes besides the primary key, each a column or `(a, b)`,",
+                format: UNIQUE_FORMAT,
+                duplicate: "duplicate `unique(...)`: list every unique index in one",
+            };
+            match list.parse::<UniqueEntry>(cx, &inner, unique.is_some())? {
+                Parsed::List(parsed) => unique = Some(parsed.into_iter().map(|e| e.0).collect()),
+                Parsed::Duplicate => {}
+                Parsed::Broken => broken = true,
+            }
         } else {
             skip_meta_value(&inner)?;
             let key = path_text(&inner.path);
@@ -666,6 +680,7 @@ fn parse_swap(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<SwapS
                     let hint = match key.as_str() {
                         "refs" | "referenced_by" | "foreign_keys" | "fks" => Some("references"),
                         "types" | "column" => Some("columns"),
+                        "unique_indexes" | "uniques" | "unique_index" | "indexes" => Some("unique"),
                         _ => suggest(&key, &SWAP_KEYS),
                     }
                     .map(|s| format!(" (did you mean `{s}`?)"))
@@ -688,6 +703,7 @@ fn parse_swap(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<SwapS
         Some(columns) if !broken && !columns.is_empty() => Ok(Some(SwapSpec {
             columns,
             references: references.unwrap_or_default(),
+            unique: unique.unwrap_or_default(),
             name,
         })),
         _ => Ok(None),
@@ -849,6 +865,61 @@ impl Parse for ReferenceEntry {
             table: Spanned::new(table.unraw().to_string(), table.span()),
             column: Spanned::new(column.unraw().to_string(), column.span()),
         }))
+    }
+}
+
+/// One entry of `unique(...)`: a column, or several in parentheses in the index's order.
+struct UniqueEntry(UniqueSpec);
+
+fn unique_help() -> String {
+    format!("help: each entry is the column of a unique index, or its columns in parentheses, like `{UNIQUE_FORMAT}`")
+}
+
+/// A column of a `unique(...)` entry.
+fn unique_column(input: ParseStream) -> syn::Result<Spanned<String>> {
+    Ident::parse_any(input)
+        .map(|c| Spanned::new(c.unraw().to_string(), c.span()))
+        .map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("expected a column name\n{}", unique_help()),
+            )
+        })
+}
+
+impl Parse for UniqueEntry {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let columns = if input.peek(syn::token::Paren) {
+            let content;
+            let parens = syn::parenthesized!(content in input);
+            let columns: Vec<Spanned<String>> =
+                Punctuated::<Spanned<String>, Token![,]>::parse_terminated_with(
+                    &content,
+                    unique_column,
+                )?
+                .into_iter()
+                .collect();
+            if columns.is_empty() {
+                return Err(syn::Error::new(
+                    parens.span.join(),
+                    format!(
+                        "expected the index's columns inside the parentheses\n{}",
+                        unique_help()
+                    ),
+                ));
+            }
+            columns
+        } else {
+            vec![unique_column(input)?]
+        };
+        if !input.is_empty() && !input.peek(Token![,]) {
+            let unexpected: proc_macro2::TokenTree = input.fork().parse()?;
+            return Err(input.error(format!(
+                "unexpected `{unexpected}` in `unique(...)`\n{}",
+                unique_help()
+            )));
+        }
+        Ok(UniqueEntry(UniqueSpec { columns }))
     }
 }
 
@@ -1140,7 +1211,7 @@ mod tests {
             stage = "prepare"
         )]))
         .unwrap_err();
-        assert!(errors.iter().any(|e| e.starts_with("unknown swap key `colums` (did you mean `columns`?); expected one of `columns`, `references`, `name`")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("unknown swap key `colums` (did you mean `columns`?); expected one of `columns`, `references`, `unique`, `name`")), "{errors:?}");
         assert!(
             errors
                 .iter()
@@ -1154,6 +1225,62 @@ mod tests {
             "{errors:?}"
         );
         assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn swap_unique_entries_parse_and_teach() {
+        let spec = parse(quote::quote!(#[zmig(
+            swap(columns(id: Int8), unique(vin, (make, r#type)), name = cars_bigint),
+            stage = "prepare"
+        )]))
+        .unwrap();
+        let unique: Vec<Vec<&str>> = swap_of(&spec)
+            .unique
+            .iter()
+            .map(|u| u.columns.iter().map(|c| c.value.as_str()).collect())
+            .collect();
+        assert_eq!(unique, [vec!["vin"], vec!["make", "type"]]);
+        assert_eq!(
+            swap_of(&spec).to_attribute(),
+            "swap(columns(id: Int8), unique(vin, (make, r#type)), name = cars_bigint)"
+        );
+        for (attr, expected) in [
+            (
+                quote::quote!(swap(columns(id: Int8), unique)),
+                "expected the unique indexes besides the primary key, each a column or `(a, b)`, in parentheses",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), unique(vin: Text))),
+                "unexpected `:` in `unique(...)`",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), unique(()))),
+                "expected the index's columns inside the parentheses",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), unique("vin"))),
+                "expected a column name",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), unique(vin), unique(make))),
+                "duplicate `unique(...)`: list every unique index in one",
+            ),
+            (
+                quote::quote!(swap(columns(id: Int8), unique_indexes(vin))),
+                "unknown swap key `unique_indexes` (did you mean `unique`?)",
+            ),
+        ] {
+            let errors = parse(quote::quote!(#[zmig(#attr, stage = "prepare")])).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.starts_with(expected)),
+                "{attr}: {errors:?}"
+            );
+            assert!(
+                expected.starts_with("duplicate")
+                    || errors.iter().any(|e| e.contains("unique(vin")),
+                "{attr}: the format is shown: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -218,6 +218,9 @@ pub struct SwapSpec {
     /// `references(trips.car_id)`: columns of other tables that reference the key and change
     /// type with it.
     pub references: Vec<ReferenceSpec>,
+    /// `unique(vin, (make, plate))`: the table's unique indexes besides the primary key, each by
+    /// its columns, which the swap enforces across its three tables.
+    pub unique: Vec<UniqueSpec>,
     /// `name = cars_bigint`: the migration's name in folder names and CLI commands.
     pub name: Option<Spanned<String>>,
 }
@@ -243,6 +246,15 @@ pub struct ReferenceSpec {
     pub table: Spanned<String>,
     /// The referencing column's Rust name in that `table!`.
     pub column: Spanned<String>,
+}
+
+/// One entry of `unique(…)`: the columns of one unique index, in the index's order (`vin`, or
+/// `(make, plate)`).
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
+pub struct UniqueSpec {
+    /// The columns' Rust names in `table!`, never empty.
+    pub columns: Vec<Spanned<String>>,
 }
 
 impl SwapSpec {
@@ -274,6 +286,23 @@ impl SwapSpec {
                 })
                 .collect();
             parts.push(format!("references({})", references.join(", ")));
+        }
+        if !self.unique.is_empty() {
+            let entries: Vec<String> = self
+                .unique
+                .iter()
+                .map(|u| match u.columns.as_slice() {
+                    [one] => attribute_name(&one.value),
+                    many => format!(
+                        "({})",
+                        many.iter()
+                            .map(|c| attribute_name(&c.value))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
+                .collect();
+            parts.push(format!("unique({})", entries.join(", ")));
         }
         if let Some(n) = &self.name {
             parts.push(format!("name = {}", attribute_name(&n.value)));

@@ -13,6 +13,7 @@
 //! application at finalize, with the release whose `schema.rs` says so.
 
 mod routines;
+mod unique;
 
 use self::routines::{
     check_function, delete_function, disk_function, drop_routines, insert_function,
@@ -258,8 +259,9 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
         "Refuse what the swap cannot carry across, before changing anything: the view lists the \
          columns schema.rs knows, so the table must have exactly those; triggers, rules, row \
          security, inheritance and views reading the table would not follow the rows into the \
-         new table; a unique constraint other than the primary key could not be enforced across \
-         the three tables; a publication of the table (or of a referencing table) would send its \
+         new table; a unique index besides the primary key must be listed in `unique(...)` (and be \
+         a plain B-tree over columns) for the triggers to enforce it across the three tables; a \
+         publication of the table (or of a referencing table) would send its \
          subscribers the rows moving between tables they do not have. Foreign keys pointing at \
          the table are recorded, with their actions and comments, to be restored.",
     );
@@ -407,6 +409,35 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          with the error PostgreSQL itself would raise.",
         n.temp, n.new, n.old
     ));
+    if !swap.unique.is_empty() {
+        up.comment(&format!(
+            "Each unique index besides the primary key stays unique across the three tables: every \
+             table keeps its copy of the index, and a row written from now on first claims its \
+             values in a table of zmig's own with a unique index over them ({claims}), then looks \
+             for a row written before prepare holding them in {old} and {new}, waiting for a batch \
+             moving it. Empty tables; dropped at finalize.",
+            claims = (0..swap.unique.len())
+                .map(|i| unique::claims_table(swap, i))
+                .collect::<Vec<_>>()
+                .join(", "),
+            old = n.old,
+            new = n.new,
+        ));
+        let (tables, access) = unique::claims_tables(swap, n);
+        up.safety_assured(
+            "New tables, empty: their indexes are built in no time, and no client uses them yet.",
+            &tables,
+        );
+        up.statement(&access);
+        up.comment(&format!(
+            "{temp} holds only rows written from now on, each holding its claims, which keep it \
+             unique: its copies of the indexes go, so that a clash is always raised by a claim, \
+             naming the original index.",
+            temp = n.temp
+        ));
+        up.statement(&unique::drop_temp_copies(n));
+        up.statement(&unique::violation_function(swap, n));
+    }
     up.statement(&insert_function(swap, n));
     up.comment(&format!(
         "UPDATE changes the row where it is: {new}, then {temp}, then {old}, each locked first \
@@ -723,7 +754,9 @@ fn guards(swap: &Swap, n: &Names) -> String {
 DECLARE\n    \
     t regclass := {table};\n    \
     problem text;\n    \
-    fk record;\n\
+    fk record;\n    \
+    u record;\n    \
+    listed int[] := '{{}}';\n\
 BEGIN\n    \
     SELECT string_agg(CASE WHEN a.attname IS NULL THEN format('%s %s is not in the table', e.name, e.type) ELSE format('%s %s is not in schema.rs', a.attname, format_type(a.atttypid, a.atttypmod)) END, ', ')\n    \
     INTO problem\n    \
@@ -741,7 +774,6 @@ BEGIN\n    \
         WHEN EXISTS (SELECT FROM pg_inherits WHERE inhrelid = t OR inhparent = t) THEN 'it takes part in inheritance'\n        \
         WHEN EXISTS (SELECT FROM pg_trigger WHERE tgrelid = t AND NOT tgisinternal) THEN 'it has triggers of its own'\n        \
         WHEN EXISTS (SELECT FROM pg_attribute WHERE attrelid = t AND attnum > 0 AND attgenerated <> '') THEN 'it has a generated column'\n        \
-        WHEN EXISTS (SELECT FROM pg_index WHERE indrelid = t AND indisunique AND NOT indisprimary) THEN 'it has a unique index besides the primary key'\n        \
         WHEN EXISTS (SELECT FROM pg_constraint WHERE conrelid = t AND contype = 'x') THEN 'it has an exclusion constraint, which each of the three tables would enforce only within itself'\n        \
         WHEN EXISTS (SELECT FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = t AND r.ev_class <> t) THEN 'views read it'\n    \
     END\n    \
@@ -750,6 +782,7 @@ BEGIN\n    \
     IF problem IS NOT NULL THEN\n        \
         RAISE EXCEPTION 'zmig swap %: % cannot be swapped: %', {swap}, t, problem;\n    \
     END IF;\n    \
+    {unique}\n    \
     SELECT string_agg(format('publication %s publishes %s', pubname, tables), '; ' ORDER BY pubname)\n    \
     INTO problem\n    \
     FROM (\n        \
@@ -796,6 +829,7 @@ $zmig$;",
         table = regclass(&n.table),
         expected = expected.join(", "),
         swap = n.swap_literal,
+        unique = unique::guards(swap, n),
     )
 }
 
@@ -812,9 +846,7 @@ BEGIN\n    \
     FOREACH target IN ARRAY ARRAY[{new}, {temp}] LOOP\n        \
         -- The original's owner, where this session is not it (the new table is the table after\n        \
         -- finalize; the view reads the three tables with its owner's privileges).\n        \
-        IF (SELECT relowner FROM pg_class WHERE oid = target) <> (SELECT relowner FROM pg_class WHERE oid = old) THEN\n            \
-            EXECUTE format('ALTER TABLE %s OWNER TO %I', target, (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = old));\n        \
-        END IF;\n        \
+        {owner}\n        \
         FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def, obj_description(oid, 'pg_constraint') AS comment FROM pg_constraint WHERE conrelid = old AND contype = 'f' LOOP\n            \
             EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', target, r.conname, r.def);\n            \
             IF r.comment IS NOT NULL AND target = {new} THEN\n                \
@@ -880,6 +912,18 @@ $zmig$;",
         temp = regclass(&n.temp),
         swap = n.swap_literal,
         grants = copy_grants("old", "target"),
+        owner = same_owner("old", "target"),
+    )
+}
+
+/// A PL/pgSQL statement giving the relation `target` (a regclass expression) the owner of the
+/// relation `source`, where it has another; for a block's second level (lines after the first
+/// indented by eight spaces).
+fn same_owner(source: &str, target: &str) -> String {
+    format!(
+        "IF (SELECT relowner FROM pg_class WHERE oid = {target}) <> (SELECT relowner FROM pg_class WHERE oid = {source}) THEN\n            \
+             EXECUTE format('ALTER TABLE %s OWNER TO %I', {target}, (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = {source}));\n        \
+         END IF;"
     )
 }
 
@@ -1206,6 +1250,13 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
     for statement in drop_routines(n) {
         body.statement(&statement);
     }
+    if !swap.unique.is_empty() {
+        body.statement(&unique::drop_violation_function(n));
+        body.safety_assured(
+            "zmig's claims of unique values while the swap ran: no application reads them.",
+            &unique::drop_claims(swap),
+        );
+    }
     body.assured_start(
         "The original table takes its name back, in the transaction that dropped the view: no \
          client finds the name missing.",
@@ -1409,6 +1460,13 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
     body.statement(&format!("DROP VIEW {};", n.table));
     for statement in drop_routines(n) {
         body.statement(&statement);
+    }
+    if !swap.unique.is_empty() {
+        body.statement(&unique::drop_violation_function(n));
+        body.safety_assured(
+            "zmig's claims of unique values while the swap ran: no application reads them.",
+            &unique::drop_claims(swap),
+        );
     }
     body.safety_assured(
         &format!(

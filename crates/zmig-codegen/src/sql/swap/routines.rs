@@ -120,10 +120,11 @@ BEGIN\n    \
             DETAIL = {detail},\n            \
             TABLE = {table_name};\n    \
     END IF;\n    \
-    RETURN NEW;\n\
+    {claim}RETURN NEW;\n\
 END\n\
 $zmig$;",
         f = n.functions.insert,
+        claim = super::unique::claim(swap, n, "    "),
         new_key = key_in(swap, n, &n.new, ""),
         refuse = refuse_value_change(swap),
         temp = n.temp,
@@ -222,14 +223,18 @@ DECLARE\n    \
 BEGIN\n    \
     {key_change}\n    \
     {refuse}\n\
+{reclaim}\
 {attempts}    \
-    IF NOT done THEN\n        \
+    IF NOT done THEN\n\
+{unclaim}        \
         RETURN NULL; -- deleted concurrently: 0 rows, as on a table\n    \
     END IF;\n    \
     RETURN NEW;\n\
 END\n\
 $zmig$;",
         f = n.functions.update,
+        reclaim = super::unique::reclaim(swap, n, "    "),
+        unclaim = super::unique::release(swap, "        "),
         key_change = key_change_error(swap),
         refuse = refuse_value_change(swap),
     )
@@ -285,11 +290,13 @@ BEGIN\n\
     IF NOT done THEN\n        \
         RETURN NULL; -- deleted concurrently: 0 rows, as on a table\n    \
     END IF;\n\
+{release}\
 {foreign_keys}    \
     RETURN OLD;\n\
 END\n\
 $zmig$;",
         f = n.functions.delete,
+        release = super::unique::release(swap, "    "),
     )
 }
 
