@@ -793,7 +793,15 @@ pub struct Plan {
 /// zmig's patch stands in for it from write_new until contract (see [`shim_with_user_patch`])
 /// and names it in a comment, and the team's file is never written; when zmig's patch goes, the
 /// line names the team's file again.
+///
+/// A crate with no zmig model has nothing for the shim to keep, and leaves diesel.toml alone:
+/// the xtask crate README's layout puts inside the service's crate finds the service's
+/// diesel.toml in its parent folder (as diesel does), and undid every patch the service's
+/// swap or extract needed, each `generate` flipping it back.
 pub fn plan(project: &Project) -> Result<Plan, Vec<String>> {
+    if project.extracts.is_empty() && project.swaps.is_empty() {
+        return Ok(Plan::default());
+    }
     let hidden = hidden_columns(project);
     let io_problem = |path: &Path, error: io::Error| {
         vec![format!("{}: cannot read: {error}", display_path(path))]
