@@ -272,7 +272,7 @@ const CARS_SWAP: &str =
 
 #[test]
 fn every_cut_point_of_the_swaps_migrations_can_be_run_again() {
-    swap_cut_points("cut_swap", CARS_SWAP, "");
+    swap_cut_points("cut_swap", CARS_SWAP, "", "");
 }
 
 /// The same with the key an identity column, to which a role may insert: prepare's down takes
@@ -284,6 +284,7 @@ fn every_cut_point_of_the_swaps_migrations_of_an_identity_key_can_be_run_again()
     swap_cut_points(
         "cut_swap_identity",
         CARS_SWAP,
+        "",
         "ALTER TABLE cars ALTER COLUMN id DROP DEFAULT;
          DROP SEQUENCE cars_id_seq;
          ALTER TABLE cars ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (SEQUENCE NAME cars_id_seq);
@@ -298,15 +299,16 @@ fn every_cut_point_of_the_swaps_migrations_of_a_table_with_a_unique_constraint_c
     swap_cut_points(
         "cut_swap_unique",
         "#[zmig(swap(columns(id: Int8), references(trips.car_id), unique(make), name = cars_bigint), stage = \"finalize\")]",
-        "ALTER TABLE cars ADD CONSTRAINT cars_make_key UNIQUE (make);",
+        "\nALTER TABLE cars ADD CONSTRAINT cars_make_key UNIQUE (make);\n",
+        "",
     );
 }
 
 /// Cuts prepare's down (after part of the rows moved and some inserted since) and finalize at
-/// each commit, on the cars example with the swap `attribute` and `setup` applied to its tables
-/// first.
-fn swap_cut_points(label: &str, attribute: &str, setup: &str) {
-    let fixture = FixtureCrate::cars(label, attribute);
+/// each commit, on the cars example with the swap `attribute`, `more_sql` at the end of its
+/// first migration and `setup` applied to its tables first.
+fn swap_cut_points(label: &str, attribute: &str, more_sql: &str, setup: &str) {
+    let fixture = FixtureCrate::cars_with(label, attribute, more_sql);
     fixture.generate(false).unwrap();
     let db = TestDb::new(label);
     let mut cuts = 0;

@@ -25,7 +25,9 @@ use diesel::sql_types::{BigInt, Integer, Text};
 use zmig_runtime::backfill::ProgressMode;
 use zmig_runtime::swap::{move_rows, MoveOptions};
 use zmig_tests::waits::{poll_until, SetOnDrop};
-use zmig_tests::{cars_seeded, count, is_retryable, migrate_to, revert_last, writer_conn};
+use zmig_tests::{
+    cars_seeded_with, count, is_retryable, migrate_to, revert_last, writer_conn, FixtureCrate,
+};
 
 const CARS: i64 = 2_000;
 const WRITERS: i64 = 4;
@@ -34,11 +36,13 @@ const POOL: u64 = 40;
 
 const CARS_SWAP: &str = "#[zmig(swap(columns(id: Int8), references(trips.car_id), unique(make), name = cars_bigint), stage = \"finalize\")]";
 
+/// In the first migration, so the development database `generate` asks has it too.
+const UNIQUE_MAKE: &str = "\nALTER TABLE cars ADD CONSTRAINT cars_make_key UNIQUE (make);\n";
+
 fn seed() -> String {
     format!(
         "INSERT INTO cars (make, model, year) SELECT 'make ' || g, 'model', 2000 FROM generate_series(1, {CARS}) g;
-         INSERT INTO trips (car_id, km) SELECT 1 + g % {CARS}, 10 FROM generate_series(1, {}) g;
-         ALTER TABLE cars ADD CONSTRAINT cars_make_key UNIQUE (make);",
+         INSERT INTO trips (car_id, km) SELECT 1 + g % {CARS}, 10 FROM generate_series(1, {}) g;",
         CARS * 2
     )
 }
@@ -255,9 +259,10 @@ fn write(url: &str, n: i64, done: &AtomicBool, tally: &Tally) -> BTreeMap<i64, O
 
 #[test]
 fn a_unique_index_stays_unique_across_the_swap_under_writers() {
-    let (db, fixture) = cars_seeded(
+    let (db, fixture) = cars_seeded_with(
         "swap_unique",
         CARS_SWAP,
+        UNIQUE_MAKE,
         &[&seed(), "VACUUM ANALYZE cars, trips"],
         None,
     );
@@ -356,9 +361,10 @@ fn a_unique_index_stays_unique_across_the_swap_under_writers() {
 
 #[test]
 fn a_clash_reads_as_the_table_would_raise_it_and_a_revert_keeps_the_constraint() {
-    let (db, fixture) = cars_seeded(
+    let (db, fixture) = cars_seeded_with(
         "swap_unique_revert",
         CARS_SWAP,
+        UNIQUE_MAKE,
         &[&seed()],
         Some("cars_bigint_prepare"),
     );
@@ -463,4 +469,29 @@ fn a_clash_reads_as_the_table_would_raise_it_and_a_revert_keeps_the_constraint()
         ),
         0
     );
+}
+
+#[test]
+fn generate_names_an_unlisted_unique_index_at_the_attribute_and_writes_nothing() {
+    let fixture = FixtureCrate::cars_with(
+        "swap_unique_generate",
+        "#[zmig(swap(columns(id: Int8), references(trips.car_id), name = cars_bigint), stage = \"prepare\")]",
+        UNIQUE_MAKE,
+    );
+    let error = fixture.generate(false).unwrap_err();
+    assert!(
+        error.starts_with("error: src/models.rs:5:"),
+        "at the attribute: {error}"
+    );
+    assert!(
+        error.contains(
+            "cars has the unique index cars_make_key on (make), which the swap attribute does not list: add unique(make) to it and generate again"
+        ),
+        "{error}"
+    );
+    let folders: Vec<String> = std::fs::read_dir(fixture.migrations_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(folders, ["2020-01-01-000000-0000_create_tables"]);
 }

@@ -156,10 +156,16 @@ impl FixtureCrate {
 
     /// The cars example's schema and first migration, with `attribute` on its model.
     pub fn cars(label: &str, attribute: &str) -> FixtureCrate {
+        FixtureCrate::cars_with(label, attribute, "")
+    }
+
+    /// [`FixtureCrate::cars`] with `more_sql` at the end of the first migration (an index
+    /// `schema.rs` does not show, say), so the development database has it too.
+    pub fn cars_with(label: &str, attribute: &str, more_sql: &str) -> FixtureCrate {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cars");
         let schema = fs::read_to_string(example.join("src/schema.rs")).unwrap();
         let first = example.join("migrations/2026-11-01-000000-0000_create_cars_and_trips");
-        let create = fs::read_to_string(first.join("up.sql")).unwrap();
+        let create = fs::read_to_string(first.join("up.sql")).unwrap() + more_sql;
         let drop = fs::read_to_string(first.join("down.sql")).unwrap();
         FixtureCrate::new(
             label,
@@ -456,7 +462,18 @@ pub fn cars_seeded(
     seed: &[&str],
     phase: Option<&str>,
 ) -> (TestDb, FixtureCrate) {
-    let fixture = FixtureCrate::cars(label, attribute);
+    cars_seeded_with(label, attribute, "", seed, phase)
+}
+
+/// [`cars_seeded`] on [`FixtureCrate::cars_with`]`(label, attribute, more_sql)`.
+pub fn cars_seeded_with(
+    label: &str,
+    attribute: &str,
+    more_sql: &str,
+    seed: &[&str],
+    phase: Option<&str>,
+) -> (TestDb, FixtureCrate) {
+    let fixture = FixtureCrate::cars_with(label, attribute, more_sql);
     let (outcome, report) = fixture.generate(false).unwrap();
     assert!(outcome.ok(), "{report}");
     let db = TestDb::new(label);

@@ -618,6 +618,12 @@ fn load_swap(
                 errors.extend(found);
             }
         }
+        // The unique indexes besides the primary key, as prepare's guards will see them.
+        let span = spec.unique.first().map_or(spec.span, |u| u.columns[0].span);
+        let sql = crate::sql::swap::unique::check_sql(&swap);
+        if let Err(found) = ask_database(catalog, &sql, model, span) {
+            errors.extend(found);
+        }
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -705,6 +705,7 @@ fn parse_swap(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<SwapS
             references: references.unwrap_or_default(),
             unique: unique.unwrap_or_default(),
             name,
+            span: syn::spanned::Spanned::span(&swap_path),
         })),
         _ => Ok(None),
     }

@@ -223,6 +223,9 @@ pub struct SwapSpec {
     pub unique: Vec<UniqueSpec>,
     /// `name = cars_bigint`: the migration's name in folder names and CLI commands.
     pub name: Option<Spanned<String>>,
+    /// Where `swap` is written, for errors about the attribute as a whole.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub span: proc_macro2::Span,
 }
 
 /// One entry of swap's `columns(…)`.

@@ -13,7 +13,7 @@
 //! application at finalize, with the release whose `schema.rs` says so.
 
 mod routines;
-mod unique;
+pub mod unique;
 
 use self::routines::{
     check_function, delete_function, disk_function, drop_routines, insert_function,
