@@ -106,6 +106,13 @@ fn the_fill_reuses_the_space_it_frees_so_the_referencing_table_ends_near_its_siz
     let mut conn = db.conn();
     let before = count(&mut conn, "SELECT pg_relation_size('trips') AS n");
     let key_before = count(&mut conn, "SELECT pg_relation_size('trips_pkey') AS n");
+    // What an ALTER leaves: the rows rewritten compactly with the wider column.
+    conn.batch_execute(
+        "CREATE TABLE trips_altered AS SELECT id, car_id, km FROM trips;
+         ALTER TABLE trips_altered ALTER COLUMN car_id TYPE bigint;",
+    )
+    .unwrap();
+    let altered = count(&mut conn, "SELECT pg_relation_size('trips_altered') AS n");
     let options = options(DiskCheck::Skip);
     let report = move_rows(&db.url, SWAP, &options).unwrap();
     assert!(report.finished, "{report:?}");
@@ -118,14 +125,16 @@ fn the_fill_reuses_the_space_it_frees_so_the_referencing_table_ends_near_its_siz
         0
     );
     // Every row was rewritten, 8 bytes wider: with no space reused the heap holds both versions
-    // of every row, 2.2 times its size before; reused (VACUUM every tenth), about 1.4.
-    // The indexes are not asserted on: every version not on its row's page adds index entries,
-    // and the pages split before VACUUM can remove the dead ones (see BENCHMARKS.md).
+    // of every row, 2.2 times its size before; reused (VACUUM as it goes), 1.16 to 1.19 times
+    // what an ALTER leaves, the free space spread below the last pages; those pages' rows then
+    // moved into it, and the end given back: within a few pages of the ALTER's (1.003 to 1.005
+    // alone, up to 1.03 beside the other tests; without the compaction this fails).
     let after = count(&mut conn, "SELECT pg_relation_size('trips') AS n");
-    let ratio = after as f64 / before as f64;
+    let ratio = after as f64 / altered as f64;
+    println!("trips: {before} → {after} bytes; after an ALTER {altered} ({ratio:.3} of it)");
     assert!(
-        ratio <= 1.6,
-        "the heap of trips grew from {before} to {after} bytes ({ratio:.2} times)"
+        ratio <= 1.06,
+        "the heap of trips grew from {before} to {after} bytes, {ratio:.3} times the {altered} an ALTER leaves"
     );
     // Its other indexes, which took a second entry for most rows, were rebuilt after the fill:
     // the primary key is its size again (about twice without), and no copy of a rebuild is left.

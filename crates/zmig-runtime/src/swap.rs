@@ -20,9 +20,11 @@
 //!   (`finish_tables`), and every mover joins the fill of the referencing columns.
 //! - An upkeep thread runs `zmig_<name>_sync_refs` to completion (it checkpoints itself in the
 //!   database, per slice of each referencing table's pages, so the movers that join it fill other
-//!   slices side by side), then builds concurrently the indexes of the filled shadow columns
-//!   (`zmig_<name>_ref_indexes()`) and rebuilds the referencing tables' other indexes, which the
-//!   fill bloated (`zmig_<name>_ref_reindex()`).
+//!   slices side by side), moves the rows of each referencing table's last pages into the free
+//!   space the fill left below and gives the emptied end back (`compact_refs`), then builds
+//!   concurrently the indexes of the filled shadow columns (`zmig_<name>_ref_indexes()`) and
+//!   rebuilds the referencing tables' other indexes, which the fill bloated
+//!   (`zmig_<name>_ref_reindex()`).
 //! - Workers, adaptive batch size, pause, back-off under strain, yielding to live traffic and
 //!   progress are the backfill's ([`BackfillOptions`], [`crate::backfill::set_paused`]): the
 //!   movers and the references' sync run short batches and pause after each while other
@@ -1238,6 +1240,7 @@ fn run_upkeep(job: &MoveJob, tidy_step: i64, refs_vacuum_step: i64) -> Result<()
                 // The slices left are the movers' (they help once the old table is empty).
                 std::thread::sleep(UPKEEP_LOOKS_EVERY);
             } else if synced == 0 {
+                compact_refs(&mut conn, name, tables)?;
                 build_reference_indexes(&mut conn, functions)?;
                 build_indexes(&mut conn, &functions.ref_reindex)?;
                 tally.refs_done.store(true, Ordering::SeqCst);
@@ -1316,6 +1319,123 @@ fn finish_tables(
         conn.batch_execute(&format!("REINDEX TABLE CONCURRENTLY {}", tables.old))?;
     }
     build_indexes(conn, &functions.key_index)
+}
+
+/// Pages at the end of a referencing table whose rows one transaction of [`compact_refs`] moves.
+const COMPACT_PAGES: i64 = 8;
+
+/// How many times one transaction of [`compact_refs`] updates the rows left in its chunk.
+const COMPACT_TRIES: usize = 64;
+
+/// At most this share of a referencing table's pages [`compact_refs`] empties.
+const COMPACT_SHARE: f64 = 0.25;
+
+/// Once the fill is done, each referencing table is made as compact as an `ALTER` would leave
+/// it. The fill wrote a new version of every row and VACUUM made the old versions' space
+/// reusable as it went, but the last pages' new versions found none left and went to the end:
+/// the table ends a few parts in a hundred longer than its rows need, with that much free space
+/// spread below. So the rows of the last pages are updated to themselves, [`COMPACT_PAGES`] at
+/// a time, each chunk in its own transaction: their pages are full, so each new version goes
+/// where the free space map finds room, below; VACUUM then gives the emptied end back. It stops
+/// at the first chunk whose rows did not all go below it (no room left: at most that chunk's
+/// versions were appended), and after [`COMPACT_SHARE`] of the table. Done once per table
+/// (`compacted:<table>` in the swap's state), before the indexes are rebuilt, which the moved
+/// versions' new entries bloated.
+///
+/// Such an update changes no value; the swap's triggers skip it, the application's own update
+/// triggers on the table run as they did for the fill. VACUUM gives pages back only when it can
+/// lock the table at once, as for the old table.
+fn compact_refs(conn: &mut PgConnection, name: &str, tables: &SwapTables) -> Result<()> {
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Bool)]
+        done: bool,
+        #[diesel(sql_type = Nullable<Text>)]
+        column: Option<String>,
+    }
+    #[derive(QueryableByName)]
+    struct Pages {
+        #[diesel(sql_type = BigInt)]
+        pages: i64,
+    }
+    #[derive(QueryableByName)]
+    struct Landed {
+        #[diesel(sql_type = BigInt)]
+        page: i64,
+    }
+    let pages_of = |conn: &mut PgConnection, rel: &str| -> Result<i64> {
+        let found: Pages = diesel::sql_query(
+            "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::bigint)::bigint AS pages",
+        )
+        .bind::<Text, _>(rel)
+        .get_result(conn)?;
+        Ok(found.pages)
+    };
+    for rel in &tables.refs {
+        let item = format!("compacted:{rel}");
+        // A column an UPDATE may set to itself: not generated, not an identity.
+        let plan: Plan = diesel::sql_query(
+            "SELECT EXISTS (SELECT FROM zmig_swap_state WHERE swap = $1 AND item = $2) AS done,
+                    (SELECT quote_ident(attname) FROM pg_attribute
+                     WHERE attrelid = $3::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = '' AND attidentity = ''
+                     ORDER BY attnum LIMIT 1) AS column",
+        )
+        .bind::<Text, _>(name)
+        .bind::<Text, _>(&item)
+        .bind::<Text, _>(rel)
+        .get_result(conn)?;
+        let Some(column) = plan.column.filter(|_| !plan.done) else {
+            continue;
+        };
+        // The free space map up to date with every version the fill left behind.
+        conn.batch_execute(&format!("VACUUM (TRUNCATE false) {rel}"))?;
+        let pages = pages_of(conn, rel)?;
+        let floor = pages - (pages as f64 * COMPACT_SHARE) as i64;
+        let mut end = pages;
+        while end > floor {
+            let start = (end - COMPACT_PAGES).max(floor);
+            let moved = conn.transaction(|conn| {
+                // A version that still fits its page stays there: updated again, the rows left
+                // fill their pages with versions this transaction holds, until they leave too.
+                for _ in 0..COMPACT_TRIES {
+                    let landed: Vec<Landed> = diesel::sql_query(format!(
+                        "UPDATE {rel} SET {column} = {column} \
+                         WHERE ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid \
+                         RETURNING (ctid::text::point)[0]::bigint AS page"
+                    ))
+                    .load(conn)?;
+                    if landed.iter().any(|l| l.page >= pages) {
+                        // No room left below: they went past the end. Undone, so that the end
+                        // stays empty for VACUUM to give back.
+                        return Err(diesel::result::Error::RollbackTransaction);
+                    }
+                    if landed.iter().all(|l| l.page < start) {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            });
+            match moved {
+                Ok(true) => {}
+                Ok(false) | Err(diesel::result::Error::RollbackTransaction) => break,
+                Err(error) => return Err(error.into()),
+            }
+            end = start;
+        }
+        // Every version the updates left dead removable, then the emptied end given back.
+        wait_for_older_snapshots(conn)?;
+        conn.batch_execute(&format!("VACUUM {rel}"))?;
+        // Unless finalize ran meanwhile and cleared the swap's state.
+        diesel::sql_query(
+            "INSERT INTO zmig_swap_state (swap, item)
+             SELECT $1, $2 WHERE EXISTS (SELECT FROM zmig_swap_state WHERE swap = $1 AND item = 'move')
+             ON CONFLICT DO NOTHING",
+        )
+        .bind::<Text, _>(name)
+        .bind::<Text, _>(&item)
+        .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Rebuilds, on the filled shadow columns, every index that reads a referencing column, as
@@ -1443,6 +1563,18 @@ fn vacuum_refs(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
     if tables.refs.is_empty() {
         return Ok(());
     }
+    wait_for_older_snapshots(conn)?;
+    conn.batch_execute(&format!(
+        "VACUUM (TRUNCATE false) {}",
+        tables.refs.join(", ")
+    ))?;
+    Ok(())
+}
+
+/// Waits, at most [`VACUUM_WAITS_AT_MOST`], for the transactions of this database older than now
+/// to end, so that a VACUUM next can remove every version this session's commits left dead (those
+/// of other roles it may not see: it does not wait for them).
+fn wait_for_older_snapshots(conn: &mut PgConnection) -> Result<()> {
     #[derive(QueryableByName)]
     struct Clear {
         #[diesel(sql_type = Bool)]
@@ -1470,15 +1602,10 @@ fn vacuum_refs(conn: &mut PgConnection, tables: &SwapTables) -> Result<()> {
         .bind::<BigInt, _>(now.next)
         .get_result(conn)?;
         if clear.clear || started.elapsed() >= VACUUM_WAITS_AT_MOST {
-            break;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    conn.batch_execute(&format!(
-        "VACUUM (TRUNCATE false) {}",
-        tables.refs.join(", ")
-    ))?;
-    Ok(())
 }
 
 /// The bar and the log line. The bar counts both jobs: rows moved of rows moved + left, then
