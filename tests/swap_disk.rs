@@ -53,6 +53,17 @@ fn the_move_refuses_when_free_disk_cannot_hold_its_estimate_and_moves_nothing() 
 
     let error = move_rows(&db.url, SWAP, &options(DiskCheck::Assume(1_000)))
         .expect_err("1,000 bytes free cannot hold the move");
+    // Typed, for a caller that handles it rather than reporting it.
+    assert!(
+        matches!(
+            error,
+            zmig_runtime::Error::NotReady {
+                reason: zmig_runtime::NotReady::DiskShort,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     let message = error.to_string();
     for needle in [
         "needs about",

@@ -145,7 +145,7 @@ pub fn backfill(
     let mut conn = workers::connect(database_url, migration)?;
     check_dual_write_in_place(&mut conn, migration, &functions)?;
     if verify::write_new_applied(&mut conn, migration)? {
-        return Err(Error::NotReady(format!(
+        return Err(Error::not_ready(crate::NotReady::WriteNewApplied, format!(
             "`{migration}`: backfill refuses: write_new is applied, so the new table holds the truth and \
              a backfill (old columns into the new table) would overwrite newer values with older ones; \
              nothing was changed. If verify reports differences, correct those rows by hand (or revert \
@@ -296,9 +296,10 @@ pub fn create_bookkeeping_tables(conn: &mut PgConnection) -> Result<()> {
 pub fn set_paused(conn: &mut PgConnection, migration: &str, paused: bool) -> Result<()> {
     check_migration_name(migration)?;
     if !store::tables_exist(conn)? {
-        return Err(Error::NotReady(format!(
-            "no backfill of `{migration}` has started on this database"
-        )));
+        return Err(Error::not_ready(
+            crate::NotReady::NoBackfillStarted,
+            format!("no backfill of `{migration}` has started on this database"),
+        ));
     }
     let updated =
         diesel::sql_query("UPDATE zmig_backfill_runs SET paused = $2 WHERE migration = $1")
@@ -306,9 +307,10 @@ pub fn set_paused(conn: &mut PgConnection, migration: &str, paused: bool) -> Res
             .bind::<Bool, _>(paused)
             .execute(conn)?;
     if updated == 0 {
-        return Err(Error::NotReady(format!(
-            "no backfill of `{migration}` has started on this database"
-        )));
+        return Err(Error::not_ready(
+            crate::NotReady::NoBackfillStarted,
+            format!("no backfill of `{migration}` has started on this database"),
+        ));
     }
     Ok(())
 }
@@ -371,7 +373,7 @@ fn check_dual_write_in_place(
     if present.functions && present.trigger {
         return Ok(());
     }
-    Err(Error::NotReady(format!(
+    Err(Error::not_ready(crate::NotReady::PhaseNotApplied, format!(
         "the dual_write migration of `{migration}` is not applied on this database (no sync trigger or backfill \
          function), so rows changed during a backfill would be lost.\n\
          Apply it first: zmig's `generate` with stage = \"dual_write\" or later, then \

@@ -88,7 +88,9 @@ impl DiskEstimate {
     /// estimate.
     pub fn refuse_if_short(&self, swap: &str) -> Result<()> {
         match self.free.bytes() {
-            Some(free) if (free as i64) < self.needed_bytes => Err(Error::NotReady(format!(
+            Some(free) if (free as i64) < self.needed_bytes => Err(Error::not_ready(
+                crate::NotReady::DiskShort,
+                format!(
                 "swap `{swap}`: the move needs about {} more disk at its peak, and {}; nothing was \
                  moved. Free disk on the database's server and run it again; or, if the figure \
                  is wrong, give the free space with --assume-free-disk BYTES or skip the check \
@@ -99,7 +101,8 @@ impl DiskEstimate {
                         format!("the file system of {path} has {} free", HumanBytes(free)),
                     _ => format!("{} is free (--assume-free-disk)", HumanBytes(free)),
                 }
-            ))),
+            ),
+            )),
             _ => Ok(()),
         }
     }

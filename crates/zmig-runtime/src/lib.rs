@@ -112,13 +112,52 @@ pub enum Error {
     Connect(diesel::ConnectionError),
     #[error("{}", database_message(.0))]
     Database(diesel::result::Error),
-    #[error("{0}")]
-    NotReady(String),
+    /// Something the operation needs is not so (see [`NotReady`]); nothing was changed. The
+    /// message says what, and what to do.
+    #[error("{message}")]
+    NotReady { reason: NotReady, message: String },
     #[error("a backfill worker panicked")]
     WorkerPanicked,
     /// A worker's session ended under it: the database keeps what its batches committed.
     #[error("worker {worker} lost its connection to the database ({message}){LOST_CONNECTION}")]
     WorkerConnectionLost { worker: usize, message: String },
+}
+
+/// Which precondition an [`Error::NotReady`] is about, for a caller that handles one of them
+/// (waits and retries on [`NotReady::NoConnection`], says where to free disk on
+/// [`NotReady::DiskShort`]) rather than reporting the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// A name zmig never gives a migration.
+    BadMigrationName,
+    /// The migration the operation works on (dual_write for a backfill or verify, prepare for
+    /// a swap's move) is not applied on this database.
+    PhaseNotApplied,
+    /// Pausing or resuming a backfill that never started here.
+    NoBackfillStarted,
+    /// A backfill after write_new, which would overwrite newer values with older ones.
+    WriteNewApplied,
+    /// The sync triggers changed while verify ran: its result proves nothing.
+    SyncTriggersChanged,
+    /// A query ran into the session's `statement_timeout`.
+    StatementTimeout,
+    /// The free disk cannot hold what the swap's move will add at its peak.
+    DiskShort,
+    /// The async runtime shut down while the work ran.
+    Cancelled,
+    /// The run log's connection is down, and retried later.
+    NoConnection,
+    /// A move and a move back of a swap: the other direction was started.
+    OtherDirection,
+    /// The prepare migration's functions do not say what they should.
+    PrepareDamaged,
+}
+
+impl Error {
+    pub(crate) fn not_ready(reason: NotReady, message: String) -> Error {
+        Error::NotReady { reason, message }
+    }
 }
 
 impl From<diesel::ConnectionError> for Error {
@@ -204,8 +243,33 @@ pub(crate) fn check_migration_name(name: &str) -> Result<()> {
     if zmig_core::names::is_migration_name(name) {
         Ok(())
     } else {
-        Err(Error::NotReady(format!(
+        Err(Error::not_ready(crate::NotReady::BadMigrationName, format!(
             "`{name}` is not a zmig migration name (a-z, 0-9 and _, starting with a letter, at most 40 characters)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_migration_name, Error, NotReady};
+
+    #[test]
+    fn a_refused_precondition_says_which_and_why() {
+        let error = check_migration_name("9_lives").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::NotReady {
+                    reason: NotReady::BadMigrationName,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "`9_lives` is not a zmig migration name (a-z, 0-9 and _, starting with a letter, at most 40 characters)"
+        );
+        assert!(check_migration_name("cars_bigint").is_ok());
     }
 }

@@ -199,9 +199,12 @@ async fn off_the_executor<T: Send + 'static>(
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => Ok(value),
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(_) => Err(Error::NotReady(format!(
+        Err(_) => Err(Error::not_ready(
+            crate::NotReady::Cancelled,
+            format!(
             "{what} was cancelled: the tokio runtime shut down while it ran; what it committed is \
              kept, run it again to resume"
-        ))),
+        ),
+        )),
     }
 }

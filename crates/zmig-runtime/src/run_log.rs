@@ -654,10 +654,13 @@ impl RunLog {
         }
         let now = Instant::now();
         if let Some(after) = self.reconnect_after.filter(|after| now < *after) {
-            return Err(crate::Error::NotReady(format!(
-                "no connection to the database (trying again in {:.1} s)",
-                (after - now).as_secs_f64()
-            )));
+            return Err(crate::Error::not_ready(
+                crate::NotReady::NoConnection,
+                format!(
+                    "no connection to the database (trying again in {:.1} s)",
+                    (after - now).as_secs_f64()
+                ),
+            ));
         }
         self.reconnect_after = Some(now + RECONNECT_EVERY);
         let conn = self

@@ -528,20 +528,23 @@ fn refuse_against(conn: &mut PgConnection, name: &str, way: MoveDirection) -> Re
     if direction(conn, name)? == way {
         return Ok(());
     }
-    Err(Error::NotReady(match way {
-        MoveDirection::Forward => format!(
-            "the rows of swap `{name}` are going back to its old table: a move back \
+    Err(Error::not_ready(
+        crate::NotReady::OtherDirection,
+        match way {
+            MoveDirection::Forward => format!(
+                "the rows of swap `{name}` are going back to its old table: a move back \
              (`backfill {name} --back`) was started, and this move would undo it, so it does not \
              move. To finish going back: `cargo xtask zmig backfill {name} --back`, then \
              `diesel migration revert` of the prepare migration. To go forward after all: \
              `cargo xtask zmig backfill {name} --forward` (a move back still running then stops)"
-        ),
-        MoveDirection::Back => format!(
+            ),
+            MoveDirection::Back => format!(
             "the rows of swap `{name}` go forward again: `backfill {name} --forward` was started \
              since this move back, which stops rather than undo it. To go back after all, run \
              `cargo xtask zmig backfill {name} --back` again (the forward move then stops)"
         ),
-    }))
+        },
+    ))
 }
 
 /// A move back ends once the new table is empty and temp holds fewer rows than this: writers
@@ -895,12 +898,15 @@ fn require_prepare(conn: &mut PgConnection, name: &str, functions: &[&String]) -
     if missing.missing.is_empty() {
         return Ok(());
     }
-    Err(Error::NotReady(format!(
+    Err(Error::not_ready(
+        crate::NotReady::PhaseNotApplied,
+        format!(
         "the prepare migration of swap `{name}` is not applied on this database (no {} function); \
          apply the prepare migration first: diesel migration run (or your service's embedded \
          migrations), after zmig's `generate` with stage = \"prepare\"",
         missing.missing.join(", no ")
-    )))
+    ),
+    ))
 }
 
 fn load_tables(conn: &mut PgConnection, functions: &SwapFunctions) -> Result<SwapTables> {
@@ -922,10 +928,13 @@ fn load_tables(conn: &mut PgConnection, functions: &SwapFunctions) -> Result<Swa
             .find(|r| r.role == wanted)
             .map(|r| r.rel.clone())
             .ok_or_else(|| {
-                Error::NotReady(format!(
-                    "{}() names no `{wanted}` table; the prepare migration is damaged",
-                    functions.tables
-                ))
+                Error::not_ready(
+                    crate::NotReady::PrepareDamaged,
+                    format!(
+                        "{}() names no `{wanted}` table; the prepare migration is damaged",
+                        functions.tables
+                    ),
+                )
             })
     };
     Ok(SwapTables {

@@ -57,7 +57,7 @@ pub fn verify(conn: &mut PgConnection, migration: &str) -> Result<VerifyReport> 
             .bind::<Text, _>(&functions.key_range)
             .get_result(conn)?;
     if present.n != 2 {
-        return Err(Error::NotReady(format!(
+        return Err(Error::not_ready(crate::NotReady::PhaseNotApplied, format!(
             "the dual_write migration of `{migration}` is not applied on this database (no {} function); nothing to verify",
             functions.diff
         )));
@@ -137,7 +137,7 @@ pub fn verify(conn: &mut PgConnection, migration: &str) -> Result<VerifyReport> 
         .collect::<Vec<_>>()
         .join(", ");
     if sync_triggers(conn, migration)? != triggers {
-        return Err(Error::NotReady(format!(
+        return Err(Error::not_ready(crate::NotReady::SyncTriggersChanged, format!(
             "`{migration}`: the sync triggers changed while verify ran (created, re-created, replaced, \
              disabled or enabled), so writes may have skipped the sync and the result proves nothing; \
              nothing was recorded: run verify again"
@@ -334,7 +334,7 @@ fn explain_timeout(
         "client" => "by the client (PGOPTIONS, or the connection URL's options)".to_owned(),
         other => format!("by {other}"),
     };
-    Error::NotReady(format!(
+    Error::not_ready(crate::NotReady::StatementTimeout, format!(
         "a query of {CHUNK_KEYS} owner keys ran into this session's statement_timeout of {} ms, set {set}, \
          and was cancelled ({}); nothing was recorded. Give zmig's own sessions more, e.g. \
          PGOPTIONS='-c statement_timeout=0' (or ?options=-c%20statement_timeout%3D0 in the URL), \
