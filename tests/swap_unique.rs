@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::thread;
 use std::time::Duration;
 
@@ -93,6 +94,11 @@ impl Draw {
 struct Tally {
     ops: AtomicU64,
     clashes: AtomicU64,
+    /// Held for reading by each `REPEATABLE READ` transaction, for writing around finalize: a
+    /// transaction whose snapshot is older than finalize's commit (taken before its first
+    /// statement waited for finalize's lock) does not see the rows finalize moved into the new
+    /// table, as with any table PostgreSQL rewrites (README says so, under the swap's finalize).
+    finalize: RwLock<()>,
 }
 
 /// What a write came to.
@@ -102,16 +108,17 @@ enum Outcome<T> {
     Clash,
 }
 
-/// Runs `op` (in a `REPEATABLE READ` transaction that reads first when `repeatable`, so its
-/// snapshot is older than the writes it meets) until it commits or clashes, past serialization
+/// Runs `op` (in a `REPEATABLE READ` transaction that reads first when `repeatable` is the
+/// finalize gate, held meanwhile, so its snapshot is older than the writes it meets) until it commits or clashes, past serialization
 /// failures and deadlocks; any other error fails the test.
 fn attempt<T>(
     conn: &mut PgConnection,
-    repeatable: bool,
+    repeatable: Option<&RwLock<()>>,
     mut op: impl FnMut(&mut PgConnection) -> QueryResult<T>,
 ) -> Outcome<T> {
     for _ in 0..500 {
-        let result = if repeatable {
+        let result = if let Some(finalize) = repeatable {
+            let _between = finalize.read().unwrap();
             conn.build_transaction().repeatable_read().run(|conn| {
                 count(conn, "SELECT count(*) AS n FROM cars WHERE id < 10");
                 thread::sleep(Duration::from_millis(1));
@@ -149,7 +156,7 @@ fn attempt<T>(
 /// cars it inserts; returns what each of them must hold (`None`: deleted).
 fn write(url: &str, n: i64, done: &AtomicBool, tally: &Tally) -> BTreeMap<i64, Option<Car>> {
     let mut conn = writer_conn(url);
-    let repeatable = n % 2 == 1;
+    let repeatable = (n % 2 == 1).then_some(&tally.finalize);
     let mut mine: BTreeMap<i64, Option<Car>> = (1..=CARS)
         .filter(|id| id % WRITERS == n)
         .map(|id| (id, Some((format!("make {id}"), 0))))
@@ -320,7 +327,10 @@ fn a_unique_index_stays_unique_across_the_swap_under_writers() {
         let report = move_rows(&db.url, "cars_bigint", &options).unwrap();
         assert!(report.finished, "{report:?}");
         more(&writers, 500);
-        migrate_to(&db.url, &fixture, "cars_bigint_finalize");
+        {
+            let _alone = tally.finalize.write().unwrap();
+            migrate_to(&db.url, &fixture, "cars_bigint_finalize");
+        }
         more(&writers, 300);
         done.store(true, Ordering::SeqCst);
         let mut ledgers = BTreeMap::new();
