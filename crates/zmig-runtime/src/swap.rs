@@ -1249,7 +1249,9 @@ fn run_upkeep(job: &MoveJob, tidy_step: i64, refs_vacuum_step: i64) -> Result<()
                 // The slices left are the movers' (they help once the old table is empty).
                 std::thread::sleep(UPKEEP_LOOKS_EVERY);
             } else if synced == 0 {
-                compact_refs(&mut conn, name, tables)?;
+                if !compact_refs(&mut conn, job)? {
+                    return Ok(());
+                }
                 build_reference_indexes(&mut conn, functions)?;
                 build_indexes(&mut conn, &functions.ref_reindex)?;
                 tally.refs_done.store(true, Ordering::SeqCst);
@@ -1336,6 +1338,9 @@ const COMPACT_PAGES: i64 = 8;
 /// How many times one transaction of [`compact_refs`] updates the rows left in its chunk.
 const COMPACT_TRIES: usize = 64;
 
+/// How many times [`compact_refs`] VACUUMs a table to give its emptied end back.
+const COMPACT_VACUUMS: usize = 10;
+
 /// At most this share of a referencing table's pages [`compact_refs`] empties.
 const COMPACT_SHARE: f64 = 0.25;
 
@@ -1345,16 +1350,28 @@ const COMPACT_SHARE: f64 = 0.25;
 /// the table ends a few parts in a hundred longer than its rows need, with that much free space
 /// spread below. So the rows of the last pages are updated to themselves, [`COMPACT_PAGES`] at
 /// a time, each chunk in its own transaction: their pages are full, so each new version goes
-/// where the free space map finds room, below; VACUUM then gives the emptied end back. It stops
-/// at the first chunk whose rows did not all go below it (no room left: at most that chunk's
-/// versions were appended), and after [`COMPACT_SHARE`] of the table. Done once per table
+/// where the free space map finds room, below (a row whose version still fits its page is
+/// updated again, up to [`COMPACT_TRIES`] times, until the page is full and it leaves); VACUUM
+/// then gives the emptied end back. It stops at the first chunk whose rows would go past the end
+/// (no room left below: that transaction is rolled back, so the end stays empty), at a chunk
+/// whose rows would not leave, and after [`COMPACT_SHARE`] of the table. Done once per table
 /// (`compacted:<table>` in the swap's state), before the indexes are rebuilt, which the moved
 /// versions' new entries bloated.
 ///
 /// Such an update changes no value; the swap's triggers skip it, the application's own update
 /// triggers on the table run as they did for the fill. VACUUM gives pages back only when it can
 /// lock the table at once, as for the old table.
-fn compact_refs(conn: &mut PgConnection, name: &str, tables: &SwapTables) -> Result<()> {
+///
+/// Each chunk waits, as a batch does, while the move is paused; `false` when the run is to end
+/// (stopped), the table not marked done, so that the next run compacts it.
+fn compact_refs(conn: &mut PgConnection, job: &MoveJob) -> Result<bool> {
+    let MoveJob {
+        name,
+        tables,
+        options,
+        crew,
+        ..
+    } = *job;
     #[derive(QueryableByName)]
     struct Plan {
         #[diesel(sql_type = Bool)]
@@ -1363,23 +1380,10 @@ fn compact_refs(conn: &mut PgConnection, name: &str, tables: &SwapTables) -> Res
         column: Option<String>,
     }
     #[derive(QueryableByName)]
-    struct Pages {
-        #[diesel(sql_type = BigInt)]
-        pages: i64,
-    }
-    #[derive(QueryableByName)]
     struct Landed {
         #[diesel(sql_type = BigInt)]
         page: i64,
     }
-    let pages_of = |conn: &mut PgConnection, rel: &str| -> Result<i64> {
-        let found: Pages = diesel::sql_query(
-            "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::bigint)::bigint AS pages",
-        )
-        .bind::<Text, _>(rel)
-        .get_result(conn)?;
-        Ok(found.pages)
-    };
     for rel in &tables.refs {
         let item = format!("compacted:{rel}");
         // A column an UPDATE may set to itself: not generated, not an identity.
@@ -1398,10 +1402,13 @@ fn compact_refs(conn: &mut PgConnection, name: &str, tables: &SwapTables) -> Res
         };
         // The free space map up to date with every version the fill left behind.
         conn.batch_execute(&format!("VACUUM (TRUNCATE false) {rel}"))?;
-        let pages = pages_of(conn, rel)?;
+        let pages = relation_pages(conn, rel)?;
         let floor = pages - (pages as f64 * COMPACT_SHARE) as i64;
         let mut end = pages;
         while end > floor {
+            if !crew.ready_for_batch(conn, name, options)? {
+                return Ok(false);
+            }
             let start = (end - COMPACT_PAGES).max(floor);
             let moved = conn.transaction(|conn| {
                 // A version that still fits its page stays there: updated again, the rows left
@@ -1431,9 +1438,17 @@ fn compact_refs(conn: &mut PgConnection, name: &str, tables: &SwapTables) -> Res
             }
             end = start;
         }
-        // Every version the updates left dead removable, then the emptied end given back.
-        wait_for_older_snapshots(conn)?;
-        conn.batch_execute(&format!("VACUUM {rel}"))?;
+        // Every version the updates left dead removable, then the emptied end given back. A
+        // transaction older than the last chunk (a worker's index build, say) keeps those
+        // versions, and VACUUM gives back only pages it can empty and lock at once: it tries
+        // again a few times. What is left, a later (auto)VACUUM gives back.
+        for _ in 0..COMPACT_VACUUMS {
+            wait_for_older_snapshots(conn)?;
+            conn.batch_execute(&format!("VACUUM {rel}"))?;
+            if relation_pages(conn, rel)? <= end + COMPACT_PAGES {
+                break;
+            }
+        }
         // Unless finalize ran meanwhile and cleared the swap's state.
         diesel::sql_query(
             "INSERT INTO zmig_swap_state (swap, item)
@@ -1444,7 +1459,22 @@ fn compact_refs(conn: &mut PgConnection, name: &str, tables: &SwapTables) -> Res
         .bind::<Text, _>(&item)
         .execute(conn)?;
     }
-    Ok(())
+    Ok(true)
+}
+
+/// The pages of the relation `rel` now.
+fn relation_pages(conn: &mut PgConnection, rel: &str) -> Result<i64> {
+    #[derive(QueryableByName)]
+    struct Pages {
+        #[diesel(sql_type = BigInt)]
+        pages: i64,
+    }
+    let found: Pages = diesel::sql_query(
+        "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::bigint)::bigint AS pages",
+    )
+    .bind::<Text, _>(rel)
+    .get_result(conn)?;
+    Ok(found.pages)
 }
 
 /// Rebuilds, on the filled shadow columns, every index that reads a referencing column, as

@@ -409,35 +409,7 @@ fn prepare(swap: &Swap, n: &Names) -> PhaseSql {
          with the error PostgreSQL itself would raise.",
         n.temp, n.new, n.old
     ));
-    if !swap.unique.is_empty() {
-        up.comment(&format!(
-            "Each unique index besides the primary key stays unique across the three tables: every \
-             table keeps its copy of the index, and a row written from now on first claims its \
-             values in a table of zmig's own with a unique index over them ({claims}), then looks \
-             for a row written before prepare holding them in {old} and {new}, waiting for a batch \
-             moving it. Empty tables; dropped at finalize.",
-            claims = (0..swap.unique.len())
-                .map(|i| unique::claims_table(swap, i))
-                .collect::<Vec<_>>()
-                .join(", "),
-            old = n.old,
-            new = n.new,
-        ));
-        let (tables, access) = unique::claims_tables(swap, n);
-        up.safety_assured(
-            "New tables, empty: their indexes are built in no time, and no client uses them yet.",
-            &tables,
-        );
-        up.statement(&access);
-        up.comment(&format!(
-            "{temp} holds only rows written from now on, each holding its claims, which keep it \
-             unique: its copies of the indexes go, so that a clash is always raised by a claim, \
-             naming the original index.",
-            temp = n.temp
-        ));
-        up.statement(&unique::drop_temp_copies(n));
-        up.statement(&unique::violation_function(swap, n));
-    }
+    unique::prepare(swap, n, &mut up);
     up.statement(&insert_function(swap, n));
     up.comment(&format!(
         "UPDATE changes the row where it is: {new}, then {temp}, then {old}, each locked first \
@@ -1250,13 +1222,7 @@ fn prepare_down(swap: &Swap, n: &Names) -> Script {
     for statement in drop_routines(n) {
         body.statement(&statement);
     }
-    if !swap.unique.is_empty() {
-        body.statement(&unique::drop_violation_function(n));
-        body.safety_assured(
-            "zmig's claims of unique values while the swap ran: no application reads them.",
-            &unique::drop_claims(swap),
-        );
-    }
+    unique::drop(swap, n, &mut body);
     body.assured_start(
         "The original table takes its name back, in the transaction that dropped the view: no \
          client finds the name missing.",
@@ -1461,13 +1427,7 @@ fn finalize(swap: &Swap, n: &Names) -> PhaseSql {
     for statement in drop_routines(n) {
         body.statement(&statement);
     }
-    if !swap.unique.is_empty() {
-        body.statement(&unique::drop_violation_function(n));
-        body.safety_assured(
-            "zmig's claims of unique values while the swap ran: no application reads them.",
-            &unique::drop_claims(swap),
-        );
-    }
+    unique::drop(swap, n, &mut body);
     body.safety_assured(
         &format!(
             "Both are empty: the gate above raised otherwise. Every row is in {}.",

@@ -1,8 +1,9 @@
 //! A unique index besides the primary key, kept unique across the three tables while the swap
 //! runs (`unique(vin)` in the attribute).
 //!
-//! Each table keeps its copy of the index, which catches two rows of the same table. Across
-//! tables, a row written while the swap runs (inserted, or its indexed columns changed) first
+//! Old and new keep their copies of the index, which catch two rows of the same table; temp's
+//! copy goes (its rows are all claimed, below), so that every clash names the original index.
+//! Across tables, a row written while the swap runs (inserted, or its indexed columns changed) first
 //! *claims* its values in a table of zmig's own with a unique index over them: two writers
 //! claiming the same values meet in that index whatever their snapshots, the second waiting for
 //! the first as it would on the table's own index, and failing if the first commits. A claim is
@@ -21,7 +22,7 @@
 
 use super::{sibling, Names};
 use crate::plan::Swap;
-use crate::sql::{quote_ident as q, quote_literal};
+use crate::sql::{quote_ident as q, quote_literal, Script};
 
 /// The claims table of the `i`th entry of `unique(...)` (from 0): `zmig_<name>_unique_<i + 1>`.
 pub(super) fn claims_table(swap: &Swap, i: usize) -> String {
@@ -120,9 +121,9 @@ $zmig$;",
 /// Prepare's statements creating each entry's claims table: its values and the row's key, as
 /// the view shows them (so of the original types and collations), a unique index over the
 /// values and one over the key; then, for all of them, the table's owner, and the privileges a
-/// role that may write the table needs to claim.
-/// The first are the tables with their indexes, the last the DO block.
-pub(super) fn claims_tables(swap: &Swap, n: &Names) -> (Vec<String>, String) {
+/// role that may write the table needs to claim: the statements creating the tables with their
+/// indexes, and the DO block for the owner and privileges.
+fn claims_tables(swap: &Swap, n: &Names) -> (Vec<String>, String) {
     let key = q(&swap.key);
     let mut statements = Vec::new();
     let mut tables = Vec::new();
@@ -177,6 +178,15 @@ fn all_set(columns: &[String], row: &str) -> String {
         .join(" AND ")
 }
 
+/// `NEW."a", NEW."b"`.
+fn new_values(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("NEW.{}", q(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `t."a" = NEW."a" AND t."b" = NEW."b"`.
 fn same_values(columns: &[String], table_row: &str) -> String {
     columns
@@ -198,7 +208,7 @@ fn index_columns(i: &str) -> String {
 /// `CONSTRAINT` name the original index, looked up in the catalog by the old table's oid
 /// (prepare renamed the table, not its indexes) and the columns, so that a transaction whose
 /// snapshot is older than prepare names it too; the detail gives the values.
-pub(super) fn violation_function(swap: &Swap, n: &Names) -> String {
+fn violation_function(swap: &Swap, n: &Names) -> String {
     format!(
         "CREATE FUNCTION {f}(columns name[], key_values text) RETURNS void LANGUAGE plpgsql AS $zmig$\n\
 DECLARE\n    \
@@ -225,12 +235,11 @@ $zmig$;",
 fn violation(swap: &Swap, n: &Names, i: usize) -> String {
     let columns = &swap.unique[i];
     let names: Vec<String> = columns.iter().map(|c| quote_literal(c)).collect();
-    let values: Vec<String> = columns.iter().map(|c| format!("NEW.{}", q(c))).collect();
     format!(
         "PERFORM {}(ARRAY[{}]::name[], concat_ws(', ', {}));",
         n.functions.unique_violation,
         names.join(", "),
-        values.join(", ")
+        new_values(columns)
     )
 }
 
@@ -278,11 +287,7 @@ fn claim_index(swap: &Swap, n: &Names, i: usize, indent: &str) -> String {
         set = all_set(columns, "NEW"),
         claims = claims_table(swap, i),
         list = column_list(columns),
-        values = columns
-            .iter()
-            .map(|c| format!("NEW.{}", q(c)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        values = new_values(columns),
     )
 }
 
@@ -325,11 +330,46 @@ pub(super) fn release(swap: &Swap, indent: &str) -> String {
         .collect()
 }
 
+/// Prepare's part, after the view and before its triggers: the claims tables, temp's index
+/// copies gone, and the function raising a clash. Nothing without `unique(...)`.
+pub(super) fn prepare(swap: &Swap, n: &Names, up: &mut Script) {
+    if swap.unique.is_empty() {
+        return;
+    }
+    up.comment(&format!(
+        "Each unique index besides the primary key stays unique across the three tables: {old} \
+         and {new} keep their copies of the index, and a row written from now on first claims its \
+         values in a table of zmig's own with a unique index over them ({claims}), then looks \
+         for a row written before prepare holding them in {old} and {new}, waiting for a batch \
+         moving it. Empty tables; dropped at finalize.",
+        claims = (0..swap.unique.len())
+            .map(|i| claims_table(swap, i))
+            .collect::<Vec<_>>()
+            .join(", "),
+        old = n.old,
+        new = n.new,
+    ));
+    let (tables, access) = claims_tables(swap, n);
+    up.safety_assured(
+        "New tables, empty: their indexes are built in no time, and no client uses them yet.",
+        &tables,
+    );
+    up.statement(&access);
+    up.comment(&format!(
+        "{temp} holds only rows written from now on, each holding its claims, which keep it \
+         unique: its copies of the indexes go, so that a clash is always raised by a claim, \
+         naming the original index.",
+        temp = n.temp
+    ));
+    up.statement(&drop_temp_copies(n));
+    up.statement(&violation_function(swap, n));
+}
+
 /// Prepare's statement dropping temp's copies of the unique indexes (every unique index of temp
 /// but its primary key: the guards refused any other). Temp holds only rows written since
 /// prepare, all of them claimed, so the claims keep it unique, and a clash is raised by them,
 /// naming the original index, not by a copy named after temp.
-pub(super) fn drop_temp_copies(n: &Names) -> String {
+fn drop_temp_copies(n: &Names) -> String {
     format!(
         "DO $zmig$\n\
 DECLARE\n    \
@@ -353,17 +393,21 @@ $zmig$;",
     )
 }
 
-/// Finalize's and prepare's down: the claims tables go.
-pub(super) fn drop_claims(swap: &Swap) -> Vec<String> {
-    (0..swap.unique.len())
-        .map(|i| format!("DROP TABLE {};", claims_table(swap, i)))
-        .collect()
-}
-
-/// Finalize's and prepare's down: the function raising clashes goes.
-pub(super) fn drop_violation_function(n: &Names) -> String {
-    format!(
+/// Finalize's and prepare's down: the function raising clashes and the claims tables go.
+/// Nothing without `unique(...)`.
+pub(super) fn drop(swap: &Swap, n: &Names, body: &mut Script) {
+    if swap.unique.is_empty() {
+        return;
+    }
+    body.statement(&format!(
         "DROP FUNCTION {}(name[], text);",
         n.functions.unique_violation
-    )
+    ));
+    let tables: Vec<String> = (0..swap.unique.len())
+        .map(|i| format!("DROP TABLE {};", claims_table(swap, i)))
+        .collect();
+    body.safety_assured(
+        "zmig's claims of unique values while the swap ran: no application reads them.",
+        &tables,
+    );
 }
